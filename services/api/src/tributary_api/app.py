@@ -1,0 +1,347 @@
+"""The FastAPI application: HTTP in, `Ingestor` out. No import-time state; see `create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+
+from tributary.aws import AwsClients
+from tributary.clock import Clock, SystemClock
+from tributary.dataset import DatasetRegistry
+from tributary.errors import PermanentError, TransientError
+from tributary.metrics import EmfMetrics, Metrics
+from tributary.raw_writer import RawWriter, S3RawWriter
+from tributary.testing import MemoryRawWriter
+from tributary_api.auth import ApiKey, KeyRing, presented_key
+from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
+from tributary_api.ingest import Ingestor, IngestResult, RecordTooLargeError
+from tributary_api.models import (
+    INGEST_REQUEST_BODY,
+    INGEST_RESPONSES,
+    ErrorResponse,
+    HealthResponse,
+    IngestResponse,
+)
+from tributary_api.ratelimit import TokenBucketLimiter
+from tributary_api.settings import ApiSettings, SinkKind
+from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
+
+log = logging.getLogger(__name__)
+
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """The side effects the API needs: where records go and where rejects go."""
+
+    sink: Sink
+    quarantine: RawWriter
+
+
+BackendsFactory = Callable[[ApiSettings, Metrics], AbstractAsyncContextManager[Backends]]
+
+
+@asynccontextmanager
+async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncIterator[Backends]:
+    """The backends `API_SINK` asks for, with AWS clients opened for the app's lifetime."""
+    if settings.sink is SinkKind.MEMORY:
+        yield Backends(MemorySink(), MemoryRawWriter())
+        return
+    async with AwsClients(settings) as clients:
+        lake = S3RawWriter(await clients.s3(), settings.lake_bucket)
+        sink: Sink
+        if settings.sink is SinkKind.KINESIS:
+            sink = KinesisSink(await clients.kinesis(), settings.stream_name, metrics)
+        else:
+            sink = S3Sink(lake)
+        yield Backends(sink, lake)
+
+
+class HttpError(Exception):
+    """A whole-request refusal, rendered as `ErrorResponse`."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _result_body(result: IngestResult, request_id: str) -> dict[str, Any]:
+    return {
+        "accepted": result.accepted,
+        "rejected": result.rejected,
+        "ids": result.ids,
+        "errors": [
+            {"index": e.index, "field": e.field, "message": e.message} for e in result.errors
+        ],
+        "request_id": request_id,
+    }
+
+
+def keyring_from(settings: ApiSettings) -> KeyRing:
+    """The configured API keys."""
+    return KeyRing(
+        ApiKey(
+            k.name, bytes.fromhex(k.sha256), None if k.datasets is None else frozenset(k.datasets)
+        )
+        for k in settings.keys
+    )
+
+
+def create_app(
+    settings: ApiSettings,
+    *,
+    registry: DatasetRegistry | None = None,
+    backends: BackendsFactory = configured_backends,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """Build the app from settings and collaborators (real ones unless given)."""
+    registry = (
+        registry if registry is not None else DatasetRegistry.from_file(settings.datasets_config)
+    )
+    clock = clock or SystemClock()
+    metrics = metrics or EmfMetrics(settings.metrics_namespace, "api")
+    keyring = keyring_from(settings)
+    limiter = (
+        TokenBucketLimiter(
+            settings.rate_limit_rps,
+            max(settings.rate_limit_burst, settings.rate_limit_rps, 1.0),
+            clock,
+        )
+        if settings.rate_limit_rps > 0
+        else None
+    )
+    retry_after = {"Retry-After": str(settings.retry_after_s)}
+    state: dict[str, Any] = {"in_flight": 0}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with backends(settings, metrics) as wired:
+            state["backends"] = wired
+            state["ingestor"] = Ingestor(
+                wired.sink, wired.quarantine, clock, metrics, settings.max_record_bytes
+            )
+            flusher = asyncio.create_task(_flush_periodically(metrics, settings.metrics_interval_s))
+            log.info(
+                "api ready",
+                extra={
+                    "sink": settings.sink.value,
+                    "datasets": list(registry),
+                    "keys": len(keyring),
+                },
+            )
+            try:
+                yield
+            finally:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+                metrics.flush()
+
+    app = FastAPI(
+        title="Tributary ingestion API",
+        version="1.0.0",
+        description=(
+            "POST records to a dataset. A 202 means every accepted record is durable in the sink "
+            "(Kinesis or S3); rejected records are in quarantine with their reasons. Send an "
+            "`Idempotency-Key` to make retries safe: ids derive from it."
+        ),
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(HttpError)
+    async def _http_error(_: Request, exc: HttpError) -> Response:
+        metrics.add("RequestsRefused", 1, code=exc.code)
+        return _json(exc.status, {"error": exc.code, "message": exc.message}, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return _json(400, {"error": "bad_request", "message": problems})
+
+    @app.get("/healthz", response_model=HealthResponse, tags=["health"])
+    async def healthz() -> HealthResponse:
+        """Liveness: the process serves requests."""
+        return HealthResponse(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse, "description": "The sink is unreachable."}},
+        tags=["health"],
+    )
+    async def readyz() -> Response:
+        """Readiness: the sink and the quarantine store are reachable."""
+        wired: Backends = state["backends"]
+        try:
+            async with asyncio.timeout(3):
+                await wired.sink.ping()
+                await wired.quarantine.ping()
+        except (TransientError, PermanentError, TimeoutError) as exc:
+            return _json(
+                503,
+                {
+                    "status": "unavailable",
+                    "sink": settings.sink.value,
+                    "detail": str(exc) or "timed out",
+                },
+            )
+        return _json(200, {"status": "ready", "sink": settings.sink.value})
+
+    @app.post(
+        "/v1/datasets/{dataset}/records",
+        status_code=202,
+        response_model=IngestResponse,
+        responses={**INGEST_RESPONSES},
+        openapi_extra={"requestBody": INGEST_REQUEST_BODY},
+        tags=["ingest"],
+        summary="Ingest records into a dataset",
+    )
+    async def post_records(
+        dataset: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+        idempotency_key: Annotated[str | None, Header()] = None,
+        content_type: Annotated[str | None, Header()] = None,
+        content_encoding: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Validate and ingest records; 202 only once every accepted record is durable."""
+        key = keyring.authenticate(presented_key(authorization, x_api_key))
+        if key is None:
+            raise HttpError(
+                401,
+                "unauthorized",
+                "send a valid API key as 'Authorization: Bearer <key>' or 'X-API-Key'",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        target = registry.get(dataset)
+        if target is None:
+            raise HttpError(
+                404,
+                "unknown_dataset",
+                f"dataset {dataset!r} is not registered; known: {sorted(registry)}",
+            )
+        if not key.may_write(dataset):
+            raise HttpError(403, "forbidden", f"API key {key.name!r} may not write {dataset!r}")
+        if limiter is not None and (wait := limiter.acquire(key.name)) > 0:
+            raise HttpError(
+                429,
+                "rate_limited",
+                f"API key {key.name!r} is over {settings.rate_limit_rps:g} requests/s",
+                {"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
+            raise HttpError(
+                400, "bad_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
+            )
+        if state["in_flight"] >= settings.max_in_flight:
+            raise HttpError(
+                503, "overloaded", "too many requests in flight; retry shortly", retry_after
+            )
+        state["in_flight"] += 1
+        try:
+            return await _ingest(
+                request, key, target.name, idempotency_key, content_type, content_encoding
+            )
+        finally:
+            state["in_flight"] -= 1
+
+    async def _ingest(
+        request: Request,
+        key: ApiKey,
+        dataset: str,
+        idempotency_key: str | None,
+        content_type: str | None,
+        content_encoding: str | None,
+    ) -> Response:
+        try:
+            fmt = body_format(content_type)
+            gzipped = is_gzip(content_encoding)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > settings.max_body_bytes:
+                raise BodyError(
+                    413,
+                    "body_too_large",
+                    f"request body exceeds the limit of {settings.max_body_bytes} bytes",
+                )
+            body = await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes)
+            records = parse_records(body, fmt)
+        except BodyError as exc:
+            raise HttpError(exc.status, exc.code, str(exc)) from exc
+        if len(records) > settings.max_records:
+            raise HttpError(
+                413,
+                "too_many_records",
+                f"{len(records)} records in one request; the limit is "
+                f"{settings.max_records}: split the batch",
+            )
+        request_id = idempotency_key or uuid.uuid4().hex
+        ingestor: Ingestor = state["ingestor"]
+        try:
+            async with asyncio.timeout(settings.sink_timeout_s):
+                result = await ingestor.ingest(key.name, registry[dataset], records, request_id)
+        except RecordTooLargeError as exc:
+            raise HttpError(413, "record_too_large", str(exc)) from exc
+        except (TransientError, PermanentError, TimeoutError) as exc:
+            log.warning(
+                "sink failed; request not acknowledged",
+                extra={
+                    "dataset": dataset,
+                    "request_id": request_id,
+                    "error": str(exc) or "sink timed out",
+                },
+            )
+            raise HttpError(
+                503,
+                "sink_unavailable",
+                "records were not made durable; nothing was acknowledged. Retry "
+                "with the same Idempotency-Key.",
+                retry_after,
+            ) from exc
+        status = 202 if result.accepted else 422
+        return _json(status, _result_body(result, request_id))
+
+    app.state.settings = settings
+    app.state.runtime = state
+    _ = ErrorResponse  # documented through INGEST_RESPONSES
+    return app
+
+
+async def _flush_periodically(metrics: Metrics, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        metrics.flush()
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn (`--factory`): settings are read here, in each worker, not at import."""
+    from tributary.log import configure_logging
+
+    settings = ApiSettings()
+    configure_logging("api", settings.log_level)
+    return create_app(settings)

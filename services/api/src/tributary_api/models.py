@@ -1,0 +1,100 @@
+"""HTTP response bodies, as pydantic models so /openapi.json documents them exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RecordErrorModel(BaseModel):
+    """One rejected field of one record."""
+
+    index: int = Field(description="Position of the record in the request (0-based).")
+    field: str = Field(description="Dotted path of the failing field; '' for the whole record.")
+    message: str
+
+
+class IngestResponse(BaseModel):
+    """Outcome of a request that was processed (202, or 422 when no record was valid)."""
+
+    accepted: int = Field(description="Records now durable in the sink.")
+    rejected: int = Field(description="Records that failed validation, now in quarantine.")
+    ids: list[str] = Field(description="Envelope ids of the accepted records, in request order.")
+    errors: list[RecordErrorModel]
+    request_id: str = Field(description="The Idempotency-Key, or an id generated for this request.")
+
+
+class ErrorResponse(BaseModel):
+    """A request that was refused as a whole; nothing of it was written."""
+
+    error: str = Field(description="Machine-readable code, e.g. 'body_too_large'.")
+    message: str = Field(description="What was wrong and what to do.")
+
+
+class HealthResponse(BaseModel):
+    """Liveness or readiness."""
+
+    status: str
+    sink: str | None = None
+    detail: str | None = None
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
+
+INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error("Malformed body (the message says where) or bad Idempotency-Key."),
+    401: _error("Missing or unknown API key."),
+    403: _error("The API key may not write this dataset."),
+    404: _error("Unknown dataset."),
+    413: _error("Body, record count or a record over its limit."),
+    415: _error("Unsupported Content-Type or Content-Encoding."),
+    422: {"model": IngestResponse, "description": "No record was valid; all are in quarantine."},
+    429: {**_error("Rate limit of this API key exceeded."), "headers": RETRY_AFTER},
+    503: {
+        **_error("Sink unavailable or server at its in-flight bound; nothing acknowledged."),
+        "headers": RETRY_AFTER,
+    },
+}
+
+_RECORD = {
+    "type": "object",
+    "additionalProperties": True,
+    "description": "One record; validated against the dataset's schema.",
+}
+
+INGEST_REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "description": (
+        'One record, an array of records, `{"records": [...]}`, or NDJSON. '
+        "`Content-Encoding: gzip` is accepted; the decompressed size is capped."
+    ),
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    _RECORD,
+                    {"type": "array", "items": _RECORD},
+                    {
+                        "type": "object",
+                        "required": ["records"],
+                        "additionalProperties": False,
+                        "properties": {"records": {"type": "array", "items": _RECORD}},
+                    },
+                ]
+            },
+        },
+        "application/x-ndjson": {
+            "schema": {"type": "string", "description": "One JSON object per line."},
+        },
+    },
+}

@@ -1,0 +1,75 @@
+"""The envelope: the one JSON object every raw line is (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tributary.errors import PermanentError
+
+ENVELOPE_VERSION = 1
+# Namespace for ids derived from (writer scope, request identity, index): stable across releases.
+_ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a53-4b7e-9a0c-2b1d5e3f7a91")
+
+
+class BadEnvelopeError(PermanentError):
+    """A line that is not a valid envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One record as it lands in raw: identity and provenance around the untouched payload."""
+
+    dataset: str
+    id: str
+    source: str
+    received_at: str  # ISO-8601 UTC with a Z suffix, see tributary.clock.iso_utc
+    data: Any
+
+    def to_json(self) -> bytes:
+        """The envelope as one compact JSON object (no trailing newline)."""
+        return encode_envelope(self.dataset, self.id, self.source, self.received_at, self.data)
+
+    @classmethod
+    def from_json(cls, line: bytes | str) -> Envelope:
+        """Parse and check one envelope line; raises `BadEnvelopeError` saying what is wrong."""
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise BadEnvelopeError(f"not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise BadEnvelopeError("envelope must be a JSON object")
+        if obj.get("v") != ENVELOPE_VERSION:
+            raise BadEnvelopeError(f"unsupported envelope version {obj.get('v')!r}")
+        for name in ("dataset", "id", "source", "received_at"):
+            if not isinstance(obj.get(name), str) or not obj[name]:
+                raise BadEnvelopeError(f"envelope field {name!r} must be a non-empty string")
+        if "data" not in obj:
+            raise BadEnvelopeError("envelope field 'data' is missing")
+        return cls(obj["dataset"], obj["id"], obj["source"], obj["received_at"], obj["data"])
+
+
+def encode_envelope(dataset: str, id_: str, source: str, received_at: str, data: Any) -> bytes:
+    """Encode an envelope without building an `Envelope` first (the API's hot path)."""
+    return orjson.dumps(
+        {
+            "v": ENVELOPE_VERSION,
+            "dataset": dataset,
+            "id": id_,
+            "source": source,
+            "received_at": received_at,
+            "data": data,
+        }
+    )
+
+
+def derived_id(scope: str, request_id: str, index: int) -> str:
+    """A deterministic record id for a record without its own id.
+
+    The same (scope, request id, index) always gives the same id, so a retried request whose
+    request id is the producer's Idempotency-Key carries the same ids as the first attempt.
+    """
+    return str(uuid.uuid5(_ID_NAMESPACE, f"{scope}\n{request_id}\n{index}"))
