@@ -51,6 +51,8 @@ class AwsClients:
         creator = self._session.create_client(
             service,  # type: ignore[call-overload]
             region_name=self._settings.aws_region,
+            # None lets botocore resolve it (AWS_ENDPOINT_URL_<SERVICE>, then AWS itself).
+            endpoint_url=self._settings.aws_endpoint_url,
             config=client_config(self._settings),
         )
         return await self._stack.enter_async_context(creator)

@@ -21,7 +21,7 @@ class AwsSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
-    # Standard botocore variable; botocore reads it itself. Kept here so it can be reported.
+    # The standard botocore variable: points every client at the embedded AWS locally.
     aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
     lake_bucket: str = Field(default="tributary-lake", validation_alias="LAKE_BUCKET")
     stream_name: str = Field(default="tributary-ingest", validation_alias="STREAM_NAME")

@@ -1,0 +1,71 @@
+"""Create the lake's resources (idempotently), as the Copilot environment addons do on AWS."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from botocore.exceptions import ClientError
+
+from tributary.aws import AwsClients, error_code
+from tributary.settings import AwsSettings
+
+log = logging.getLogger(__name__)
+
+_EXISTS = frozenset(
+    {
+        "BucketAlreadyOwnedByYou",
+        "BucketAlreadyExists",
+        "ResourceInUseException",
+        "AlreadyExistsException",
+    }
+)
+
+
+async def bootstrap(settings: AwsSettings, shards: int) -> None:
+    """Bucket, Kinesis stream (waits until ACTIVE), lease and state tables, Glue database."""
+    async with AwsClients(settings) as clients:
+        s3, kinesis, dynamodb, glue = (
+            await clients.s3(),
+            await clients.kinesis(),
+            await clients.dynamodb(),
+            await clients.glue(),
+        )
+        async with _exists_ok("bucket", settings.lake_bucket):
+            await s3.create_bucket(Bucket=settings.lake_bucket)
+        async with _exists_ok("stream", settings.stream_name):
+            await kinesis.create_stream(StreamName=settings.stream_name, ShardCount=shards)
+        for table, key in ((settings.lease_table, "leaseKey"), (settings.state_table, "pk")):
+            async with _exists_ok("table", table):
+                await dynamodb.create_table(
+                    TableName=table,
+                    KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+        async with _exists_ok("glue database", settings.glue_database):
+            await glue.create_database(DatabaseInput={"Name": settings.glue_database})
+        for _ in range(200):
+            summary = await kinesis.describe_stream_summary(StreamName=settings.stream_name)
+            if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"stream {settings.stream_name} did not become ACTIVE")
+
+
+class _exists_ok:
+    """Swallow 'already exists' errors: bootstrap may run against a stack that has them."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self._what = f"{kind} {name}"
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, ClientError) and error_code(exc) in _EXISTS:
+            log.info("exists", extra={"resource": self._what})
+            return True
+        if exc is None:
+            log.info("created", extra={"resource": self._what})
+        return False

@@ -1,0 +1,102 @@
+"""Child processes of the local stack, with prefixed output and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+
+class ManagedProcess:
+    """A child process whose output lines are echoed as `<name> | <line>`.
+
+    The child gets its own session, so Ctrl+C in the terminal reaches only the stack, which then
+    stops children in order with SIGTERM (SIGKILL after `stop_timeout`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        out: TextIO | None = None,
+        width: int = 10,
+    ) -> None:
+        self.name = name
+        self._argv = list(argv)
+        self._env = dict(env)
+        self._out = out or sys.stdout
+        self._prefix = f"{name:<{width}}| "
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pump: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def python_module(
+        cls,
+        name: str,
+        module: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        out: TextIO | None = None,
+    ) -> ManagedProcess:
+        """`python -m module args…` with this interpreter."""
+        return cls(name, [sys.executable, "-m", module, *args], env, out)
+
+    @property
+    def pid(self) -> int:
+        """The child's pid (started processes only)."""
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._proc.pid
+
+    def start(self) -> ManagedProcess:
+        """Spawn the child and start echoing its output."""
+        self._proc = subprocess.Popen(
+            self._argv,
+            env=self._env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._pump = threading.Thread(target=self._echo, name=f"echo-{self.name}", daemon=True)
+        self._pump.start()
+        return self
+
+    def _echo(self) -> None:
+        if self._proc is None or self._proc.stdout is None:
+            return
+        for raw in self._proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            with self._lock:
+                self._out.write(self._prefix + line + "\n")
+                self._out.flush()
+
+    def poll(self) -> int | None:
+        """Exit code, or None while running."""
+        return None if self._proc is None else self._proc.poll()
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send `sig` to the child (e.g. SIGKILL for a crash test)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.kill(self._proc.pid, sig)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._pump is not None:
+            self._pump.join(timeout=5)
+        return self._proc.returncode

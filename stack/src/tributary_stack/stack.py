@@ -1,0 +1,131 @@
+"""The embedded stack: moto server + bootstrap + the services as child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+
+from tributary.settings import AwsSettings
+from tributary_api.auth import hash_key
+from tributary_stack.bootstrap import bootstrap
+from tributary_stack.moto import MotoServer, free_port
+from tributary_stack.process import ManagedProcess
+from tributary_stack.settings import StackSettings
+
+# Credentials moto accepts; set for every child so nothing can reach a real account by mistake.
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
+LOCAL_KEY_NAME = "local-dev"
+
+
+class LocalStack:
+    """Start with `start()` (or `with`), stop with `stop()`; `env` is what the services get."""
+
+    def __init__(
+        self, settings: StackSettings, out: TextIO | None = None, log_level: str = "INFO"
+    ) -> None:
+        self.settings = settings
+        self._out = out
+        self._log_level = log_level
+        self.moto = MotoServer(settings.host, settings.aws_port)
+        self.api_port = settings.api_port or free_port(settings.host)
+        self.processes: list[ManagedProcess] = []
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the API."""
+        return f"http://{self.settings.host}:{self.api_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every service of the stack runs with (same names as on AWS)."""
+        s = self.settings
+        return {
+            **LOCAL_CREDENTIALS,
+            "AWS_REGION": s.region,
+            "AWS_DEFAULT_REGION": s.region,
+            "AWS_ENDPOINT_URL": self.moto.endpoint,
+            "LAKE_BUCKET": s.lake_bucket,
+            "STREAM_NAME": s.stream_name,
+            "LEASE_TABLE": s.lease_table,
+            "STATE_TABLE": s.state_table,
+            "GLUE_DATABASE": s.glue_database,
+            "DATASETS_CONFIG": str(s.datasets_config.resolve()),
+            "API_KEYS": json.dumps([{"name": LOCAL_KEY_NAME, "sha256": hash_key(s.api_key)}]),
+            "API_SINK": s.api_sink,
+            "API_HOST": s.host,
+            "API_PORT": str(self.api_port),
+            "TRIBUTARY_API_URL": self.api_url,
+            "TRIBUTARY_API_KEY": s.api_key,
+            "LOG_LEVEL": self._log_level,
+        }
+
+    def aws_settings(self) -> AwsSettings:
+        """Settings for clients in this process that talk to the stack's AWS."""
+        return AwsSettings.model_validate(
+            {
+                "AWS_REGION": self.settings.region,
+                "AWS_ENDPOINT_URL": self.moto.endpoint,
+                "LAKE_BUCKET": self.settings.lake_bucket,
+                "STREAM_NAME": self.settings.stream_name,
+                "LEASE_TABLE": self.settings.lease_table,
+                "STATE_TABLE": self.settings.state_table,
+                "GLUE_DATABASE": self.settings.glue_database,
+            }
+        )
+
+    def start(self) -> LocalStack:
+        """moto, bootstrap, API; returns once the API is ready."""
+        for name, value in LOCAL_CREDENTIALS.items():
+            os.environ[name] = value
+        self.moto.start()
+        asyncio.run(bootstrap(self.aws_settings(), self.settings.shards))
+        child_env = {**os.environ, **self.env}
+        api = ManagedProcess.python_module("api", "tributary_api", [], child_env, self._out)
+        self.processes.append(api.start())
+        self._wait_ready(api)
+        self.write_env_file()
+        return self
+
+    def _wait_ready(self, api: ManagedProcess, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if api.poll() is not None:
+                raise RuntimeError(f"the API exited with code {api.poll()} during start-up")
+            try:
+                if httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the API was not ready at {self.api_url} within {timeout}s")
+
+    def write_env_file(self) -> Path:
+        """Write `export NAME=value` lines that other shells and commands can source."""
+        path = self.settings.env_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"export {k}='{v}'" for k, v in self.env.items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def stop(self) -> None:
+        """Stop services in reverse order (each drains on SIGTERM), then moto."""
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        self.moto.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
