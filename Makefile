@@ -1,0 +1,43 @@
+# Tributary — `make help` lists the targets. Every target installs what is missing first.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV_PY := .venv/bin/python
+export UV_PYTHON_DOWNLOADS := never
+STAMP := .venv/.installed-stamp
+LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
+
+.PHONY: help install demo test up lint fmt bench
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): $(LOCKED)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --frozen
+	@touch $@
+
+install: $(STAMP) ## Install uv (via pip) and the locked dependencies into .venv
+
+demo: $(STAMP) ## Run the whole pipeline once on the embedded stack and print a summary
+	$(VENV_PY) -m tributary_stack demo
+
+up: $(STAMP) ## Run the embedded stack in the foreground (Ctrl+C stops it)
+	$(VENV_PY) -m tributary_stack up
+
+test: $(STAMP) lint ## Lint, type-check and run the whole test suite
+	$(VENV_PY) -m pytest
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+fmt: $(STAMP) ## Format and auto-fix with ruff
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+bench: $(STAMP) ## Run the benchmarks (prints tables with same-run baselines)
+	$(VENV_PY) bench/api.py

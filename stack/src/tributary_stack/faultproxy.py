@@ -1,0 +1,201 @@
+"""A fault-injecting HTTP proxy in front of the embedded AWS, for failure tests over the wire.
+
+Point `AWS_ENDPOINT_URL` at the proxy instead of moto, then change `proxy.faults` while load
+runs. Injected failures look like AWS's own: a PutRecords partial failure reports the chosen
+entries with an `ErrorCode` and does not forward them (so they are really not in the stream),
+an outage answers 503 `ServiceUnavailable` in the service's own error format.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import uvicorn
+
+from tributary_stack.moto import free_port, wait_for_port
+
+_JSON_TARGETS = {"Kinesis_20131202": "kinesis", "DynamoDB_20120810": "dynamodb", "AWSGlue": "glue"}
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+@dataclass
+class Faults:
+    """What to break. Mutate it from the test while the proxy runs."""
+
+    down: set[str] = field(default_factory=set)  # services answered with 503: kinesis, s3, ...
+    put_records_fail_fraction: float = 0.0  # share of PutRecords entries reported failed
+    put_records_error_code: str = "ProvisionedThroughputExceededException"
+    throttle_put_records: bool = False  # whole PutRecords calls refused with a throttling error
+    seed: int = 7
+
+
+def _service(headers: dict[str, str]) -> tuple[str, str]:
+    """(service, operation) of a request: JSON protocols carry X-Amz-Target, S3 does not."""
+    target = headers.get("x-amz-target", "")
+    prefix, _, operation = target.partition(".")
+    return _JSON_TARGETS.get(prefix, "s3" if not target else prefix), operation
+
+
+class FaultProxy:
+    """Forwards to `upstream` on a free loopback port, failing as `faults` says."""
+
+    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.upstream = upstream
+        self.host = host
+        self.port = port or free_port(host)
+        self.faults = Faults()
+        self.calls: Counter[str] = Counter()  # "service.operation" -> count
+        self.injected: Counter[str] = Counter()
+        self._rng = random.Random(self.faults.seed)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The value for AWS_ENDPOINT_URL."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FaultProxy:
+        """Serve in a background thread."""
+        config = uvicorn.Config(
+            self._app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="fault-proxy", daemon=True)
+        self._thread.start()
+        wait_for_port(self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _app(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message: Message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        service, operation = _service(headers)
+        self.calls[f"{service}.{operation}"] += 1
+        status, out_headers, out_body = await self._handle(scope, headers, body, service, operation)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in out_headers.items()],
+            }
+        )
+        await send({"type": "http.response.body", "body": out_body})
+
+    async def _handle(
+        self, scope: Scope, headers: dict[str, str], body: bytes, service: str, operation: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        faults = self.faults
+        if service in faults.down:
+            self.injected[f"{service}.down"] += 1
+            return _error(service, 503, "ServiceUnavailable", "injected outage")
+        if service == "kinesis" and operation == "PutRecords":
+            if faults.throttle_put_records:
+                self.injected["kinesis.throttle"] += 1
+                return _error(
+                    service, 400, "ProvisionedThroughputExceededException", "injected throttling"
+                )
+            if faults.put_records_fail_fraction > 0:
+                return await self._partial_put_records(scope, headers, body)
+        return await self._forward(scope, headers, body)
+
+    async def _partial_put_records(
+        self, scope: Scope, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        request = orjson.loads(body)
+        entries = request["Records"]
+        failed = {
+            i
+            for i in range(len(entries))
+            if self._rng.random() < self.faults.put_records_fail_fraction
+        }
+        self.injected["kinesis.put_records_entry"] += len(failed)
+        kept = [e for i, e in enumerate(entries) if i not in failed]
+        results: list[dict[str, Any]] = []
+        if kept:
+            status, out_headers, out_body = await self._forward(
+                scope, headers, orjson.dumps({**request, "Records": kept})
+            )
+            if status != 200:
+                return status, out_headers, out_body
+            results = orjson.loads(out_body)["Records"]
+        merged, forwarded = [], iter(results)
+        for i in range(len(entries)):
+            if i in failed:
+                merged.append(
+                    {
+                        "ErrorCode": self.faults.put_records_error_code,
+                        "ErrorMessage": "injected partial failure",
+                    }
+                )
+            else:
+                merged.append(next(forwarded))
+        answer = {"FailedRecordCount": len(failed), "Records": merged}
+        return 200, {"content-type": "application/x-amz-json-1.1"}, orjson.dumps(answer)
+
+    async def _forward(
+        self, scope: Scope, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=60)
+        query = scope.get("query_string", b"").decode()
+        url = self.upstream + scope["raw_path"].decode() + (f"?{query}" if query else "")
+        forward = {
+            k: v
+            for k, v in headers.items()
+            if k not in ("host", "content-length", "transfer-encoding", "connection")
+        }
+        try:
+            response = await self._client.request(
+                scope["method"], url, headers=forward, content=body
+            )
+        except httpx.TransportError:
+            return 502, {"content-type": "text/plain"}, b"upstream unreachable"
+        out = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower()
+            not in ("content-length", "transfer-encoding", "connection", "content-encoding")
+        }
+        return response.status_code, out, response.content
+
+
+def _error(service: str, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
+    """An AWS-shaped error: XML for S3, JSON (`__type`) for the JSON protocols."""
+    if service == "s3":
+        xml = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        return status, {"content-type": "application/xml"}, xml.encode()
+    body = orjson.dumps({"__type": code, "message": message})
+    return status, {"content-type": "application/x-amz-json-1.1"}, body
