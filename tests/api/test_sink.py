@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tributary.errors import PermanentError, RetriesExhaustedError
+from tributary.retry import RetryPolicy
+from tributary.testing import MemoryMetrics, MemoryRawWriter
+from tributary_api.sink import (
+    PUT_RECORDS_MAX_BYTES,
+    Delivery,
+    KinesisSink,
+    OutRecord,
+    S3Sink,
+    put_records_chunks,
+)
+
+
+class FakeKinesis:
+    """PutRecords that fails the entries a script names, like Kinesis's partial failures."""
+
+    def __init__(self, fail_plan: list[set[int]] | None = None) -> None:
+        self.fail_plan = fail_plan or []
+        self.calls: list[list[bytes]] = []
+        self.stored: list[bytes] = []
+
+    async def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        fail = self.fail_plan.pop(0) if self.fail_plan else set()
+        self.calls.append([r["Data"] for r in Records])
+        results: list[dict[str, Any]] = []
+        for i, entry in enumerate(Records):
+            if i in fail:
+                results.append(
+                    {
+                        "ErrorCode": "ProvisionedThroughputExceededException",
+                        "ErrorMessage": "slow down",
+                    }
+                )
+            else:
+                self.stored.append(entry["Data"])
+                results.append({"SequenceNumber": str(len(self.stored)), "ShardId": "s-0"})
+        return {"FailedRecordCount": len(fail), "Records": results}
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+def delivery(n: int) -> Delivery:
+    records = [OutRecord(str(i), "pk", f'{{"i":{i}}}'.encode()) for i in range(n)]
+    return Delivery("posts", "b1", datetime(2026, 1, 1, tzinfo=UTC), records)
+
+
+async def test_only_failed_entries_are_retried() -> None:
+    kinesis = FakeKinesis([{1, 3}, {0}])
+    metrics = MemoryMetrics()
+    sink = KinesisSink(kinesis, "s", metrics, RetryPolicy(max_attempts=5), no_sleep)  # type: ignore[arg-type]
+    await sink.deliver(delivery(5))
+    assert [len(c) for c in kinesis.calls] == [5, 2, 1]
+    assert kinesis.calls[1] == [b'{"i":1}', b'{"i":3}']
+    assert sorted(kinesis.stored) == sorted(f'{{"i":{i}}}'.encode() for i in range(5))
+    assert metrics.total("PutRecordsEntriesRetried", dataset="posts") == 3
+
+
+async def test_persistent_partial_failure_is_not_acknowledged() -> None:
+    kinesis = FakeKinesis([{0}] * 10)
+    sink = KinesisSink(kinesis, "s", MemoryMetrics(), RetryPolicy(max_attempts=3), no_sleep)  # type: ignore[arg-type]
+    with pytest.raises(RetriesExhaustedError, match="did not accept 1 of 1 records"):
+        await sink.deliver(delivery(2))
+
+
+@given(st.lists(st.integers(1, 200_000), max_size=1200))
+def test_chunks_respect_put_records_limits(sizes: list[int]) -> None:
+    records = [OutRecord(str(i), "k", b"x" * size) for i, size in enumerate(sizes)]
+    chunks = list(put_records_chunks(records))
+    assert [r for c in chunks for r in c] == records
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= 500
+        assert sum(len(r.line) + 1 for r in chunk) <= PUT_RECORDS_MAX_BYTES
+
+
+async def test_s3_sink_writes_one_create_only_object_per_request() -> None:
+    writer = MemoryRawWriter()
+    sink = S3Sink(writer)
+    await sink.deliver(delivery(3))
+    await sink.deliver(delivery(3))  # a retry: same batch id, same key
+    ((key, obj),) = writer.objects.items()
+    assert key == "raw/posts/year=2026/month=01/day=01/hour=00/api-b1.ndjson.gz"
+    assert (obj.record_count, obj.first, obj.last) == (3, "0", "2")
+
+
+async def test_s3_sink_refusal_propagates() -> None:
+    class Refusing(MemoryRawWriter):
+        async def put(self, obj: Any) -> Any:
+            raise PermanentError("AccessDenied")
+
+    with pytest.raises(PermanentError):
+        await S3Sink(Refusing()).deliver(delivery(1))
