@@ -55,12 +55,12 @@ async def test_every_body_form_yields_the_same_records(
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_never_crash_the_parser(data: bytes) -> None:
     for fmt in BodyFormat:
+        status, records = 0, None
         try:
             records = parse_records(data, fmt)
         except BodyError as exc:
-            assert exc.status == 400
-        else:
-            assert isinstance(records, list)
+            status = exc.status
+        assert status == 400 or isinstance(records, list)
 
 
 def test_single_object_and_records_key_ambiguity() -> None:
@@ -120,7 +120,9 @@ def test_media_types_and_encodings() -> None:
     assert body_format(None) is BodyFormat.JSON
     assert body_format("application/json; charset=utf-8") is BodyFormat.JSON
     assert body_format("application/x-ndjson") is BodyFormat.NDJSON
-    assert is_gzip("gzip") and not is_gzip(None) and not is_gzip("identity")
+    assert is_gzip("gzip")
+    assert not is_gzip(None)
+    assert not is_gzip("identity")
     with pytest.raises(BodyError, match="Content-Type 'text/csv'") as info:
         body_format("text/csv")
     assert info.value.status == 415
