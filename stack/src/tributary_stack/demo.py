@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import orjson
 
-from tributary.batch import decode_ndjson_gz
-from tributary.envelope import Envelope
 from tributary.layout import Zone
 from tributary_stack import samples
+from tributary_stack.inspect import read_lines, read_stream
 from tributary_stack.stack import LocalStack
 from tributary_stack.table import render
 
@@ -117,49 +116,6 @@ def post_all(stack: LocalStack) -> tuple[dict[str, Tally], list[list[object]]]:
     return tallies, rows
 
 
-async def read_stream(stack: LocalStack) -> list[Envelope]:
-    """Every record on every shard, from TRIM_HORIZON."""
-    from tributary.aws import AwsClients
-
-    envelopes: list[Envelope] = []
-    async with AwsClients(stack.aws_settings()) as clients:
-        kinesis = await clients.kinesis()
-        stream = stack.settings.stream_name
-        shards = (await kinesis.list_shards(StreamName=stream))["Shards"]
-        for shard in shards:
-            iterator: str | None = (
-                await kinesis.get_shard_iterator(
-                    StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-                )
-            )["ShardIterator"]
-            while iterator:
-                page = await kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-                envelopes += [Envelope.from_json(r["Data"]) for r in page["Records"]]
-                if not page["Records"]:
-                    break
-                iterator = page.get("NextShardIterator")
-    return envelopes
-
-
-async def read_quarantine(stack: LocalStack) -> Counter[str]:
-    """Quarantined lines per dataset."""
-    from tributary.aws import AwsClients
-
-    counts: Counter[str] = Counter()
-    async with AwsClients(stack.aws_settings()) as clients:
-        s3 = await clients.s3()
-        paginator = s3.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(
-            Bucket=stack.settings.lake_bucket, Prefix=f"{Zone.QUARANTINE}/"
-        ):
-            for obj in page.get("Contents", []):
-                body = await (
-                    await s3.get_object(Bucket=stack.settings.lake_bucket, Key=obj["Key"])
-                )["Body"].read()
-                counts[obj["Key"].split("/")[1]] += len(decode_ndjson_gz(body))
-    return counts
-
-
 def run(stack: LocalStack) -> int:
     """Run the demo against a started stack; 0 when everything adds up."""
     started = time.monotonic()
@@ -172,8 +128,11 @@ def run(stack: LocalStack) -> int:
             title="\nProducers → API",
         )
     )
-    envelopes = asyncio.run(read_stream(stack))
-    quarantined = asyncio.run(read_quarantine(stack))
+    envelopes = [r.envelope for r in asyncio.run(read_stream(stack.aws_settings()))]
+    quarantine = asyncio.run(read_lines(stack.aws_settings(), f"{Zone.QUARANTINE}/"))
+    quarantined: Counter[str] = Counter()
+    for key, lines in quarantine.items():
+        quarantined[key.split("/")[1]] += len(lines)
     in_stream = Counter(e.dataset for e in envelopes)
     distinct = {d: len({e.id for e in envelopes if e.dataset == d}) for d in in_stream}
     ok = True

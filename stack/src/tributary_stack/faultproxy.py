@@ -8,6 +8,7 @@ an outage answers 503 `ServiceUnavailable` in the service's own error format.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 from collections import Counter
@@ -32,8 +33,10 @@ class Faults:
 
     down: set[str] = field(default_factory=set)  # services answered with 503: kinesis, s3, ...
     put_records_fail_fraction: float = 0.0  # share of PutRecords entries reported failed
+    put_records_max_failures: int = 2  # per distinct entry (by data), so retries can succeed
     put_records_error_code: str = "ProvisionedThroughputExceededException"
     throttle_put_records: bool = False  # whole PutRecords calls refused with a throttling error
+    latency_s: float = 0.0  # added before answering every request
     seed: int = 7
 
 
@@ -54,6 +57,7 @@ class FaultProxy:
         self.faults = Faults()
         self.calls: Counter[str] = Counter()  # "service.operation" -> count
         self.injected: Counter[str] = Counter()
+        self._entry_failures: Counter[str] = Counter()
         self._rng = random.Random(self.faults.seed)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -72,6 +76,7 @@ class FaultProxy:
             port=self.port,
             log_level="warning",
             lifespan="off",
+            interface="asgi3",
             access_log=False,
         )
         self._server = uvicorn.Server(config)
@@ -118,6 +123,8 @@ class FaultProxy:
         self, scope: Scope, headers: dict[str, str], body: bytes, service: str, operation: str
     ) -> tuple[int, dict[str, str], bytes]:
         faults = self.faults
+        if faults.latency_s:
+            await asyncio.sleep(faults.latency_s)
         if service in faults.down:
             self.injected[f"{service}.down"] += 1
             return _error(service, 503, "ServiceUnavailable", "injected outage")
@@ -136,11 +143,14 @@ class FaultProxy:
     ) -> tuple[int, dict[str, str], bytes]:
         request = orjson.loads(body)
         entries = request["Records"]
-        failed = {
-            i
-            for i in range(len(entries))
-            if self._rng.random() < self.faults.put_records_fail_fraction
-        }
+        failed = set()
+        for i, entry in enumerate(entries):
+            seen = self._entry_failures[entry["Data"]]
+            if seen < self.faults.put_records_max_failures and (
+                self._rng.random() < self.faults.put_records_fail_fraction
+            ):
+                self._entry_failures[entry["Data"]] = seen + 1
+                failed.add(i)
         self.injected["kinesis.put_records_entry"] += len(failed)
         kept = [e for i, e in enumerate(entries) if i not in failed]
         results: list[dict[str, Any]] = []

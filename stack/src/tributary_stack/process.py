@@ -99,4 +99,6 @@ class ManagedProcess:
                 self._proc.wait()
         if self._pump is not None:
             self._pump.join(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
         return self._proc.returncode

@@ -23,6 +23,7 @@ from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError, TransientError
 from tributary.metrics import EmfMetrics, Metrics
 from tributary.raw_writer import RawWriter, S3RawWriter
+from tributary.retry import RetryPolicy
 from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing, presented_key
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
@@ -64,7 +65,10 @@ async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncI
         lake = S3RawWriter(await clients.s3(), settings.lake_bucket)
         sink: Sink
         if settings.sink is SinkKind.KINESIS:
-            sink = KinesisSink(await clients.kinesis(), settings.stream_name, metrics)
+            policy = RetryPolicy(
+                max_attempts=settings.sink_max_attempts, base_delay=0.05, max_delay=1.0
+            )
+            sink = KinesisSink(await clients.kinesis(), settings.stream_name, metrics, policy)
         else:
             sink = S3Sink(lake)
         yield Backends(sink, lake)

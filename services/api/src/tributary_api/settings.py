@@ -46,7 +46,7 @@ class ApiSettings(CommonSettings):
     rate_limit_burst: float = Field(default=0.0, ge=0, validation_alias="API_RATE_LIMIT_BURST")
     max_in_flight: int = Field(default=64, gt=0, validation_alias="API_MAX_IN_FLIGHT")
     sink_timeout_s: float = Field(default=10.0, gt=0, validation_alias="API_SINK_TIMEOUT_S")
-    sink_max_attempts: int = Field(default=6, ge=1, le=20, validation_alias="API_SINK_MAX_ATTEMPTS")
+    sink_max_attempts: int = Field(default=8, ge=1, le=20, validation_alias="API_SINK_MAX_ATTEMPTS")
     retry_after_s: int = Field(default=1, ge=1, validation_alias="API_RETRY_AFTER_S")
     graceful_shutdown_s: float = Field(
         default=25.0, gt=0, validation_alias="API_GRACEFUL_SHUTDOWN_S"

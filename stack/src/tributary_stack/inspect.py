@@ -1,0 +1,67 @@
+"""Read back what landed: every record on a stream, every line under a lake prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tributary.aws import AwsClients
+from tributary.batch import decode_ndjson_gz
+from tributary.envelope import Envelope
+from tributary.settings import AwsSettings
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """A record read back from Kinesis, with where it sat."""
+
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    envelope: Envelope
+
+
+async def read_stream(settings: AwsSettings) -> list[StreamRecord]:
+    """Every record on every shard of `settings.stream_name`, from TRIM_HORIZON, in shard order."""
+    out: list[StreamRecord] = []
+    async with AwsClients(settings) as clients:
+        kinesis = await clients.kinesis()
+        stream = settings.stream_name
+        shards = []
+        async for listing in kinesis.get_paginator("list_shards").paginate(StreamName=stream):
+            shards += listing["Shards"]
+        for shard in shards:
+            iterator: str | None = (
+                await kinesis.get_shard_iterator(
+                    StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            while iterator:
+                page = await kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+                out += [
+                    StreamRecord(
+                        shard["ShardId"],
+                        r["SequenceNumber"],
+                        r["PartitionKey"],
+                        Envelope.from_json(r["Data"]),
+                    )
+                    for r in page["Records"]
+                ]
+                if not page["Records"] or not page.get("MillisBehindLatest", 1):
+                    break
+                iterator = page.get("NextShardIterator")
+    return out
+
+
+async def read_lines(settings: AwsSettings, prefix: str) -> dict[str, list[bytes]]:
+    """The NDJSON lines of every gzip object under `prefix` in the lake bucket, by key."""
+    out: dict[str, list[bytes]] = {}
+    async with AwsClients(settings) as clients:
+        s3 = await clients.s3()
+        bucket = settings.lake_bucket
+        async for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            for obj in page.get("Contents", []):
+                body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
+                out[obj["Key"]] = decode_ndjson_gz(body)
+    return out

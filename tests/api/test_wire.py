@@ -1,0 +1,217 @@
+"""The API as it runs in production — `python -m tributary_api` under uvicorn — over the wire,
+against moto server, with a fault-injecting proxy in front of it where the test breaks AWS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import DATASETS_CONFIG
+from tributary.settings import AwsSettings
+from tributary_api.auth import hash_key
+from tributary_stack import samples
+from tributary_stack.faultproxy import FaultProxy
+from tributary_stack.inspect import read_lines, read_stream
+from tributary_stack.moto import MotoServer, free_port
+from tributary_stack.process import ManagedProcess
+
+KEY = "wire-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+class RunningApi:
+    def __init__(self, process: ManagedProcess, url: str) -> None:
+        self.process = process
+        self.url = url
+        self.client = httpx.Client(base_url=url, timeout=60, headers=AUTH)
+
+    def post(self, dataset: str, records: Any, **headers: str) -> httpx.Response:
+        return self.client.post(f"/v1/datasets/{dataset}/records", json=records, headers=headers)
+
+
+StartApi = Callable[..., RunningApi]
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[StartApi]:
+    """Start the API as a subprocess against `endpoint` with `lake`'s resource names."""
+    started: list[RunningApi] = []
+    logs: list[Any] = []
+
+    def start(lake: AwsSettings, endpoint: str, **env: str) -> RunningApi:
+        port = free_port()
+        full_env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_REGION": lake.aws_region,
+            "LAKE_BUCKET": lake.lake_bucket,
+            "STREAM_NAME": lake.stream_name,
+            "DATASETS_CONFIG": str(DATASETS_CONFIG),
+            "API_KEYS": json.dumps([{"name": "wire", "sha256": hash_key(KEY)}]),
+            "API_PORT": str(port),
+            "API_SINK_TIMEOUT_S": "8",
+            "METRICS_INTERVAL_S": "3600",
+            **env,
+        }
+        log = (tmp_path / f"api-{port}.log").open("w")
+        logs.append(log)
+        process = ManagedProcess.python_module("api", "tributary_api", [], full_env, log).start()
+        api = RunningApi(process, f"http://127.0.0.1:{port}")
+        started.append(api)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200:
+                    return api
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+            time.sleep(0.05)
+
+    yield start
+    for api in started:
+        api.client.close()
+        api.process.stop(timeout=10)
+    for log in logs:
+        log.close()
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(moto.endpoint) as running:
+        yield running
+
+
+def stream_ids(lake: AwsSettings) -> Counter[str]:
+    return Counter(r.envelope.id for r in asyncio.run(read_stream(lake)))
+
+
+def test_records_land_in_kinesis(lake: AwsSettings, moto: MotoServer, start_api: StartApi) -> None:
+    api = start_api(lake, moto.endpoint)
+    posts = samples.posts(250)
+    first = api.post("posts", posts, **{"Idempotency-Key": "p-1"})
+    events = api.client.post(
+        "/v1/datasets/events/records",
+        content=b"\n".join(orjson.dumps(e) for e in samples.events(20)),
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert first.status_code == 202
+    assert events.status_code == 202
+    records = asyncio.run(read_stream(lake))
+    assert sorted(r.envelope.id for r in records if r.envelope.dataset == "posts") == sorted(
+        str(p["id"]) for p in posts
+    )
+    assert Counter(r.envelope.id for r in records) == Counter(
+        first.json()["ids"] + events.json()["ids"]
+    )
+    by_id = {r.envelope.id: r for r in records}
+    for post in posts:  # untouched data, partition key from userId, same user on one shard
+        record = by_id[str(post["id"])]
+        assert record.envelope.data == post
+        assert record.partition_key == str(post["userId"])
+        assert record.envelope.source == "api:wire"
+    shards_per_user = {
+        u: {r.shard_id for r in records if r.partition_key == u}
+        for u in {r.partition_key for r in records if r.envelope.dataset == "posts"}
+    }
+    assert all(len(s) == 1 for s in shards_per_user.values())
+    assert api.client.get("/readyz").json()["status"] == "ready"
+
+
+def test_records_land_in_s3_once_per_request(
+    lake: AwsSettings, moto: MotoServer, start_api: StartApi
+) -> None:
+    api = start_api(lake, moto.endpoint, API_SINK="s3")
+    posts = samples.posts(10)
+    first = api.post("posts", posts, **{"Idempotency-Key": "s3-req"})
+    retry = api.post("posts", posts, **{"Idempotency-Key": "s3-req"})
+    assert first.status_code == retry.status_code == 202
+    assert first.json()["ids"] == retry.json()["ids"]
+    objects = asyncio.run(read_lines(lake, "raw/posts/"))
+    assert len(objects) == 1  # the retry hit the same create-only key (412 → already written)
+    ((key, lines),) = objects.items()
+    assert key.startswith("raw/posts/year=")
+    assert [orjson.loads(line)["data"] for line in lines] == posts
+    assert api.client.get("/readyz").json() == {"status": "ready", "sink": "s3"}
+
+
+def test_partial_put_records_failures_are_retried_exactly(
+    lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
+) -> None:
+    api = start_api(lake, proxy.endpoint)
+    proxy.faults.put_records_fail_fraction = 0.3
+    acked: list[str] = []
+    for i in range(5):
+        response = api.post("posts", samples.posts(100, seed=i, first_id=i * 100 + 1))
+        assert response.status_code == 202, response.text
+        acked += response.json()["ids"]
+    assert proxy.injected["kinesis.put_records_entry"] > 50
+    assert stream_ids(lake) == Counter(acked)  # every acked record once: no loss, no dupes
+
+
+def test_sink_outage_is_503_then_recovers(
+    lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
+) -> None:
+    # Without botocore's own retries on top of ours, each refusal comes back in ~0.2 s.
+    api = start_api(lake, proxy.endpoint, API_SINK_MAX_ATTEMPTS="3", AWS_MAX_ATTEMPTS="1")
+    acked: list[str] = []
+    for fault in ("down", "throttle"):
+        if fault == "down":
+            proxy.faults.down = {"kinesis"}
+        else:
+            proxy.faults.throttle_put_records = True
+        refused = api.post("posts", samples.posts(5, seed=9, first_id=900))
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"] == "sink_unavailable"
+        if fault == "down":
+            assert api.client.get("/readyz").status_code == 503
+        proxy.faults.down, proxy.faults.throttle_put_records = set(), False
+        recovered = api.post("posts", samples.posts(5, seed=9, first_id=900))
+        assert recovered.status_code == 202
+        acked += recovered.json()["ids"]
+    assert api.client.get("/readyz").status_code == 200
+    # Refused requests wrote nothing; each recovered one landed once.
+    assert stream_ids(lake) == Counter(acked)
+
+
+def test_quarantine_outage_acknowledges_nothing(
+    lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
+) -> None:
+    api = start_api(lake, proxy.endpoint, AWS_MAX_ATTEMPTS="1")
+    proxy.faults.down = {"s3"}
+    response = api.post("posts", [*samples.posts(3), {"id": "bad"}])
+    assert response.status_code == 503
+    proxy.faults.down = set()
+    assert stream_ids(lake) == Counter()
+
+
+def test_sigterm_drains_in_flight_requests(
+    lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
+) -> None:
+    api = start_api(lake, proxy.endpoint)
+    proxy.faults.latency_s = 1.5
+    with httpx.Client(timeout=30, headers=AUTH) as client, ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            client.post, f"{api.url}/v1/datasets/posts/records", json=samples.posts(3)
+        )
+        time.sleep(0.5)  # the request is now waiting on (slow) Kinesis
+        api.process.signal(signal.SIGTERM)
+        response = pending.result()
+    assert response.status_code == 202
+    # uvicorn re-raises the SIGTERM it caught once the drain is done, so the exit is "by signal".
+    assert api.process.stop(timeout=20) in (0, -signal.SIGTERM)
+    proxy.faults.latency_s = 0
+    assert stream_ids(lake) == Counter(response.json()["ids"])
