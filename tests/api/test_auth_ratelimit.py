@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from tributary.testing import FakeClock
-from tributary_api.auth import ApiKey, KeyRing, hash_key, presented_key
+from tributary_api.auth import ApiKey, KeyRing, hash_key
 from tributary_api.ratelimit import TokenBucketLimiter
 
 
@@ -27,14 +27,6 @@ def test_keys_are_found_by_hash_and_scoped() -> None:
     assert keys.authenticate("secret-none") is None
     assert keys.authenticate("") is None
     assert keys.authenticate(None) is None
-
-
-def test_presented_key_sources() -> None:
-    assert presented_key("Bearer abc", None) == "abc"
-    assert presented_key("bearer  abc ", None) == "abc"
-    assert presented_key("Basic abc", "xyz") == "xyz"
-    assert presented_key(None, "xyz") == "xyz"
-    assert presented_key(None, None) is None
 
 
 def test_token_bucket_allows_bursts_then_paces() -> None:

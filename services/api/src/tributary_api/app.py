@@ -1,6 +1,8 @@
-"""The FastAPI application: HTTP in, `Ingestor` out. No import-time state; see `create_app`."""
+"""The FastAPI application: HTTP in, `Ingestor` out. No import-time state; see `create_app`.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: FastAPI must evaluate the route annotations,
+and the dataset parameter's schema refers to the registry given to `create_app`.
+"""
 
 import asyncio
 import contextlib
@@ -13,9 +15,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from tributary.aws import AwsClients
 from tributary.clock import Clock, SystemClock
@@ -25,7 +28,7 @@ from tributary.metrics import EmfMetrics, Metrics
 from tributary.raw_writer import RawWriter, S3RawWriter
 from tributary.retry import RetryPolicy
 from tributary.testing import MemoryRawWriter
-from tributary_api.auth import ApiKey, KeyRing, presented_key
+from tributary_api.auth import ApiKey, KeyRing
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
 from tributary_api.ingest import Ingestor, IngestResult, RecordTooLargeError
 from tributary_api.models import (
@@ -41,6 +44,9 @@ from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
 
 log = logging.getLogger(__name__)
 
+# Documented as OpenAPI security schemes; checking the key is ours (KeyRing), hence no auto_error.
+_BEARER = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
+_API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key.")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
@@ -226,16 +232,24 @@ def create_app(
         summary="Ingest records into a dataset",
     )
     async def post_records(
-        dataset: str,
+        dataset: Annotated[
+            str,
+            Path(
+                description="A dataset of the registry (DATASETS_CONFIG).",
+                # Documented, not enforced here: an unknown name gets our 404, not a 422.
+                json_schema_extra={"enum": sorted(registry)},
+            ),
+        ],
         request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        x_api_key: Annotated[str | None, Header()] = None,
-        idempotency_key: Annotated[str | None, Header()] = None,
-        content_type: Annotated[str | None, Header()] = None,
-        content_encoding: Annotated[str | None, Header()] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+        x_api_key: Annotated[str | None, Depends(_API_KEY_HEADER)],
+        idempotency_key: Annotated[
+            str | None,
+            Header(description="Makes retries safe: record ids and object keys derive from it."),
+        ] = None,
     ) -> Response:
         """Validate and ingest records; 202 only once every accepted record is durable."""
-        key = keyring.authenticate(presented_key(authorization, x_api_key))
+        key = keyring.authenticate(bearer.credentials if bearer else x_api_key)
         if key is None:
             raise HttpError(
                 401,
@@ -269,23 +283,16 @@ def create_app(
             )
         state["in_flight"] += 1
         try:
-            return await _ingest(
-                request, key, target.name, idempotency_key, content_type, content_encoding
-            )
+            return await _ingest(request, key, target.name, idempotency_key)
         finally:
             state["in_flight"] -= 1
 
     async def _ingest(
-        request: Request,
-        key: ApiKey,
-        dataset: str,
-        idempotency_key: str | None,
-        content_type: str | None,
-        content_encoding: str | None,
+        request: Request, key: ApiKey, dataset: str, idempotency_key: str | None
     ) -> Response:
         try:
-            fmt = body_format(content_type)
-            gzipped = is_gzip(content_encoding)
+            fmt = body_format(request.headers.get("content-type"))
+            gzipped = is_gzip(request.headers.get("content-encoding"))
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > settings.max_body_bytes:
                 raise BodyError(

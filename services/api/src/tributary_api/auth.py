@@ -49,12 +49,3 @@ class KeyRing:
             if hmac.compare_digest(digest, key.digest):
                 found = key
         return found
-
-
-def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
-    """The secret from `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-    return x_api_key.strip() if x_api_key else None
