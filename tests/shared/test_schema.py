@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tributary.schema import FieldError, RecordValidator, SchemaSpec
@@ -120,3 +120,87 @@ def test_bad_schema_is_refused() -> None:
 @given(st.dictionaries(st.text(max_size=5), st.integers() | st.text() | st.none(), max_size=6))
 def test_any_object_is_valid_against_an_open_schema(record: dict[str, Any]) -> None:
     assert validator({}).errors(record) == []
+
+
+# --- the fast predicate and the error-building validator must agree on every input ---------
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(-5, 5)
+    | st.sampled_from(["", "a", "ABC", "abcd", "2026-01-01T00:00:00Z", "x" * 5])
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def field_specs(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    kind = draw(
+        st.sampled_from(
+            ["string", "integer", "number", "boolean", "object", "array", "timestamp", "any"]
+        )
+    )
+    spec: dict[str, Any] = {
+        "type": kind,
+        "required": draw(st.booleans()),
+        "nullable": draw(st.booleans()),
+    }
+    if kind in ("integer", "number") and draw(st.booleans()):
+        spec["minimum"] = draw(st.integers(-3, 3))
+    if kind in ("integer", "number") and draw(st.booleans()):
+        spec["maximum"] = draw(st.integers(-3, 3))
+    if kind in ("string", "array") and draw(st.booleans()):
+        spec["min_length"] = draw(st.integers(0, 3))
+    if kind in ("string", "array") and draw(st.booleans()):
+        spec["max_length"] = draw(st.integers(0, 3))
+    if kind == "string" and draw(st.booleans()):
+        spec["pattern"] = draw(st.sampled_from(["^[A-Z]+$", "a", "^$"]))
+    if draw(st.integers(0, 5)) == 0:
+        spec["enum"] = draw(st.lists(SCALARS, min_size=1, max_size=3))
+    if kind == "object" and depth < 2 and draw(st.booleans()):
+        spec["fields"] = draw(
+            st.dictionaries(st.sampled_from(["a", "b", "c"]), field_specs(depth + 1), max_size=2)
+        )
+        spec["additional_fields"] = draw(st.sampled_from(["allow", "reject"]))
+    if kind == "array" and depth < 2 and draw(st.booleans()):
+        spec["items"] = draw(field_specs(depth + 1))
+    return spec
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), field_specs(), max_size=4),
+    st.sampled_from(["allow", "reject"]),
+    st.lists(
+        VALUES | st.dictionaries(st.sampled_from(["a", "b", "c", "d", "e"]), VALUES, max_size=5),
+        min_size=1,
+        max_size=10,
+    ),
+)
+@settings(max_examples=600, deadline=None)
+def test_fast_predicate_agrees_with_errors(
+    fields: dict[str, Any], additional: str, records: list[Any]
+) -> None:
+    v = validator(fields, additional_fields=additional)
+    for record in records:
+        assert v.is_valid(record) == (v.errors(record) == []), (fields, record, v.errors(record))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "string", "minimum": 1}, "'minimum' is only allowed on type: integer or number"),
+        ({"type": "integer", "pattern": "x"}, "'pattern' is only allowed on type: string"),
+        ({"type": "any", "max_length": 2}, "'max_length' is only allowed on type: array or string"),
+    ],
+)
+def test_constraints_must_fit_the_type(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validator({"x": spec})

@@ -56,10 +56,20 @@ class FieldSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FieldSpec:
-        if self.fields is not None and self.type is not FieldType.OBJECT:
-            raise ValueError("'fields' is only allowed on type: object")
-        if self.items is not None and self.type is not FieldType.ARRAY:
-            raise ValueError("'items' is only allowed on type: array")
+        allowed = {
+            "fields": {FieldType.OBJECT},
+            "additional_fields": {FieldType.OBJECT},
+            "items": {FieldType.ARRAY},
+            "minimum": {FieldType.INTEGER, FieldType.NUMBER},
+            "maximum": {FieldType.INTEGER, FieldType.NUMBER},
+            "min_length": {FieldType.STRING, FieldType.ARRAY},
+            "max_length": {FieldType.STRING, FieldType.ARRAY},
+            "pattern": {FieldType.STRING},
+        }
+        for name, types in allowed.items():
+            if name in self.model_fields_set and self.type not in types:
+                kinds = " or ".join(sorted(t.value for t in types))
+                raise ValueError(f"'{name}' is only allowed on type: {kinds}")
         if self.pattern is not None:
             re.compile(self.pattern)
         return self
@@ -229,11 +239,111 @@ def _compile_object(fields: dict[str, FieldSpec], additional: AdditionalFields) 
     return check
 
 
+class _PredicateBuilder:
+    """Generates one Python function that answers only "is this record valid?".
+
+    Valid records are the hot path: the generated code checks every field inline (no call per
+    field, no error objects), and only records it rejects go through the closures above, which
+    say why. A property test holds the two to the same answer.
+    """
+
+    def __init__(self) -> None:
+        self.namespace: dict[str, Any] = {"M": _MISSING, "_is_timestamp": _is_timestamp}
+        self.functions: list[str] = []
+
+    def _const(self, value: Any) -> str:
+        name = f"C{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def _conditions(self, spec: FieldSpec, var: str) -> list[str]:
+        """Conditions a present, non-null value must all meet."""
+        conds = {
+            FieldType.STRING: [f"isinstance({var}, str)"],
+            FieldType.INTEGER: [f"isinstance({var}, int)", f"{var}.__class__ is not bool"],
+            FieldType.NUMBER: [f"isinstance({var}, (int, float))", f"{var}.__class__ is not bool"],
+            FieldType.BOOLEAN: [f"isinstance({var}, bool)"],
+            FieldType.OBJECT: [f"isinstance({var}, dict)"],
+            FieldType.ARRAY: [f"isinstance({var}, list)"],
+            FieldType.TIMESTAMP: [f"isinstance({var}, str)", f"_is_timestamp({var})"],
+            FieldType.ANY: [],
+        }[spec.type]
+        if spec.minimum is not None:
+            conds.append(f"{var} >= {self._const(spec.minimum)}")
+        if spec.maximum is not None:
+            conds.append(f"{var} <= {self._const(spec.maximum)}")
+        if spec.min_length is not None:
+            conds.append(f"len({var}) >= {spec.min_length}")
+        if spec.max_length is not None:
+            conds.append(f"len({var}) <= {spec.max_length}")
+        if spec.pattern is not None:
+            conds.append(f"{self._const(re.compile(spec.pattern))}.search({var}) is not None")
+        if spec.enum is not None:
+            conds.append(f"{var} in {self._const(list(spec.enum))}")
+        if spec.fields is not None:
+            conds.append(f"{self.object_function(spec.fields, spec.additional_fields)}({var})")
+        if spec.items is not None:
+            conds.append(f"all({self.value_function(spec.items)}(x) for x in {var})")
+        return conds
+
+    def _null_ok(self, spec: FieldSpec) -> bool:
+        return spec.nullable or spec.type is FieldType.ANY
+
+    def value_function(self, spec: FieldSpec) -> str:
+        """A function checking one value (array items)."""
+        slot = len(self.functions)
+        name = f"value_{slot}"
+        self.functions.append("")  # reserve the slot: nested specs add functions after it
+        conds = " and ".join(self._conditions(spec, "v")) or "True"
+        self.functions[slot] = (
+            f"def {name}(v):\n"
+            f"    if v is None:\n        return {self._null_ok(spec)}\n"
+            f"    return {conds}\n"
+        )
+        return name
+
+    def object_function(self, fields: dict[str, FieldSpec], additional: AdditionalFields) -> str:
+        """A function checking an object known to be a dict."""
+        slot = len(self.functions)
+        name = f"object_{slot}"
+        self.functions.append("")  # reserve the slot: nested specs add functions after it
+        body = []
+        for field_name, spec in fields.items():
+            body.append(f"    v = r.get({field_name!r}, M)")
+            body.append("    if v is M:")
+            body.append("        return False" if spec.required else "        pass")
+            if not self._null_ok(spec):
+                body.append("    elif v is None:\n        return False")
+            conds = self._conditions(spec, "v")
+            if conds:
+                body.append(f"    elif v is not None and not ({' and '.join(conds)}):")
+                body.append("        return False")
+        if additional is AdditionalFields.REJECT:
+            body.append(f"    if not {self._const(frozenset(fields))}.issuperset(r):")
+            body.append("        return False")
+        self.functions[slot] = f"def {name}(r):\n" + "\n".join([*body, "    return True"]) + "\n"
+        return name
+
+    def build(self, schema: SchemaSpec) -> Callable[[Any], bool]:
+        """Compile the predicate for `schema`."""
+        top = self.object_function(schema.fields, schema.additional_fields)
+        source = "\n".join(self.functions)
+        source += f"\ndef is_valid(r):\n    return isinstance(r, dict) and {top}(r)\n"
+        exec(compile(source, "<tributary.schema predicate>", "exec"), self.namespace)
+        predicate: Callable[[Any], bool] = self.namespace["is_valid"]
+        return predicate
+
+
+_MISSING = object()
+
+
 class RecordValidator:
     """A compiled schema: `errors(record)` lists every problem, empty when the record is valid."""
 
     def __init__(self, schema: SchemaSpec) -> None:
         self._check = _compile_object(schema.fields, schema.additional_fields)
+        self.is_valid: Callable[[Any], bool] = _PredicateBuilder().build(schema)
+        """True exactly when `errors(record)` is empty; several times faster."""
 
     def errors(self, record: Any) -> list[FieldError]:
         """Every problem with `record`, in field order; `[]` means valid."""

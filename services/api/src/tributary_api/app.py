@@ -65,7 +65,8 @@ BackendsFactory = Callable[[ApiSettings, Metrics], AbstractAsyncContextManager[B
 async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncIterator[Backends]:
     """The backends `API_SINK` asks for, with AWS clients opened for the app's lifetime."""
     if settings.sink is SinkKind.MEMORY:
-        yield Backends(MemorySink(), MemoryRawWriter())
+        # keep=0: count only. Retaining deliveries would grow the heap that the GC rescans.
+        yield Backends(MemorySink(keep=0), MemoryRawWriter())
         return
     async with AwsClients(settings) as clients:
         lake = S3RawWriter(await clients.s3(), settings.lake_bucket)

@@ -165,7 +165,7 @@ class S3Sink:
 class MemorySink:
     """Keeps deliveries in memory. For tests and benchmarks: not durable, bounded."""
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 256) -> None:
         self.deliveries: list[Delivery] = []
         self.record_count = 0
         self._keep = keep
@@ -173,9 +173,9 @@ class MemorySink:
     async def deliver(self, delivery: Delivery) -> None:
         """Remember `delivery` (the oldest are forgotten past `keep`)."""
         self.record_count += len(delivery.records)
-        self.deliveries.append(delivery)
-        if len(self.deliveries) > self._keep:
-            del self.deliveries[: len(self.deliveries) - self._keep]
+        if self._keep:
+            self.deliveries.append(delivery)
+            del self.deliveries[: -self._keep]
 
     async def ping(self) -> None:
         """Always reachable."""
