@@ -85,22 +85,28 @@ class Dataset:
         """The producer's id for `record`, or None when the dataset names none or it is absent."""
         if self.id_field is None or not isinstance(record, dict):
             return None
-        value = record.get(self.id_field)
-        if value is None or isinstance(value, dict | list):
-            return None
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return str(value)
+        return scalar_text(record.get(self.id_field))
 
     def partition_key_for(self, record: Any, record_id: str) -> str:
         """The Kinesis partition key: the configured field's value, else the record id."""
         if self.partition_key is not None and isinstance(record, dict):
-            value = record.get(self.partition_key)
-            if value is not None and not isinstance(value, dict | list):
-                key = str(value)
-                if 0 < len(key.encode()) <= 256:
-                    return key
+            key = scalar_text(record.get(self.partition_key))
+            if key is not None and len(key) <= 256 and key.isascii():
+                return key
         return record_id[:256]
+
+
+def scalar_text(value: Any) -> str | None:
+    """A JSON scalar as id text: strings as they are, numbers and booleans as JSON spells them;
+    None for null, empty strings, objects and arrays."""
+    kind = type(value)
+    if kind is str:
+        return value or None
+    if kind is int or kind is float:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    return None
 
 
 class DatasetRegistry(Mapping[str, Dataset]):

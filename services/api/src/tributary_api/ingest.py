@@ -11,7 +11,7 @@ import orjson
 from tributary.batch import encode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
-from tributary.envelope import ENVELOPE_VERSION, derived_id, encode_envelope
+from tributary.envelope import ENVELOPE_VERSION, derived_id
 from tributary.errors import PermanentError
 from tributary.layout import Zone, object_key
 from tributary.metrics import Metrics, Unit
@@ -83,24 +83,37 @@ class Ingestor:
         accepted: list[OutRecord] = []
         rejected_lines: list[bytes] = []
         errors: list[RecordError] = []
+        # The loop runs once per record: everything it needs is bound locally.
+        is_valid, record_id, partition_key_for = (
+            dataset.validator.is_valid,
+            dataset.record_id,
+            dataset.partition_key_for,
+        )
+        name, dumps = dataset.name, orjson.dumps
         for index, record in enumerate(records):
-            record_id = dataset.record_id(record) or derived_id(scope, request_id, index)
-            problems = dataset.validator.errors(record)
-            if problems:
-                errors.extend(RecordError(index, p.field, p.message) for p in problems)
-                line = _quarantine_line(
-                    dataset.name, record_id, source, received_at, index, problems, record
+            rid = record_id(record) or derived_id(scope, request_id, index)
+            if is_valid(record):
+                line = dumps(
+                    {
+                        "v": ENVELOPE_VERSION,
+                        "dataset": name,
+                        "id": rid,
+                        "source": source,
+                        "received_at": received_at,
+                        "data": record,
+                    }
                 )
-                if len(line) > limit:
-                    raise RecordTooLargeError(index, len(line), limit)
-                rejected_lines.append(line)
+                partition_key = partition_key_for(record, rid)
+                if len(line) + len(partition_key) > limit:  # the key is ASCII (or the id)
+                    raise RecordTooLargeError(index, len(line) + len(partition_key), limit)
+                accepted.append(OutRecord(rid, partition_key, line))
                 continue
-            line = encode_envelope(dataset.name, record_id, source, received_at, record)
-            partition_key = dataset.partition_key_for(record, record_id)
-            size = len(line) + len(partition_key.encode())
-            if size > limit:
-                raise RecordTooLargeError(index, size, limit)
-            accepted.append(OutRecord(record_id, partition_key, line))
+            problems = dataset.validator.errors(record)
+            errors.extend(RecordError(index, p.field, p.message) for p in problems)
+            line = _quarantine_line(name, rid, source, received_at, index, problems, record)
+            if len(line) > limit:
+                raise RecordTooLargeError(index, len(line), limit)
+            rejected_lines.append(line)
 
         batch = batch_id(scope, request_id)
         if rejected_lines:

@@ -98,3 +98,32 @@ INGEST_REQUEST_BODY: dict[str, Any] = {
         },
     },
 }
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
+def ingest_openapi(datasets: list[str]) -> dict[str, Any]:
+    """OpenAPI for the ingest operation's parameters, body and security."""
+    return {
+        "parameters": [
+            {
+                "name": "dataset",
+                "in": "path",
+                "required": True,
+                "description": "A dataset of the registry (DATASETS_CONFIG).",
+                "schema": {"type": "string", "enum": datasets},
+            },
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Makes retries safe: record ids and object keys derive from it.",
+                "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+            },
+        ],
+        "requestBody": INGEST_REQUEST_BODY,
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -28,9 +28,8 @@ PUT_RECORDS_MAX_BYTES = 5 * 1024 * 1024
 WRITER = "api"
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """An accepted record, encoded as its envelope line."""
+class OutRecord(NamedTuple):
+    """An accepted record, encoded as its envelope line (a tuple: built once per record)."""
 
     id: str
     partition_key: str
