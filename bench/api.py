@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,6 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stack" / "src"))
 
-from tributary.aws import AwsClients  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary_api.auth import hash_key  # noqa: E402
 from tributary_stack import samples  # noqa: E402
@@ -75,39 +75,27 @@ def load(port: int, body_file: Path, connections: int, seconds: float) -> dict[s
     return result
 
 
-def stream_count(settings: AwsSettings) -> int:
-    """Records put on the stream, from the shards' sequence of GetRecords (for a sanity check)."""
-    import asyncio
-
-    async def count() -> int:
-        total = 0
-        async with AwsClients(settings) as clients:
-            kinesis = await clients.kinesis()
-            shards = (await kinesis.list_shards(StreamName=settings.stream_name))["Shards"]
-            for shard in shards:
-                it: str | None = (
-                    await kinesis.get_shard_iterator(
-                        StreamName=settings.stream_name,
-                        ShardId=shard["ShardId"],
-                        ShardIteratorType="TRIM_HORIZON",
-                    )
-                )["ShardIterator"]
-                while it:
-                    page = await kinesis.get_records(ShardIterator=it, Limit=10_000)
-                    total += len(page["Records"])
-                    if not page["Records"]:
-                        break
-                    it = page.get("NextShardIterator")
-        return total
-
-    return asyncio.run(count())
+def _median(
+    runs: list[dict[str, object]], seconds: float
+) -> tuple[float, float, float, float, int]:
+    """Median req/s of the runs, their spread (max-min over median), median p50/p99, non-202s."""
+    rates = sorted(int(r["requests"]) / seconds for r in runs)  # type: ignore[call-overload]
+    mid = rates[len(rates) // 2]
+    p50 = statistics.median(float(r["p50_ms"]) for r in runs)  # type: ignore[arg-type]
+    p99 = statistics.median(float(r["p99_ms"]) for r in runs)  # type: ignore[arg-type]
+    bad = sum(
+        int(r["requests"]) - int(r["statuses"].get("202", 0))  # type: ignore[call-overload,attr-defined]
+        for r in runs
+    )
+    return mid, (rates[-1] - rates[0]) / mid if mid else 0.0, p50, p99, bad
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--batches", default="1,100,500")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "api.json")
@@ -154,72 +142,83 @@ def main() -> None:
     }
     rows: list[list[object]] = []
     results: list[dict[str, object]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for batch in batches:
-            body_file = Path(tmp) / f"body-{batch}.json"
-            body = orjson.dumps(samples.posts(batch))
-            body_file.write_bytes(body)
-            bare_rps = 0.0
-            for name, argv in targets.items():
-                port = free_port()
-                env = {
-                    **base_env,
-                    "API_PORT": str(port),
-                    "API_SINK": "kinesis" if name == "api/kinesis" else "memory",
-                }
-                proc = serve(argv(port), env, port)
-                try:
-                    before = stream_count(aws) if name == "api/kinesis" else 0
-                    result = load(port, body_file, args.connections, args.seconds)
-                    landed = stream_count(aws) - before if name == "api/kinesis" else None
-                finally:
-                    proc.terminate()
-                    proc.wait(30)
-                requests = int(result["requests"])  # type: ignore[call-overload]
-                statuses: dict[str, int] = result["statuses"]  # type: ignore[assignment]
-                ok = statuses.get("202", 0)
-                rps = requests / args.seconds
-                if name == "bare":
-                    bare_rps = rps
-                ratio = rps / bare_rps if bare_rps else 0.0
-                record = {
-                    "target": name,
-                    "batch": batch,
-                    "body_bytes": len(body),
-                    "requests_per_s": rps,
-                    "records_per_s": rps * batch,
-                    "p50_ms": result["p50_ms"],
-                    "p99_ms": result["p99_ms"],
-                    "ratio_vs_bare": ratio,
-                    "non_202": requests - ok,
-                    "landed": landed,
-                }
-                results.append(record)
-                rows.append(
-                    [
-                        name,
-                        batch,
-                        f"{rps:,.0f}",
-                        f"{rps * batch:,.0f}",
-                        f"{result['p50_ms']:.1f}",
-                        f"{result['p99_ms']:.1f}",
-                        "1.00 (baseline)" if name == "bare" else f"{ratio:.2f}",
-                        requests - ok,
-                    ]
-                )
+    servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    try:
+        for name, argv in targets.items():  # each server starts once and serves every cell
+            port = free_port()
+            env = {
+                **base_env,
+                "API_PORT": str(port),
+                "API_SINK": "kinesis" if name == "api/kinesis" else "memory",
+            }
+            servers[name] = (port, serve(argv(port), env, port))
+        with tempfile.TemporaryDirectory() as tmp:
+            for batch in batches:
+                body_file = Path(tmp) / f"body-{batch}.json"
+                body = orjson.dumps(samples.posts(batch))
+                body_file.write_bytes(body)
+                runs: dict[str, list[dict[str, object]]] = {name: [] for name in targets}
+                for _ in range(args.rounds):  # interleaved, so drift hits every target alike
+                    for name in targets:
+                        runs[name].append(
+                            load(servers[name][0], body_file, args.connections, args.seconds)
+                        )
+                bare_rps = _median(runs["bare"], args.seconds)[0]
+                for name in targets:
+                    rps, spread, p50, p99, bad = _median(runs[name], args.seconds)
+                    ratio = rps / bare_rps
+                    results.append(
+                        {
+                            "target": name,
+                            "batch": batch,
+                            "body_bytes": len(body),
+                            "requests_per_s": rps,
+                            "records_per_s": rps * batch,
+                            "spread": spread,
+                            "p50_ms": p50,
+                            "p99_ms": p99,
+                            "ratio_vs_bare": ratio,
+                            "non_202": bad,
+                        }
+                    )
+                    rows.append(
+                        [
+                            name,
+                            batch,
+                            f"{rps:,.0f}",
+                            f"{rps * batch:,.0f}",
+                            f"±{spread:.0%}",
+                            f"{p50:.1f}",
+                            f"{p99:.1f}",
+                            "1.00 (baseline)" if name == "bare" else f"{ratio:.2f}",
+                            bad,
+                        ]
+                    )
+    finally:
+        for _, proc in servers.values():
+            proc.terminate()
+            proc.wait(30)
     moto.stop()
-    print(
-        render(
-            ["target", "batch", "req/s", "records/s", "p50 ms", "p99 ms", "vs bare", "non-202"],
-            rows,
-            title=f"\nAPI benchmark: {args.connections} connections, {args.seconds:g}s per "
-            f"cell, ~{len(orjson.dumps(samples.posts(1)[0]))} B records, 1 uvicorn "
-            f"worker; {platform.machine()} x{os.cpu_count()}, "
-            f"Python {platform.python_version()}",
-        )
-    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
+    headers = [
+        "target",
+        "batch",
+        "req/s",
+        "records/s",
+        "spread",
+        "p50 ms",
+        "p99 ms",
+        "vs bare",
+        "non-202",
+    ]
+    title = (
+        f"\nAPI benchmark: {args.connections} connections, median of {args.rounds} interleaved "
+        f"{args.seconds:g}s runs per cell, ~{len(orjson.dumps(samples.posts(1)[0]))} B records, "
+        f"1 uvicorn worker; {platform.machine()} x{os.cpu_count()}, "
+        f"Python {platform.python_version()}"
+    )
+    print(render(headers, rows, title=title))
 
 
 if __name__ == "__main__":
