@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -48,15 +46,7 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("w") as log:
         process = ManagedProcess.python_module("api", "tributary_api", [], env, log).start()
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        process.wait_http(f"{url}/healthz")
         yield url
         process.stop(timeout=10)
 

@@ -70,15 +70,8 @@ def start_api(tmp_path: Path) -> Iterator[StartApi]:
         process = ManagedProcess.python_module("api", "tributary_api", [], full_env, log).start()
         api = RunningApi(process, f"http://127.0.0.1:{port}")
         started.append(api)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{api.url}/healthz", timeout=1).status_code == 200:
-                    return api
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-            time.sleep(0.05)
+        process.wait_http(f"{api.url}/healthz")
+        return api
 
     yield start
     for api in started:

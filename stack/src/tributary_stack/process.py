@@ -7,8 +7,11 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TextIO
+
+import httpx
 
 
 class ManagedProcess:
@@ -76,6 +79,21 @@ class ManagedProcess:
             with self._lock:
                 self._out.write(self._prefix + line + "\n")
                 self._out.flush()
+
+    def wait_http(self, url: str, timeout: float = 30.0, ok: tuple[int, ...] = (200,)) -> None:
+        """Block until GET `url` answers with a status in `ok`; fail fast if the child exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with code {self.poll()} during start-up")
+            try:
+                if httpx.get(url, timeout=1).status_code in ok:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not answer {url} within {timeout}s")
+            time.sleep(0.05)
 
     def poll(self) -> int | None:
         """Exit code, or None while running."""

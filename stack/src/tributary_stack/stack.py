@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from pathlib import Path
 from typing import TextIO
-
-import httpx
 
 from tributary.settings import AwsSettings
 from tributary_api.auth import hash_key
@@ -92,22 +89,9 @@ class LocalStack:
         child_env = {**os.environ, **self.env}
         api = ManagedProcess.python_module("api", "tributary_api", [], child_env, self._out)
         self.processes.append(api.start())
-        self._wait_ready(api)
+        api.wait_http(f"{self.api_url}/readyz")
         self.write_env_file()
         return self
-
-    def _wait_ready(self, api: ManagedProcess, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if api.poll() is not None:
-                raise RuntimeError(f"the API exited with code {api.poll()} during start-up")
-            try:
-                if httpx.get(f"{self.api_url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"the API was not ready at {self.api_url} within {timeout}s")
 
     def write_env_file(self) -> Path:
         """Write `export NAME=value` lines that other shells and commands can source."""
