@@ -1,0 +1,88 @@
+"""`python -m tributary_stream`: run one stream-consumer worker until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from tributary.aws import AwsClients
+from tributary.clock import SystemClock
+from tributary.dataset import DatasetRegistry
+from tributary.log import configure_logging
+from tributary.metrics import EmfMetrics
+from tributary.raw_writer import S3RawWriter
+from tributary_stream.consumer import Limits
+from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.route import Router
+from tributary_stream.settings import StreamSettings
+from tributary_stream.stream import KinesisStreamReader
+from tributary_stream.worker import Worker, WorkerConfig
+
+log = logging.getLogger("tributary_stream")
+
+
+async def serve(settings: StreamSettings) -> None:
+    """Wire the real backends and run a worker; SIGTERM drains within the stop timeout."""
+    registry = DatasetRegistry.from_file(settings.datasets_config)
+    metrics = EmfMetrics(settings.metrics_namespace, "stream-consumer")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with AwsClients(settings) as clients:
+        worker = Worker(
+            WorkerConfig(
+                worker_id=settings.worker_id,
+                limits=Limits.from_settings(settings),
+                failover_time_s=settings.failover_time_s,
+                shard_sync_s=settings.shard_sync_s,
+                initial_position=settings.initial_position,
+                max_steal=settings.max_steal,
+                get_records_limit=settings.get_records_limit,
+                idle_poll_s=settings.idle_poll_s,
+                compress_level=settings.compress_level,
+                shutdown_timeout_s=settings.shutdown_timeout_s,
+            ),
+            DynamoDbLeaseStore(await clients.dynamodb(), settings.lease_table),
+            KinesisStreamReader(await clients.kinesis(), settings.stream_name),
+            Router(
+                registry,
+                f"kinesis:{settings.stream_name}",
+                settings.default_dataset,
+                settings.dataset_field,
+            ),
+            S3RawWriter(await clients.s3(), settings.lake_bucket),
+            SystemClock(),
+            metrics,
+        )
+        log.info(
+            "worker started", extra={"worker": settings.worker_id, "stream": settings.stream_name}
+        )
+
+        async def flush_metrics() -> None:
+            while True:
+                await asyncio.sleep(settings.metrics_interval_s)
+                metrics.flush()
+
+        flusher = asyncio.create_task(flush_metrics())
+        try:
+            await worker.run(stop)
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            metrics.flush()
+        log.info("worker stopped", extra={"worker": settings.worker_id})
+
+
+def main() -> None:
+    """Entry point."""
+    settings = StreamSettings()
+    configure_logging("stream-consumer", settings.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

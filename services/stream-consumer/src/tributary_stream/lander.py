@@ -1,0 +1,92 @@
+"""Landing a shard's batches in the lake exactly once, whoever else writes the same shard.
+
+Per target (zone + dataset), a shard's objects form a chain: each object covers that target's
+records after the previous object's last one, and its key is `<shardId>-<first sequence
+number>`. A writer that finds its key taken (412) adopts the existing object's last sequence
+number (from its metadata) and carries on after it. So any two writers that start from the same
+checkpoint — a restart after a crash, or a paused "zombie" racing the lease's new owner — walk
+the same chain: neither duplicates nor skips a record, however each cut its batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from tributary.batch import encode_ndjson_gz
+from tributary.errors import TransientError
+from tributary.layout import object_key
+from tributary.metrics import Metrics, Unit
+from tributary.raw_writer import META_LAST, RawObject, RawWriter, WriteOutcome
+from tributary_stream.route import Target
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A line to land and where it came from."""
+
+    sequence: str
+    arrival: datetime
+    line: bytes
+
+    @property
+    def position(self) -> int:
+        """The sequence number as an integer (they compare numerically)."""
+        return int(self.sequence)
+
+
+def landed_through(landed: MutableMapping[str, str], target: Target) -> int:
+    """The last sequence number already landed for `target` beyond the checkpoint (or -1)."""
+    value = landed.get(target.name)
+    return -1 if value is None else int(value)
+
+
+class Lander:
+    """Writes a shard's lines to create-only objects, following each target's chain."""
+
+    def __init__(
+        self, writer: RawWriter, shard_id: str, metrics: Metrics, compresslevel: int = 6
+    ) -> None:
+        self._writer = writer
+        self._shard = shard_id
+        self._metrics = metrics
+        self._level = compresslevel
+
+    async def land(
+        self, target: Target, lines: Sequence[Line], landed: MutableMapping[str, str]
+    ) -> None:
+        """Make `lines` durable (or find them already durable); record the chain end in `landed`.
+
+        `lines` are in sequence order. Lines at or before `landed[target]` are skipped.
+        """
+        done = landed_through(landed, target)
+        pending = [line for line in lines if line.position > done]
+        while pending:
+            first = pending[0]
+            key = object_key(
+                target.zone, target.dataset, first.arrival, self._shard, first.sequence
+            )
+            body = encode_ndjson_gz([line.line for line in pending], self._level)
+            obj = RawObject(
+                key,
+                body,
+                len(pending),
+                first.sequence,
+                pending[-1].sequence,
+                {"shard": self._shard},
+            )
+            if await self._writer.put(obj) is WriteOutcome.WRITTEN:
+                landed[target.name] = pending[-1].sequence
+                self._metrics.add("ObjectsWritten", 1, dataset=target.dataset)
+                self._metrics.add("RecordsLanded", len(pending), dataset=target.dataset)
+                self._metrics.add("BytesLanded", len(body), Unit.BYTES, dataset=target.dataset)
+                return
+            info = await self._writer.head(key)
+            if info is None or META_LAST not in info.metadata:
+                raise TransientError(f"{key} exists but its metadata is not readable yet")
+            end = info.metadata[META_LAST]
+            self._metrics.add("ObjectsAdopted", 1, dataset=target.dataset)
+            if int(end) > landed_through(landed, target):
+                landed[target.name] = end
+            pending = [line for line in pending if line.position > int(end)]

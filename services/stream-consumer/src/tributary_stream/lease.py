@@ -1,0 +1,233 @@
+"""Leases on shards, KCL 2.x style, and where they are stored.
+
+A lease's `counter` is a fencing token: renew, take, checkpoint and release are conditional on it,
+so a worker that lost a lease can never overwrite the new owner's checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tributary.aws import error_code, translate_aws_error
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+
+class Checkpoint(StrEnum):
+    """Checkpoint sentinels; any other checkpoint is a sequence number."""
+
+    TRIM_HORIZON = "TRIM_HORIZON"
+    LATEST = "LATEST"
+    AT_TIMESTAMP = "AT_TIMESTAMP"
+    SHARD_END = "SHARD_END"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """One shard's lease as stored."""
+
+    key: str  # the shard id
+    owner: str | None
+    counter: int
+    checkpoint: str
+    parents: frozenset[str] = frozenset()
+    children: frozenset[str] = frozenset()
+    owner_switches: int = 0
+    # Per dataset, the last sequence number already landed in raw *beyond* the checkpoint
+    # (an object adopted from another writer can reach past it); see tributary_stream.lander.
+    landed: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """The shard was read to its end and everything landed."""
+        return self.checkpoint == Checkpoint.SHARD_END
+
+
+class LeaseStore(Protocol):
+    """Lease persistence with conditional (fenced) updates. Returns None when fenced out."""
+
+    async def list_leases(self) -> list[Lease]:
+        """Every lease, strongly consistent."""
+
+    async def create(self, lease: Lease) -> bool:
+        """Create `lease` unless one exists for its shard; True if this call created it."""
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """Bump the counter if `lease.owner` still holds it at `lease.counter`; else None."""
+
+    async def take(self, lease: Lease, owner: str) -> Lease | None:
+        """Become the owner if the counter is still `lease.counter`; else None."""
+
+    async def checkpoint(
+        self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
+    ) -> Lease | None:
+        """Store the checkpoint if still held at `lease.counter`; else None (lease lost)."""
+
+    async def release(self, lease: Lease) -> bool:
+        """Give the lease up (owner removed) if still held; True on success."""
+
+
+class DynamoDbLeaseStore:
+    """`LeaseStore` on a DynamoDB table keyed by `leaseKey` (KCL's layout plus `landedThrough`)."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def list_leases(self) -> list[Lease]:
+        """Scan the table (consistent read, paginated)."""
+        leases: list[Lease] = []
+        kwargs: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        try:
+            while True:
+                page = await self._db.scan(**kwargs)
+                leases += [_from_item(item) for item in page.get("Items", [])]
+                if "LastEvaluatedKey" not in page:
+                    return sorted(leases, key=lambda lease: lease.key)
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "scan") from exc
+
+    async def create(self, lease: Lease) -> bool:
+        """PutItem unless the key exists."""
+        return await self._conditional(
+            self._db.put_item(
+                TableName=self._table,
+                Item=_to_item(lease),
+                ConditionExpression="attribute_not_exists(leaseKey)",
+            ),
+            "create",
+        )
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        """counter + 1, if owner and counter are unchanged."""
+        ok = await self._update(
+            lease, "SET leaseCounter = :next", {":next": {"N": str(lease.counter + 1)}}, "renew"
+        )
+        return replace(lease, counter=lease.counter + 1) if ok else None
+
+    async def take(self, lease: Lease, owner: str) -> Lease | None:
+        """New owner, counter + 1, owner switches + 1, if the counter is unchanged."""
+        try:
+            await self._db.update_item(
+                TableName=self._table,
+                Key={"leaseKey": {"S": lease.key}},
+                UpdateExpression=(
+                    "SET leaseOwner = :owner, leaseCounter = :next, "
+                    "ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one"
+                ),
+                ConditionExpression="leaseCounter = :counter",
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":next": {"N": str(lease.counter + 1)},
+                    ":counter": {"N": str(lease.counter)},
+                    ":one": {"N": "1"},
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise _translate(exc, "take") from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, "take") from exc
+        return replace(
+            lease, owner=owner, counter=lease.counter + 1, owner_switches=lease.owner_switches + 1
+        )
+
+    async def checkpoint(
+        self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
+    ) -> Lease | None:
+        """Checkpoint and landed map, if owner and counter are unchanged."""
+        ok = await self._update(
+            lease,
+            "SET checkpoint = :cp, landedThrough = :landed, ownerSwitchesSinceCheckpoint = :zero",
+            {
+                ":cp": {"S": checkpoint},
+                ":landed": {"M": {k: {"S": v} for k, v in landed.items()}},
+                ":zero": {"N": "0"},
+            },
+            "checkpoint",
+        )
+        return (
+            replace(lease, checkpoint=checkpoint, landed=dict(landed), owner_switches=0)
+            if (ok)
+            else None
+        )
+
+    async def release(self, lease: Lease) -> bool:
+        """Remove the owner (others take it at once), counter + 1."""
+        return await self._update(
+            lease,
+            "REMOVE leaseOwner SET leaseCounter = :next",
+            {":next": {"N": str(lease.counter + 1)}},
+            "release",
+        )
+
+    async def _update(
+        self, lease: Lease, expression: str, values: dict[str, Any], what: str
+    ) -> bool:
+        return await self._conditional(
+            self._db.update_item(
+                TableName=self._table,
+                Key={"leaseKey": {"S": lease.key}},
+                UpdateExpression=expression,
+                ConditionExpression="leaseCounter = :counter AND leaseOwner = :me",
+                ExpressionAttributeValues={
+                    **values,
+                    ":counter": {"N": str(lease.counter)},
+                    ":me": {"S": lease.owner or ""},
+                },
+            ),
+            what,
+        )
+
+    async def _conditional(self, call: Any, what: str) -> bool:
+        try:
+            await call
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise _translate(exc, what) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, what) from exc
+        return True
+
+
+def _to_item(lease: Lease) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "leaseKey": {"S": lease.key},
+        "leaseCounter": {"N": str(lease.counter)},
+        "checkpoint": {"S": lease.checkpoint},
+        "ownerSwitchesSinceCheckpoint": {"N": str(lease.owner_switches)},
+        "landedThrough": {"M": {k: {"S": v} for k, v in lease.landed.items()}},
+    }
+    if lease.owner:
+        item["leaseOwner"] = {"S": lease.owner}
+    if lease.parents:  # DynamoDB sets cannot be empty
+        item["parentShardIds"] = {"SS": sorted(lease.parents)}
+    if lease.children:
+        item["childShardIds"] = {"SS": sorted(lease.children)}
+    return item
+
+
+def _from_item(item: Mapping[str, Any]) -> Lease:
+    return Lease(
+        key=item["leaseKey"]["S"],
+        owner=item.get("leaseOwner", {}).get("S"),
+        counter=int(item["leaseCounter"]["N"]),
+        checkpoint=item["checkpoint"]["S"],
+        parents=frozenset(item.get("parentShardIds", {}).get("SS", [])),
+        children=frozenset(item.get("childShardIds", {}).get("SS", [])),
+        owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")),
+        landed={k: v["S"] for k, v in item.get("landedThrough", {}).get("M", {}).items()},
+    )
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    return translate_aws_error(exc, f"lease table {what}", "check LEASE_TABLE and IAM permissions")

@@ -1,0 +1,41 @@
+"""Stream-consumer settings from environment variables (read once by the entry point)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+from pydantic import Field
+
+from tributary.settings import CommonSettings
+from tributary_stream.lease import Checkpoint
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class StreamSettings(CommonSettings):
+    """Everything the consumer reads from the environment. Batch limits are Firehose-like hints:
+    the defaults suit local runs; on AWS, 5-64 MiB and 60-300 s make fewer, larger objects."""
+
+    worker_id: str = Field(default_factory=_default_worker_id, validation_alias="WORKER_ID")
+    initial_position: Checkpoint = Field(
+        default=Checkpoint.TRIM_HORIZON, validation_alias="STREAM_INITIAL_POSITION"
+    )
+    default_dataset: str | None = Field(default=None, validation_alias="STREAM_DEFAULT_DATASET")
+    dataset_field: str | None = Field(default=None, validation_alias="STREAM_DATASET_FIELD")
+    failover_time_s: float = Field(default=10.0, gt=0, validation_alias="LEASE_FAILOVER_S")
+    shard_sync_s: float = Field(default=30.0, gt=0, validation_alias="SHARD_SYNC_S")
+    max_steal: int = Field(default=1, ge=0, validation_alias="LEASE_MAX_STEAL")
+    batch_max_records: int = Field(default=10_000, gt=0, validation_alias="BATCH_MAX_RECORDS")
+    batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0, validation_alias="BATCH_MAX_BYTES")
+    batch_max_age_s: float = Field(default=60.0, gt=0, validation_alias="BATCH_MAX_AGE_S")
+    idle_flush_s: float = Field(default=2.0, gt=0, validation_alias="IDLE_FLUSH_S")
+    get_records_limit: int = Field(
+        default=10_000, gt=0, le=10_000, validation_alias="GET_RECORDS_LIMIT"
+    )
+    idle_poll_s: float = Field(default=1.0, ge=0.2, validation_alias="IDLE_POLL_S")
+    compress_level: int = Field(default=6, ge=1, le=9, validation_alias="GZIP_LEVEL")
+    shutdown_timeout_s: float = Field(default=25.0, gt=0, validation_alias="SHUTDOWN_TIMEOUT_S")
+    metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")
