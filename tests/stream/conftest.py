@@ -1,0 +1,108 @@
+"""In-memory stream-consumer harness: the real Worker on MemoryStream, MemoryLeaseStore and
+MemoryRawWriter, with timings shrunk so failover takes a fraction of a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from tributary.batch import decode_ndjson_gz
+from tributary.clock import SystemClock
+from tributary.dataset import DatasetRegistry
+from tributary.testing import MemoryMetrics, MemoryRawWriter
+from tributary_stream.consumer import Limits
+from tributary_stream.route import Router
+from tributary_stream.testing import MemoryLeaseStore, MemoryStream
+from tributary_stream.worker import Worker, WorkerConfig
+
+FAILOVER = 0.6
+
+
+def envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
+    return orjson.dumps(
+        {
+            "v": 1,
+            "dataset": dataset,
+            "id": record_id,
+            "source": "test",
+            "received_at": "2026-01-01T00:00:00.000Z",
+            "data": data,
+        }
+    )
+
+
+@dataclass
+class Harness:
+    registry: DatasetRegistry
+    stream: MemoryStream
+    store: MemoryLeaseStore = field(default_factory=MemoryLeaseStore)
+    writer: MemoryRawWriter = field(default_factory=MemoryRawWriter)
+    metrics: MemoryMetrics = field(default_factory=MemoryMetrics)
+    max_records: int = 50
+    live: dict[Worker, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
+    count: int = 0
+
+    def start(self, name: str | None = None) -> Worker:
+        self.count += 1
+        worker = Worker(
+            WorkerConfig(
+                worker_id=name or f"w{self.count}",
+                limits=Limits(self.max_records, 1_000_000, 3600, 0.05),
+                failover_time_s=FAILOVER,
+                shard_sync_s=0.2,
+                idle_poll_s=0.01,
+                tick_s=0.02,
+                get_records_limit=37,
+                shutdown_timeout_s=5,
+            ),
+            self.store,
+            self.stream,
+            Router(self.registry, "kinesis:test", "events"),
+            self.writer,
+            SystemClock(),
+            self.metrics,
+        )
+        stop = asyncio.Event()
+        self.live[worker] = (asyncio.create_task(worker.run(stop)), stop)
+        return worker
+
+    async def stop(self, worker: Worker) -> None:
+        """Graceful: drain, checkpoint, release."""
+        task, stop = self.live.pop(worker)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    async def kill(self, worker: Worker) -> None:
+        """Like kill -9: every task of the worker dies where it is, nothing is flushed."""
+        task, _ = self.live.pop(worker)
+        tasks = [task, *(r.task for r in worker.running.values())]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    async def stop_all(self) -> None:
+        for worker in list(self.live):
+            await self.stop(worker)
+
+    def raw_lines(self, zone: str = "raw") -> Counter[bytes]:
+        return Counter(
+            line
+            for key, obj in self.writer.objects.items()
+            if key.startswith(zone)
+            for line in decode_ndjson_gz(obj.body)
+        )
+
+    async def wait_for(self, done: Callable[[], bool], within: float = 20) -> None:
+        deadline = time.monotonic() + within
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not reached")
+            await asyncio.sleep(0.02)

@@ -1,0 +1,72 @@
+"""One contract for both lease stores: DynamoDB (over the wire, moto) and memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tributary.aws import AwsClients
+from tributary.settings import AwsSettings
+from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore, Lease, LeaseStore
+from tributary_stream.testing import MemoryLeaseStore
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+async def store(request: pytest.FixtureRequest, lake: AwsSettings) -> AsyncIterator[LeaseStore]:
+    if request.param == "memory":
+        yield MemoryLeaseStore()
+        return
+    async with AwsClients(lake) as clients:
+        yield DynamoDbLeaseStore(await clients.dynamodb(), lake.lease_table)
+
+
+def new(key: str = "shardId-000000000001", **kw: object) -> Lease:
+    return Lease(key, None, 0, Checkpoint.TRIM_HORIZON, **kw)  # type: ignore[arg-type]
+
+
+async def test_create_is_idempotent(store: LeaseStore) -> None:
+    assert await store.create(new(parents=frozenset({"shardId-000000000000"})))
+    assert not await store.create(new())
+    (lease,) = await store.list_leases()
+    assert lease == new(parents=frozenset({"shardId-000000000000"}))
+
+
+async def test_take_renew_checkpoint_release_are_fenced(store: LeaseStore) -> None:
+    await store.create(new())
+    (free,) = await store.list_leases()
+    mine = await store.take(free, "w1")
+    assert mine is not None
+    assert (mine.owner, mine.counter, mine.owner_switches) == ("w1", 1, 1)
+    assert await store.take(free, "w2") is None  # stale counter: w1 got there first
+    renewed = await store.renew(mine)
+    assert renewed is not None
+    assert renewed.counter == 2
+    assert await store.renew(mine) is None  # a stale copy cannot renew
+    stolen = await store.take(renewed, "w2")
+    assert stolen is not None
+    # The zombie w1 wakes up: it can neither checkpoint nor renew nor release.
+    assert await store.checkpoint(renewed, "123", {}) is None
+    assert await store.renew(renewed) is None
+    assert not await store.release(renewed)
+    done = await store.checkpoint(stolen, "456", {"raw/posts": "789"})
+    assert done is not None
+    (stored,) = await store.list_leases()
+    assert (stored.owner, stored.checkpoint, dict(stored.landed)) == (
+        "w2",
+        "456",
+        {"raw/posts": "789"},
+    )
+    assert stored.owner_switches == 0
+    assert await store.release(done)
+    (released,) = await store.list_leases()
+    assert released.owner is None
+    assert released.checkpoint == "456"
+    assert await store.take(released, "w3") is not None
+
+
+async def test_two_workers_racing_for_one_lease(store: LeaseStore) -> None:
+    await store.create(new())
+    (lease,) = await store.list_leases()
+    results = [await store.take(lease, "a"), await store.take(lease, "b")]
+    assert [r is not None for r in results] == [True, False]

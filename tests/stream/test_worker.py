@@ -1,0 +1,160 @@
+"""The real worker and shard consumers on in-memory backends."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import orjson
+import pytest
+
+from tests.stream.conftest import FAILOVER, Harness, envelope
+from tributary.dataset import DatasetRegistry
+from tributary_stream.lease import Checkpoint
+from tributary_stream.testing import MemoryStream
+
+
+def fill(stream: MemoryStream, per_shard: int, start: int = 0) -> list[bytes]:
+    """Envelopes for posts and events, spread over every open shard."""
+    lines = []
+    for shard in [s for s in stream.shards if s not in stream.children]:
+        for i in range(start, start + per_shard):
+            data = envelope("posts" if i % 3 else "events", f"{shard}-{i}", {"i": i})
+            stream.put(shard, data, partition_key=f"k{i % 7}")
+            lines.append(data)
+    return lines
+
+
+async def test_one_worker_lands_every_record_once(registry: DatasetRegistry) -> None:
+    h = Harness(registry, MemoryStream(3))
+    expected = fill(h.stream, 200)
+    worker = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
+    await h.stop(worker)
+    assert h.raw_lines() == Counter(expected)
+    for lease in h.store.leases.values():  # checkpointed to the last record, then released
+        assert lease.checkpoint == h.stream.shards[lease.key][-1].sequence
+        assert lease.owner is None
+    key = next(iter(h.writer.objects))
+    assert key.startswith("raw/events/year=2026/month=01/day=02/hour=03/shardId-000000000000-")
+
+
+async def test_bare_records_poison_and_kpl_aggregates(registry: DatasetRegistry) -> None:
+    h = Harness(registry, MemoryStream(1))
+    shard = "shardId-000000000000"
+    h.stream.put(shard, b"not json at all")
+    h.stream.put(shard, orjson.dumps({"type": "click"}))  # bare: default dataset 'events'
+    h.stream.put(shard, envelope("nope", "x", {}))  # unknown dataset
+    h.stream.put(
+        shard,
+        b"",
+        partition_key="agg",
+        aggregated=[envelope("posts", f"a{i}", {"i": i}) for i in range(5)],
+    )
+    worker = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= 6)
+    await h.stop(worker)
+    raw = [orjson.loads(line) for line in h.raw_lines()]
+    assert sorted(r["id"] for r in raw if r["dataset"] == "posts") == [f"a{i}" for i in range(5)]
+    (bare,) = [r for r in raw if r["dataset"] == "events"]
+    assert bare["id"] == f"{shard}-{h.stream.shards[shard][1].sequence}"
+    assert bare["data"] == {"type": "click"}
+    poison = [orjson.loads(line) for line in h.raw_lines("quarantine")]
+    assert sorted(p["errors"][0]["message"].split(":")[0] for p in poison) == [
+        "envelope names unknown dataset 'nope'",
+        "not JSON",
+    ]
+
+
+async def test_parents_are_finished_before_children(registry: DatasetRegistry) -> None:
+    h = Harness(registry, MemoryStream(1))
+    parent = "shardId-000000000000"
+    expected = fill(h.stream, 60)
+    h.stream.close(parent, ["shardId-000000000001", "shardId-000000000002"], [parent])
+    expected += fill(h.stream, 40, start=60)
+    h.stream.close(
+        "shardId-000000000001",
+        ["shardId-000000000003"],
+        ["shardId-000000000001", "shardId-000000000002"],
+    )
+    h.stream.close(
+        "shardId-000000000002",
+        ["shardId-000000000003"],
+        ["shardId-000000000001", "shardId-000000000002"],
+    )  # a merge: two parents
+    expected += fill(h.stream, 30, start=100)
+    workers = [h.start(), h.start()]
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
+    for w in workers:
+        await h.stop(w)
+    assert h.raw_lines() == Counter(expected)
+    order = [key.rsplit("/", 1)[1].split("-")[1] for key in h.writer.objects]  # write order
+    first = {s: order.index(s.split("-")[1]) for s in h.stream.shards}
+    last = {s: len(order) - 1 - order[::-1].index(s.split("-")[1]) for s in h.stream.shards}
+    assert last["shardId-000000000000"] < first["shardId-000000000001"]
+    assert last["shardId-000000000000"] < first["shardId-000000000002"]
+    assert (
+        max(last["shardId-000000000001"], last["shardId-000000000002"])
+        < first["shardId-000000000003"]
+    )
+    assert h.store.leases["shardId-000000000000"].checkpoint == Checkpoint.SHARD_END
+    # Within a shard, objects are written in sequence order; with parents finished before
+    # children (above), a partition key's records keep their order across a reshard.
+    per_shard: dict[str, list[int]] = {}
+    for key, obj in h.writer.objects.items():
+        shard = "shardId-" + key.rsplit("/", 1)[1].split("-")[1]
+        per_shard.setdefault(shard, []).append(int(obj.first))
+    assert all(v == sorted(v) for v in per_shard.values())
+
+
+async def test_graceful_stop_hands_leases_over_at_once(registry: DatasetRegistry) -> None:
+    h = Harness(registry, MemoryStream(2))
+    expected = fill(h.stream, 50)
+    first = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
+    await h.stop(first)
+    expected += fill(h.stream, 50, start=50)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    second = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
+    assert loop.time() - started < FAILOVER  # released leases need no failover wait
+    await h.stop(second)
+    assert h.raw_lines() == Counter(expected)
+
+
+async def test_workers_balance_by_stealing(registry: DatasetRegistry) -> None:
+    h = Harness(registry, MemoryStream(4))
+    expected = fill(h.stream, 30)
+    a = h.start("a")
+    await h.wait_for(lambda: len(a.running) == 4)
+    b = h.start("b")
+    await h.wait_for(lambda: len(a.running) == 2 and len(b.running) == 2, within=15)
+    expected += fill(h.stream, 30, start=30)
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
+    await h.stop_all()
+    assert h.raw_lines() == Counter(expected)
+    assert h.metrics.total("LeasesStolen") >= 2
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_crashes_and_faults_anywhere_land_each_record_once(
+    registry: DatasetRegistry, seed: int
+) -> None:
+    rng = random.Random(seed)
+    h = Harness(registry, MemoryStream(3), max_records=rng.choice([7, 20, 50]))
+    expected = fill(h.stream, 150)
+    for round_ in range(6):
+        worker = h.start()
+        if round_ % 2:
+            h.writer.fail_next(rng.randint(1, 3))
+        else:
+            h.store.fail_next(rng.randint(1, 3))
+        await asyncio.sleep(rng.uniform(0.05, 0.5))
+        expected += fill(h.stream, 20, start=1000 + round_ * 20)
+        await h.kill(worker)  # no drain: whatever was buffered is lost, leases stay owned
+    final = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected), within=30)
+    await h.stop(final)
+    assert h.raw_lines() == Counter(expected)
