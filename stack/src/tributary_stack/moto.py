@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import time
 
 from moto.server import ThreadedMotoServer
@@ -70,6 +72,43 @@ class MotoServer:
             self._server = None
 
     def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class MotoProcess:
+    """moto server in its own process: for load tests, so it does not share our GIL."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The value for AWS_ENDPOINT_URL."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> MotoProcess:
+        """Spawn `moto_server` and wait for its port."""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", "from moto.server import main; main()", "-H", self.host,
+             "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        """Terminate it."""
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    def __enter__(self) -> MotoProcess:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,0 +1,176 @@
+"""Stream-consumer workers as they run in production (`python -m tributary_stream`) on moto:
+several workers and shards, then kill -9 over and over during a 100k-record load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from tests.conftest import DATASETS_CONFIG, lake_settings
+from tests.stream.conftest import envelope
+from tributary.aws import AwsClients
+from tributary.settings import AwsSettings
+from tributary_stack.bootstrap import bootstrap
+from tributary_stack.inspect import read_lines
+from tributary_stack.moto import MotoProcess, MotoServer
+from tributary_stack.process import ManagedProcess
+from tributary_stream.lease import DynamoDbLeaseStore
+
+
+class Fleet:
+    """Worker subprocesses with their logs in a temp folder."""
+
+    def __init__(self, lake: AwsSettings, logs: Path, **env: str) -> None:
+        self._env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": lake.aws_endpoint_url or "",
+            "LAKE_BUCKET": lake.lake_bucket,
+            "STREAM_NAME": lake.stream_name,
+            "LEASE_TABLE": lake.lease_table,
+            "DATASETS_CONFIG": str(DATASETS_CONFIG),
+            "LEASE_FAILOVER_S": "3",
+            "SHARD_SYNC_S": "5",
+            "IDLE_FLUSH_S": "0.5",
+            "IDLE_POLL_S": "0.2",
+            "BATCH_MAX_RECORDS": "1000",
+            "METRICS_INTERVAL_S": "3600",
+            "AWS_MAX_ATTEMPTS": "5",
+            **env,
+        }
+        self._logs = logs
+        self.workers: list[ManagedProcess] = []
+        self._files: list[IO[str]] = []
+        self.started = 0
+
+    def start(self) -> ManagedProcess:
+        self.started += 1
+        log = (self._logs / f"worker-{self.started}.log").open("w")
+        self._files.append(log)
+        worker = ManagedProcess.python_module(
+            f"w{self.started}",
+            "tributary_stream",
+            [],
+            {**self._env, "WORKER_ID": f"worker-{self.started}"},
+            log,
+        ).start()
+        self.workers.append(worker)
+        return worker
+
+    def kill9(self, worker: ManagedProcess) -> None:
+        worker.signal(signal.SIGKILL)
+        worker.stop(timeout=5)
+        self.workers.remove(worker)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop(timeout=30)
+        for f in self._files:
+            f.close()
+
+
+async def put_load(
+    lake: AwsSettings, count: int, chunk: int = 500
+) -> tuple[list[bytes], dict[str, int]]:
+    """PutRecords `count` envelopes; returns them and the last sequence number per shard."""
+    lines: list[bytes] = []
+    last: dict[str, int] = {}
+    async with AwsClients(lake) as clients:
+        kinesis = await clients.kinesis()
+        for start in range(0, count, chunk):
+            batch = [
+                envelope("posts" if i % 4 else "events", f"r{i}", {"i": i, "pad": "x" * 100})
+                for i in range(start, min(count, start + chunk))
+            ]
+            entries: list[Any] = [
+                {"Data": d, "PartitionKey": f"user-{i % 97}"} for i, d in enumerate(batch, start)
+            ]
+            while entries:
+                response = await kinesis.put_records(StreamName=lake.stream_name, Records=entries)
+                failed = []
+                for entry, result in zip(entries, response["Records"], strict=True):
+                    if "ErrorCode" in result:
+                        failed.append(entry)
+                    else:
+                        lines.append(entry["Data"])
+                        shard = result["ShardId"]
+                        last[shard] = max(last.get(shard, 0), int(result["SequenceNumber"]))
+                entries = failed
+    return lines, last
+
+
+async def wait_landed(lake: AwsSettings, last: dict[str, int], within: float) -> None:
+    """Until every shard's lease is checkpointed at (or past) its last record."""
+    deadline = time.monotonic() + within
+    async with AwsClients(lake) as clients:
+        store = DynamoDbLeaseStore(await clients.dynamodb(), lake.lease_table)
+        while True:
+            leases = {lease.key: lease for lease in await store.list_leases()}
+            if all(
+                k in leases and leases[k].checkpoint.isdigit() and int(leases[k].checkpoint) >= seq
+                for k, seq in last.items()
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not landed: {[(k, v.checkpoint) for k, v in leases.items()]}")
+            await asyncio.sleep(0.5)
+
+
+async def landed_lines(lake: AwsSettings) -> Counter[bytes]:
+    return Counter(line for lines in (await read_lines(lake, "raw/")).values() for line in lines)
+
+
+async def test_workers_share_shards_and_land_everything_once(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    lake = lake_settings(moto.endpoint)
+    await bootstrap(lake, shards=4)
+    fleet = Fleet(lake, tmp_path)
+    try:
+        for _ in range(3):
+            fleet.start()
+        lines, last = await put_load(lake, 12_000)
+        await wait_landed(lake, last, within=120)
+    finally:
+        fleet.stop()
+    assert await landed_lines(lake) == Counter(lines)
+    async with AwsClients(lake) as clients:
+        leases = await DynamoDbLeaseStore(await clients.dynamodb(), lake.lease_table).list_leases()
+    assert len(leases) == 4
+    assert all(lease.owner is None for lease in leases)  # released on SIGTERM
+
+
+@pytest.mark.slow
+async def test_kill_9_during_a_100k_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    rng = random.Random(42)
+    with MotoProcess() as moto:
+        lake = lake_settings(moto.endpoint)
+        await bootstrap(lake, shards=4)
+        fleet = Fleet(lake, tmp_path)
+        kills = 0
+        try:
+            for _ in range(3):
+                fleet.start()
+            load = asyncio.create_task(put_load(lake, 100_000))
+            while not load.done() or kills < 8:
+                await asyncio.sleep(rng.uniform(1.0, 3.0))
+                fleet.kill9(rng.choice(fleet.workers))
+                kills += 1
+                fleet.start()
+            lines, last = await load
+            await wait_landed(lake, last, within=300)
+        finally:
+            fleet.stop()
+        landed = await landed_lines(lake)
+    missing = Counter(lines) - landed
+    duplicated = landed - Counter(lines)
+    assert (len(lines), kills) >= (100_000, 8)
+    assert not missing, f"{sum(missing.values())} records lost"
+    assert not duplicated, f"{sum(duplicated.values())} records duplicated"
