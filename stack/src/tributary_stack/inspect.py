@@ -65,3 +65,28 @@ async def read_lines(settings: AwsSettings, prefix: str) -> dict[str, list[bytes
                 body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
                 out[obj["Key"]] = decode_ndjson_gz(body)
     return out
+
+
+async def wait_checkpointed(settings: AwsSettings, last: dict[str, str], within: float) -> None:
+    """Until every shard's lease checkpoint is at or past `last[shard]` (sequence numbers)."""
+    import asyncio
+    import time
+
+    from tributary_stream.lease import DynamoDbLeaseStore
+
+    deadline = time.monotonic() + within
+    async with AwsClients(settings) as clients:
+        store = DynamoDbLeaseStore(await clients.dynamodb(), settings.lease_table)
+        while True:
+            leases = {lease.key: lease for lease in await store.list_leases()}
+            if all(
+                shard in leases
+                and leases[shard].checkpoint.isdigit()
+                and int(leases[shard].checkpoint) >= int(seq)
+                for shard, seq in last.items()
+            ):
+                return
+            if time.monotonic() > deadline:
+                state = {k: v.checkpoint for k, v in leases.items()}
+                raise TimeoutError(f"the consumer did not catch up within {within}s: {state}")
+            await asyncio.sleep(0.25)

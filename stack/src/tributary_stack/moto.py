@@ -94,9 +94,17 @@ class MotoProcess:
     def start(self) -> MotoProcess:
         """Spawn `moto_server` and wait for its port."""
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from moto.server import main; main()", "-H", self.host,
-             "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-c",
+                "from moto.server import main; main()",
+                "-H",
+                self.host,
+                "-p",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.host, self.port)
         return self

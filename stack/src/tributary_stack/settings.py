@@ -19,6 +19,7 @@ class StackSettings(BaseSettings):
     shards: int = Field(default=4, ge=1, le=64, validation_alias="STACK_SHARDS")
     api_key: str = Field(default="local-dev-key", min_length=8, validation_alias="STACK_API_KEY")
     api_sink: str = Field(default="kinesis", validation_alias="STACK_API_SINK")
+    consumers: int = Field(default=2, ge=0, le=16, validation_alias="STACK_CONSUMERS")
     env_file: Path = Field(default=Path(".local/stack.env"), validation_alias="STACK_ENV_FILE")
     region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     lake_bucket: str = Field(default="tributary-lake", validation_alias="LAKE_BUCKET")

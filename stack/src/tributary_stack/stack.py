@@ -64,6 +64,10 @@ class LocalStack:
             "TRIBUTARY_API_URL": self.api_url,
             "TRIBUTARY_API_KEY": s.api_key,
             "LOG_LEVEL": self._log_level,
+            # Local-friendly consumer timings (the defaults suit AWS): quick flushes and pickup.
+            "IDLE_FLUSH_S": "1",
+            "LEASE_FAILOVER_S": "6",
+            "SHARD_SYNC_S": "10",
         }
 
     def aws_settings(self) -> AwsSettings:
@@ -90,6 +94,13 @@ class LocalStack:
         api = ManagedProcess.python_module("api", "tributary_api", [], child_env, self._out)
         self.processes.append(api.start())
         api.wait_http(f"{self.api_url}/readyz")
+        for n in range(1, self.settings.consumers + 1):
+            worker_env = {**child_env, "WORKER_ID": f"local-stream-{n}"}
+            self.processes.append(
+                ManagedProcess.python_module(
+                    f"stream-{n}", "tributary_stream", [], worker_env, self._out
+                ).start()
+            )
         self.write_env_file()
         return self
 
