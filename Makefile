@@ -6,7 +6,8 @@ UV := $(PYTHON) -m uv
 VENV_PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 STAMP := .venv/.installed-stamp
-LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml)
+LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml) \
+	tools/kinesis-local/package-lock.json
 
 .PHONY: help install demo test up lint fmt bench
 
@@ -17,9 +18,10 @@ $(STAMP): $(LOCKED)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --frozen
+	npm ci --prefix tools/kinesis-local --no-audit --no-fund --loglevel=error
 	@touch $@
 
-install: $(STAMP) ## Install uv (via pip) and the locked dependencies into .venv
+install: $(STAMP) ## Install uv (via pip), the locked Python deps (.venv) and kinesis-local (npm)
 
 demo: $(STAMP) ## Run the whole pipeline once on the embedded stack and print a summary
 	$(VENV_PY) -m tributary_stack demo

@@ -52,10 +52,15 @@ class AwsClients:
             service,  # type: ignore[call-overload]
             region_name=self._settings.aws_region,
             # None lets botocore resolve it (AWS_ENDPOINT_URL_<SERVICE>, then AWS itself).
-            endpoint_url=self._settings.aws_endpoint_url,
+            endpoint_url=self._endpoint(service),
             config=client_config(self._settings),
         )
         return await self._stack.enter_async_context(creator)
+
+    def _endpoint(self, service: str) -> str | None:
+        if service == "kinesis" and self._settings.kinesis_endpoint_url:
+            return self._settings.kinesis_endpoint_url
+        return self._settings.aws_endpoint_url
 
     async def s3(self) -> S3Client:
         """An S3 client, closed with this object."""

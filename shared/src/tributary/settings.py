@@ -23,6 +23,11 @@ class AwsSettings(BaseSettings):
     aws_region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     # The standard botocore variable: points every client at the embedded AWS locally.
     aws_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    # botocore's per-service variables win over AWS_ENDPOINT_URL, as botocore itself does
+    # (e.g. Kinesis on kinesis-local while S3 and DynamoDB are on moto).
+    kinesis_endpoint_url: str | None = Field(
+        default=None, validation_alias="AWS_ENDPOINT_URL_KINESIS"
+    )
     lake_bucket: str = Field(default="tributary-lake", validation_alias="LAKE_BUCKET")
     stream_name: str = Field(default="tributary-ingest", validation_alias="STREAM_NAME")
     lease_table: str = Field(default="tributary-leases", validation_alias="LEASE_TABLE")
