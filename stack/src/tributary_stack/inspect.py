@@ -89,4 +89,4 @@ async def wait_checkpointed(settings: AwsSettings, last: dict[str, str], within:
             if time.monotonic() > deadline:
                 state = {k: v.checkpoint for k, v in leases.items()}
                 raise TimeoutError(f"the consumer did not catch up within {within}s: {state}")
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.05)
