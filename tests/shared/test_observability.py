@@ -41,3 +41,12 @@ def test_json_logs_carry_extra_fields() -> None:
     assert entry["msg"] == "hello"
     assert entry["service"] == "test"
     assert (entry["dataset"], entry["n"]) == ("posts", 3)
+
+
+def test_gauges_keep_the_last_value() -> None:
+    out = io.StringIO()
+    metrics = EmfMetrics("Tributary", "stream", out)
+    metrics.gauge("MillisBehindLatest", 500, shard="s0")
+    metrics.gauge("MillisBehindLatest", 20, shard="s0")
+    metrics.flush()
+    assert orjson.loads(out.getvalue())["MillisBehindLatest"] == 20

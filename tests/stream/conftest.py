@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -45,6 +46,7 @@ class Harness:
     writer: MemoryRawWriter = field(default_factory=MemoryRawWriter)
     metrics: MemoryMetrics = field(default_factory=MemoryMetrics)
     max_records: int = 50
+    processing: Any = None
     live: dict[Worker, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
     count: int = 0
 
@@ -67,6 +69,7 @@ class Harness:
             self.writer,
             SystemClock(),
             self.metrics,
+            self.processing,
         )
         stop = asyncio.Event()
         self.live[worker] = (asyncio.create_task(worker.run(stop)), stop)

@@ -32,6 +32,9 @@ class Metrics(Protocol):
     def add(self, name: str, value: float, unit: Unit = Unit.COUNT, **dimensions: str) -> None:
         """Add `value` to the metric `name` under `dimensions` (summed until the next flush)."""
 
+    def gauge(self, name: str, value: float, unit: Unit = Unit.COUNT, **dimensions: str) -> None:
+        """Set the metric `name` under `dimensions` (the last value before a flush wins)."""
+
     def flush(self) -> None:
         """Emit everything recorded since the last flush."""
 
@@ -50,6 +53,10 @@ class EmfMetrics:
         key = tuple(sorted(dimensions.items()))
         previous, _ = self._values[key].get(name, (0.0, unit))
         self._values[key][name] = (previous + value, unit)
+
+    def gauge(self, name: str, value: float, unit: Unit = Unit.COUNT, **dimensions: str) -> None:
+        """Set `name` under `dimensions` to `value`."""
+        self._values[tuple(sorted(dimensions.items()))][name] = (value, unit)
 
     def flush(self) -> None:
         """Write one EMF document per dimension set and forget the values."""

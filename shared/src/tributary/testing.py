@@ -80,11 +80,16 @@ class MemoryMetrics:
 
     def __init__(self) -> None:
         self.totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self.gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self.flushes = 0
 
     def add(self, name: str, value: float, unit: Unit = Unit.COUNT, **dimensions: str) -> None:
         """Add to a total."""
         self.totals[(name, tuple(sorted(dimensions.items())))] += value
+
+    def gauge(self, name: str, value: float, unit: Unit = Unit.COUNT, **dimensions: str) -> None:
+        """Remember the last value."""
+        self.gauges[(name, tuple(sorted(dimensions.items())))] = value
 
     def total(self, name: str, **dimensions: str) -> float:
         """The total for `name` under exactly `dimensions`."""

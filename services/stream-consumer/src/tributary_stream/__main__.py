@@ -10,11 +10,13 @@ import signal
 from tributary.aws import AwsClients
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.errors import ConfigError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
 from tributary.raw_writer import S3RawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.processing import DynamoDbItemSink, ItemSink, Processor, load_processor
 from tributary_stream.route import Router
 from tributary_stream.settings import StreamSettings
 from tributary_stream.stream import KinesisStreamReader
@@ -56,6 +58,7 @@ async def serve(settings: StreamSettings) -> None:
             S3RawWriter(await clients.s3(), settings.lake_bucket),
             SystemClock(),
             metrics,
+            await _processing(settings, clients),
         )
         log.info(
             "worker started", extra={"worker": settings.worker_id, "stream": settings.stream_name}
@@ -75,6 +78,20 @@ async def serve(settings: StreamSettings) -> None:
                 await flusher
             metrics.flush()
         log.info("worker stopped", extra={"worker": settings.worker_id})
+
+
+async def _processing(
+    settings: StreamSettings, clients: AwsClients
+) -> tuple[Processor, ItemSink] | None:
+    """The optional processor and DynamoDB item sink (both must be configured)."""
+    if settings.processor is None and settings.items_table is None:
+        return None
+    if settings.processor is None or settings.items_table is None:
+        raise ConfigError("set both STREAM_PROCESSOR and STREAM_ITEMS_TABLE, or neither")
+    return (
+        load_processor(settings.processor),
+        DynamoDbItemSink(await clients.dynamodb(), settings.items_table),
+    )
 
 
 def main() -> None:

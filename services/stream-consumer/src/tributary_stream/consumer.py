@@ -11,11 +11,15 @@ from enum import StrEnum
 from functools import partial
 from typing import TypeVar
 
+import orjson
+
 from tributary.clock import Clock
-from tributary.metrics import Metrics
+from tributary.layout import Zone
+from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
 from tributary_stream.lander import Lander, Line, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
+from tributary_stream.processing import ItemSink, Processor
 from tributary_stream.route import Router, Target
 from tributary_stream.settings import StreamSettings
 from tributary_stream.stream import IteratorExpiredError, Record, StreamReader, ThrottledError
@@ -86,6 +90,7 @@ class ShardConsumer:
         get_records_limit: int = 10_000,
         idle_poll_s: float = 1.0,
         shard_closed: Callable[[str], Awaitable[bool]] | None = None,
+        processing: tuple[Processor, ItemSink] | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.lease = lease
@@ -99,12 +104,14 @@ class ShardConsumer:
         self._limit = get_records_limit
         self._idle_poll = idle_poll_s
         self._shard_closed = shard_closed
+        self._processing = processing
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
         # Renewals (by the worker) and checkpoints (here) are both fenced on the counter and
         # a renewal changes it: one at a time, so we never fence ourselves out.
         self.lease_lock = asyncio.Lock()
+        self.checkpointed_at = clock.monotonic()
 
     @property
     def shard_id(self) -> str:
@@ -146,7 +153,9 @@ class ShardConsumer:
                     position = await self._flush(buffer) or position
                     buffer = _Buffer()
                 self._take_in(buffer, group)
-            self._metrics.add("MillisBehindLatest", page.millis_behind, shard=self.shard_id)
+            self._metrics.gauge(
+                "MillisBehindLatest", page.millis_behind, Unit.MILLISECONDS, shard=self.shard_id
+            )
             ended = page.next_iterator is None or bool(page.children)
             if (
                 not ended
@@ -202,8 +211,26 @@ class ShardConsumer:
             raise LeaseLostError(self.shard_id)
         for target, lines in buffer.lines.items():
             await self._call(partial(self._lander.land, target, lines, self._landed))
+        if self._processing is not None:
+            await self._process(buffer)
         await self._checkpoint(buffer.through)
         return buffer.through
+
+    async def _process(self, buffer: _Buffer) -> None:
+        """The second prong: items derived from the landed raw records, durable before the
+        checkpoint. Upserts by id, so lines an earlier attempt processed are simply redone."""
+        assert self._processing is not None
+        processor, sink = self._processing
+        items = [
+            item
+            for target, lines in buffer.lines.items()
+            if target.zone is Zone.RAW
+            for line in lines
+            if (item := processor(orjson.loads(line.line))) is not None
+        ]
+        if items:
+            await self._call(partial(sink.put_items, items))
+            self._metrics.add("ItemsProcessed", len(items), shard=self.shard_id)
 
     async def _checkpoint(self, checkpoint: str) -> None:
         if checkpoint != Checkpoint.SHARD_END:
@@ -221,6 +248,7 @@ class ShardConsumer:
             self._metrics.add("LeasesLost", 1, shard=self.shard_id)
             raise LeaseLostError(self.shard_id)
         self.lease = updated
+        self.checkpointed_at = self._clock.monotonic()
         self._metrics.add("Checkpoints", 1, shard=self.shard_id)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:

@@ -38,4 +38,6 @@ class StreamSettings(CommonSettings):
     idle_poll_s: float = Field(default=1.0, ge=0.2, validation_alias="IDLE_POLL_S")
     compress_level: int = Field(default=6, ge=1, le=9, validation_alias="GZIP_LEVEL")
     shutdown_timeout_s: float = Field(default=25.0, gt=0, validation_alias="SHUTDOWN_TIMEOUT_S")
+    processor: str | None = Field(default=None, validation_alias="STREAM_PROCESSOR")
+    items_table: str | None = Field(default=None, validation_alias="STREAM_ITEMS_TABLE")
     metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")

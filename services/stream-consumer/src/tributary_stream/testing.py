@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from tributary.errors import TransientError
 from tributary_stream.aggregation import aggregate
@@ -201,3 +202,17 @@ class MemoryStream:
         if closed and end >= len(records):
             return Page(out, None, 0, self.children[shard_id])
         return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None)
+
+
+class MemoryItemSink:
+    """`ItemSink` in a dict keyed like the DynamoDB one (`<dataset>#<id>`)."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, dict[str, object]] = {}
+        self.puts = 0
+
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
+        """Upsert every item."""
+        self.puts += 1
+        for item in items:
+            self.items[f"{item['dataset']}#{item['id']}"] = dict(item)

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from tributary.clock import Clock
 from tributary.errors import TributaryError
-from tributary.metrics import Metrics
+from tributary.metrics import Metrics, Unit
 from tributary.raw_writer import RawWriter
 from tributary_stream.consumer import Limits, ShardConsumer, Shutdown
 from tributary_stream.coordinator import LeaseObserver, plan_takes
 from tributary_stream.lander import Lander
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
+from tributary_stream.processing import ItemSink, Processor
 from tributary_stream.route import Router
 from tributary_stream.stream import StreamReader
 
@@ -57,8 +58,10 @@ class Worker:
         writer: RawWriter,
         clock: Clock,
         metrics: Metrics,
+        processing: tuple[Processor, ItemSink] | None = None,
     ) -> None:
         self.config = config
+        self._processing = processing
         self._store = store
         self._reader = reader
         self._router = router
@@ -134,7 +137,11 @@ class Worker:
                     consumer.lost.set()
                 else:
                     consumer.lease = renewed
-        self._metrics.add("LeasesHeld", len(self.running))
+        self._metrics.gauge("LeasesHeld", len(self.running))
+        now = self._clock.monotonic()
+        for shard_id, running in self.running.items():
+            age = now - running.consumer.checkpointed_at
+            self._metrics.gauge("CheckpointAge", age * 1000, Unit.MILLISECONDS, shard=shard_id)
 
     async def take(self) -> None:
         """Take free or expired leases up to the fair share, else steal one (see coordinator)."""
@@ -180,6 +187,7 @@ class Worker:
             get_records_limit=cfg.get_records_limit,
             idle_poll_s=cfg.idle_poll_s,
             shard_closed=self.shard_closed,
+            processing=self._processing,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"shard-{lease.key}")

@@ -1,0 +1,107 @@
+"""Optional second prong: derive an item from each landed record and keep it in DynamoDB.
+
+Off by default. `STREAM_PROCESSOR=module:function` names a `Processor`; `STREAM_ITEMS_TABLE`
+the table (hash key `pk`). Items are keyed `<dataset>#<envelope id>`, so a replay after a crash
+overwrites the same item: idempotent. They are written after the raw objects and before the
+checkpoint, so nothing is acknowledged before both prongs are durable.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tributary.aws import translate_aws_error
+from tributary.errors import ConfigError, TransientError
+from tributary.retry import RetryPolicy, retry
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+Processor = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""An envelope (as a dict) in, an item out (or None to store nothing for this record)."""
+
+
+def body_length(envelope: dict[str, Any]) -> dict[str, Any] | None:
+    """Example processor: a derived attribute, the length of `data.body` when it is a string."""
+    data = envelope.get("data")
+    body = data.get("body") if isinstance(data, dict) else None
+    if not isinstance(body, str):
+        return None
+    return {"dataset": envelope["dataset"], "id": envelope["id"], "body_length": len(body)}
+
+
+def load_processor(path: str) -> Processor:
+    """Import `module:function`; a clear error when it is not there."""
+    module_name, _, attr = path.partition(":")
+    try:
+        processor: Processor = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"STREAM_PROCESSOR {path!r} is not an importable 'module:function'"
+        ) from exc
+    return processor
+
+
+class ItemSink(Protocol):
+    """Where processed items go."""
+
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
+        """Store every item (upsert by `dataset` + `id`) or raise; returns when durable."""
+
+
+class DynamoDbItemSink:
+    """`ItemSink` on a DynamoDB table, BatchWriteItem with unprocessed items retried."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self._db = dynamodb
+        self._table = table
+
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
+        """25 items per call; unprocessed ones are retried with backoff."""
+        for start in range(0, len(items), 25):
+            pending: list[Any] = [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "pk": {"S": f"{i['dataset']}#{i['id']}"},
+                            **{k: to_attribute(v) for k, v in i.items()},
+                        }
+                    }
+                }
+                for i in items[start : start + 25]
+            ]
+
+            async def attempt() -> None:
+                nonlocal pending
+                try:
+                    response = await self._db.batch_write_item(RequestItems={self._table: pending})
+                except (ClientError, BotoCoreError) as exc:
+                    raise translate_aws_error(
+                        exc, "BatchWriteItem", "check STREAM_ITEMS_TABLE"
+                    ) from exc
+                pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
+                if pending:
+                    raise TransientError(f"{len(pending)} items unprocessed")
+
+            await retry(attempt, RetryPolicy(max_attempts=8), what="BatchWriteItem")
+
+
+def to_attribute(value: Any) -> dict[str, Any]:
+    """A JSON value as a DynamoDB attribute value."""
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, list):
+        return {"L": [to_attribute(v) for v in value]}
+    if isinstance(value, dict):
+        return {"M": {str(k): to_attribute(v) for k, v in value.items()}}
+    raise TypeError(f"cannot store {type(value).__name__} in DynamoDB")
