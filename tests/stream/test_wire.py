@@ -160,7 +160,7 @@ async def test_kill_9_during_a_100k_load_loses_and_duplicates_nothing(tmp_path: 
                 fleet.start()
             load = asyncio.create_task(put_load(lake, 100_000))
             while not load.done() or kills < 8:
-                await asyncio.sleep(rng.uniform(1.0, 3.0))
+                await asyncio.sleep(rng.uniform(2.5, 4.5))
                 fleet.kill9(rng.choice(fleet.workers))
                 kills += 1
                 fleet.start()
