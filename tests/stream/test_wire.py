@@ -19,6 +19,7 @@ from tests.stream.conftest import envelope
 from tributary.aws import AwsClients
 from tributary.settings import AwsSettings
 from tributary_stack.bootstrap import bootstrap
+from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.inspect import read_lines
 from tributary_stack.moto import MotoProcess, MotoServer
 from tributary_stack.process import ManagedProcess
@@ -39,7 +40,7 @@ class Fleet:
             "LEASE_FAILOVER_S": "3",
             "SHARD_SYNC_S": "5",
             "IDLE_FLUSH_S": "0.5",
-            "IDLE_POLL_S": "0.2",
+            "IDLE_POLL_S": "1",
             "BATCH_MAX_RECORDS": "1000",
             "METRICS_INTERVAL_S": "3600",
             "AWS_MAX_ATTEMPTS": "5",
@@ -77,17 +78,17 @@ class Fleet:
 
 
 async def put_load(
-    lake: AwsSettings, count: int, chunk: int = 500
+    lake: AwsSettings, count: int, chunk: int = 500, offset: int = 0
 ) -> tuple[list[bytes], dict[str, int]]:
     """PutRecords `count` envelopes; returns them and the last sequence number per shard."""
     lines: list[bytes] = []
     last: dict[str, int] = {}
     async with AwsClients(lake) as clients:
         kinesis = await clients.kinesis()
-        for start in range(0, count, chunk):
+        for start in range(offset, offset + count, chunk):
             batch = [
                 envelope("posts" if i % 4 else "events", f"r{i}", {"i": i, "pad": "x" * 100})
-                for i in range(start, min(count, start + chunk))
+                for i in range(start, min(offset + count, start + chunk))
             ]
             entries: list[Any] = [
                 {"Data": d, "PartitionKey": f"user-{i % 97}"} for i, d in enumerate(batch, start)
@@ -174,3 +175,37 @@ async def test_kill_9_during_a_100k_load_loses_and_duplicates_nothing(tmp_path: 
     assert (len(lines), kills) >= (100_000, 8)
     assert not missing, f"{sum(missing.values())} records lost"
     assert not duplicated, f"{sum(duplicated.values())} records duplicated"
+
+
+async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """SIGSTOP a worker past its failover (its leases are taken), SIGCONT it: its fenced writes
+    fail and it stops those shards. Meanwhile S3 refuses writes for a while. Exactly once."""
+    with FaultProxy(moto.endpoint) as proxy:
+        lake = lake_settings(moto.endpoint)
+        await bootstrap(lake, shards=4)
+        via_proxy = lake.model_copy(update={"aws_endpoint_url": proxy.endpoint})
+        fleet = Fleet(via_proxy, tmp_path)
+        try:
+            zombie = fleet.start()
+            lines, last = await put_load(lake, 3_000)
+            await asyncio.sleep(2)
+            zombie.signal(signal.SIGSTOP)
+            fleet.start()
+            more, more_last = await put_load(lake, 3_000, offset=3_000)
+            await asyncio.sleep(5)  # > failover (3 s): the second worker takes every lease
+            proxy.faults.down = {"s3"}
+            zombie.signal(signal.SIGCONT)  # wakes up holding stale leases and buffers
+            during, during_last = await put_load(lake, 2_000, offset=6_000)
+            await asyncio.sleep(3)
+            proxy.faults.down = set()
+            more += during
+            for ends in (more_last, during_last):
+                last = {k: max(last.get(k, 0), ends.get(k, 0)) for k in {*last, *ends}}
+            await wait_landed(lake, last, within=120)
+        finally:
+            fleet.stop()
+    assert proxy.injected["s3.down"] > 0
+    assert "lease lost" in (tmp_path / "worker-1.log").read_text()  # the zombie was fenced out
+    assert await landed_lines(lake) == Counter(lines + more)

@@ -118,7 +118,8 @@ class S3RawWriter:
             raise _translate(exc, f"head s3://{self._bucket}/{key}") from exc
         except BotoCoreError as exc:
             raise _translate(exc, f"head s3://{self._bucket}/{key}") from exc
-        return ObjectInfo(key, response["ContentLength"], dict(response.get("Metadata", {})))
+        size = int(response.get("ContentLength", 0))
+        return ObjectInfo(key, size, dict(response.get("Metadata", {})))
 
     async def ping(self) -> None:
         """Check the bucket is reachable and ours (HeadBucket)."""

@@ -182,24 +182,23 @@ class FaultProxy:
             self._client = httpx.AsyncClient(timeout=60)
         query = scope.get("query_string", b"").decode()
         url = self.upstream + scope["raw_path"].decode() + (f"?{query}" if query else "")
-        forward = {
-            k: v
-            for k, v in headers.items()
-            if k not in ("host", "content-length", "transfer-encoding", "connection")
-        }
+        hop = ("host", "content-length", "transfer-encoding", "connection")
+        forward = {k: v for k, v in headers.items() if k not in hop}
+        request = self._client.build_request(scope["method"], url, headers=forward, content=body)
         try:
-            response = await self._client.request(
-                scope["method"], url, headers=forward, content=body
-            )
+            response = await self._client.send(request, stream=True)
+            try:  # raw bytes: an S3 object stored gzip must reach the client still gzip
+                content = b"".join([chunk async for chunk in response.aiter_raw()])
+            finally:
+                await response.aclose()
         except httpx.TransportError:
             return 502, {"content-type": "text/plain"}, b"upstream unreachable"
-        out = {
-            k: v
-            for k, v in response.headers.items()
-            if k.lower()
-            not in ("content-length", "transfer-encoding", "connection", "content-encoding")
-        }
-        return response.status_code, out, response.content
+        # A HEAD answer has no body but must keep the object's Content-Length.
+        dropped = ("transfer-encoding", "connection") + (
+            () if scope["method"] == "HEAD" else ("content-length",)
+        )
+        out = {k: v for k, v in response.headers.items() if k.lower() not in dropped}
+        return response.status_code, out, content
 
 
 def _error(service: str, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
