@@ -124,6 +124,16 @@ async def wait_landed(lake: AwsSettings, last: dict[str, int], within: float) ->
             await asyncio.sleep(0.5)
 
 
+async def wait_owned(lake: AwsSettings, owner: str, count: int, within: float = 60) -> None:
+    """Until `owner` holds `count` leases."""
+    deadline = time.monotonic() + within
+    async with AwsClients(lake) as clients:
+        store = DynamoDbLeaseStore(await clients.dynamodb(), lake.lease_table)
+        while sum(lease.owner == owner for lease in await store.list_leases()) < count:
+            assert time.monotonic() < deadline, f"{owner} never held {count} leases"
+            await asyncio.sleep(0.2)
+
+
 async def landed_lines(lake: AwsSettings) -> Counter[bytes]:
     return Counter(line for lines in (await read_lines(lake, "raw/")).values() for line in lines)
 
@@ -190,7 +200,7 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
         try:
             zombie = fleet.start()
             lines, last = await put_load(lake, 3_000)
-            await asyncio.sleep(2)
+            await wait_owned(lake, "worker-1", 4)  # it really holds the leases it will lose
             zombie.signal(signal.SIGSTOP)
             fleet.start()
             more, more_last = await put_load(lake, 3_000, offset=3_000)
@@ -207,5 +217,6 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
         finally:
             fleet.stop()
     assert proxy.injected["s3.down"] > 0
-    assert "lease lost" in (tmp_path / "worker-1.log").read_text()  # the zombie was fenced out
+    zombie_log = (tmp_path / "worker-1.log").read_text()
+    assert zombie_log.count('"reason":"LEASE_LOST"') == 4  # fenced out of every shard it held
     assert await landed_lines(lake) == Counter(lines + more)
