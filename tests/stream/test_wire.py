@@ -20,7 +20,7 @@ from tributary.aws import AwsClients
 from tributary.settings import AwsSettings
 from tributary_stack.bootstrap import bootstrap
 from tributary_stack.faultproxy import FaultProxy
-from tributary_stack.inspect import read_lines
+from tributary_stack.inspect import read_lines, wait_checkpointed
 from tributary_stack.moto import MotoProcess, MotoServer
 from tributary_stack.process import ManagedProcess
 from tributary_stream.lease import DynamoDbLeaseStore
@@ -107,23 +107,6 @@ async def put_load(
     return lines, last
 
 
-async def wait_landed(lake: AwsSettings, last: dict[str, int], within: float) -> None:
-    """Until every shard's lease is checkpointed at (or past) its last record."""
-    deadline = time.monotonic() + within
-    async with AwsClients(lake) as clients:
-        store = DynamoDbLeaseStore(await clients.dynamodb(), lake.lease_table)
-        while True:
-            leases = {lease.key: lease for lease in await store.list_leases()}
-            if all(
-                k in leases and leases[k].checkpoint.isdigit() and int(leases[k].checkpoint) >= seq
-                for k, seq in last.items()
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not landed: {[(k, v.checkpoint) for k, v in leases.items()]}")
-            await asyncio.sleep(0.5)
-
-
 async def wait_owned(lake: AwsSettings, owner: str, count: int, within: float = 60) -> None:
     """Until `owner` holds `count` leases."""
     deadline = time.monotonic() + within
@@ -148,7 +131,7 @@ async def test_workers_share_shards_and_land_everything_once(
         for _ in range(3):
             fleet.start()
         lines, last = await put_load(lake, 12_000)
-        await wait_landed(lake, last, within=120)
+        await wait_checkpointed(lake, last, within=120)
     finally:
         fleet.stop()
     assert await landed_lines(lake) == Counter(lines)
@@ -176,7 +159,7 @@ async def test_kill_9_during_a_100k_load_loses_and_duplicates_nothing(tmp_path: 
                 kills += 1
                 fleet.start()
             lines, last = await load
-            await wait_landed(lake, last, within=300)
+            await wait_checkpointed(lake, last, within=300)
         finally:
             fleet.stop()
         landed = await landed_lines(lake)
@@ -213,7 +196,7 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
             more += during
             for ends in (more_last, during_last):
                 last = {k: max(last.get(k, 0), ends.get(k, 0)) for k in {*last, *ends}}
-            await wait_landed(lake, last, within=120)
+            await wait_checkpointed(lake, last, within=120)
         finally:
             fleet.stop()
     assert proxy.injected["s3.down"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from tributary.aws import AwsClients
@@ -67,7 +68,9 @@ async def read_lines(settings: AwsSettings, prefix: str) -> dict[str, list[bytes
     return out
 
 
-async def wait_checkpointed(settings: AwsSettings, last: dict[str, str], within: float) -> None:
+async def wait_checkpointed(
+    settings: AwsSettings, last: Mapping[str, int | str], within: float
+) -> None:
     """Until every shard's lease checkpoint is at or past `last[shard]` (sequence numbers)."""
     import asyncio
     import time

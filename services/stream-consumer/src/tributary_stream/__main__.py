@@ -41,6 +41,7 @@ async def serve(settings: StreamSettings) -> None:
                 failover_time_s=settings.failover_time_s,
                 shard_sync_s=settings.shard_sync_s,
                 initial_position=settings.initial_position,
+                initial_timestamp=settings.initial_timestamp,
                 max_steal=settings.max_steal,
                 get_records_limit=settings.get_records_limit,
                 idle_poll_s=settings.idle_poll_s,

@@ -7,6 +7,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import TypeVar
@@ -91,6 +92,7 @@ class ShardConsumer:
         idle_poll_s: float = 1.0,
         shard_closed: Callable[[str], Awaitable[bool]] | None = None,
         processing: tuple[Processor, ItemSink] | None = None,
+        initial_timestamp: datetime | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.lease = lease
@@ -105,6 +107,7 @@ class ShardConsumer:
         self._idle_poll = idle_poll_s
         self._shard_closed = shard_closed
         self._processing = processing
+        self._initial_timestamp = initial_timestamp
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
@@ -127,7 +130,9 @@ class ShardConsumer:
 
     async def _consume(self, stop: asyncio.Event) -> Shutdown:
         position = self.lease.checkpoint
-        iterator = await self._call(lambda: self._reader.iterator(self.shard_id, position, None))
+        iterator = await self._call(
+            partial(self._reader.iterator, self.shard_id, position, self._initial_timestamp)
+        )
         buffer = _Buffer()
         idle_since = self._clock.monotonic()
         throttled = 0

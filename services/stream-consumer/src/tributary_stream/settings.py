@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import socket
 import uuid
+from datetime import datetime
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tributary.settings import CommonSettings
 from tributary_stream.lease import Checkpoint
@@ -22,6 +23,9 @@ class StreamSettings(CommonSettings):
     worker_id: str = Field(default_factory=_default_worker_id, validation_alias="WORKER_ID")
     initial_position: Checkpoint = Field(
         default=Checkpoint.TRIM_HORIZON, validation_alias="STREAM_INITIAL_POSITION"
+    )
+    initial_timestamp: datetime | None = Field(
+        default=None, validation_alias="STREAM_INITIAL_TIMESTAMP"
     )
     default_dataset: str | None = Field(default=None, validation_alias="STREAM_DEFAULT_DATASET")
     dataset_field: str | None = Field(default=None, validation_alias="STREAM_DATASET_FIELD")
@@ -41,3 +45,16 @@ class StreamSettings(CommonSettings):
     processor: str | None = Field(default=None, validation_alias="STREAM_PROCESSOR")
     items_table: str | None = Field(default=None, validation_alias="STREAM_ITEMS_TABLE")
     metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")
+
+    @model_validator(mode="after")
+    def _position(self) -> StreamSettings:
+        if self.initial_position is Checkpoint.SHARD_END:
+            raise ValueError("STREAM_INITIAL_POSITION must be TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+        if (self.initial_position is Checkpoint.AT_TIMESTAMP) != (
+            self.initial_timestamp is not None
+        ):
+            raise ValueError(
+                "STREAM_INITIAL_TIMESTAMP is needed with (and only with) "
+                "STREAM_INITIAL_POSITION=AT_TIMESTAMP"
+            )
+        return self

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tributary.clock import Clock
 from tributary.errors import TributaryError
@@ -31,6 +32,7 @@ class WorkerConfig:
     failover_time_s: float = 10.0
     shard_sync_s: float = 30.0
     initial_position: Checkpoint = Checkpoint.TRIM_HORIZON
+    initial_timestamp: datetime | None = None  # for AT_TIMESTAMP
     max_steal: int = 1
     get_records_limit: int = 10_000
     idle_poll_s: float = 1.0
@@ -188,6 +190,7 @@ class Worker:
             idle_poll_s=cfg.idle_poll_s,
             shard_closed=self.shard_closed,
             processing=self._processing,
+            initial_timestamp=cfg.initial_timestamp,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"shard-{lease.key}")
