@@ -1,0 +1,1 @@
+"""A fake third-party REST API for the importer: deterministic data, json-server conventions."""

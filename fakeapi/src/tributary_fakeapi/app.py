@@ -1,0 +1,193 @@
+"""The fake API: json-server 0.17 conventions plus a cursor variant, an incremental variant,
+and fault knobs (rate limit with Retry-After, random 5xx, slow responses, truncated bodies).
+
+- `GET /{resource}` — whole list, or `_page`/`_limit` (Link + X-Total-Count), or `_start`/`_end`
+  / `_start`/`_limit` (offset).
+- `GET /cursor/{resource}?limit=N&cursor=C` — `{"data": [...], "next_cursor": C | null}`.
+- `GET /changes/items?updated_since=T&_page=&_limit=` — items with `updated_at >= T`, oldest
+  first (then by id).
+- `POST /__admin/advance` — new and changed items; `PUT /__admin/faults` — fault knobs;
+  `GET /__admin/stats` — request counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from tributary_fakeapi.data import Dataset
+
+
+class Faults(BaseModel):
+    """Fault knobs; all off by default."""
+
+    rate_limit_rps: float = Field(default=0.0, ge=0)  # token bucket; 429 + Retry-After beyond
+    retry_after: str = "1"  # seconds, or an HTTP-date
+    error_rate: float = Field(default=0.0, ge=0, le=1)  # share of 503 answers
+    slow_ms: int = Field(default=0, ge=0)
+    truncate_rate: float = Field(default=0.0, ge=0, le=1)  # share of bodies cut in half
+    seed: int = 11
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
+    """The app, with its own deterministic dataset."""
+    app = FastAPI(title="Fake third-party API")
+    state: dict[str, Any] = {
+        "data": Dataset(scale),
+        "faults": Faults(),
+        "tokens": 0.0,
+        "at": 0.0,
+        "requests": 0,
+        "injected": {},
+    }
+    state["rng"] = random.Random(state["faults"].seed)
+
+    async def faulty(request: Request) -> Response | None:
+        """A fault answer for this request, or None to serve it normally."""
+        faults: Faults = state["faults"]
+        state["requests"] += 1
+        if api_key is not None and request.headers.get("x-api-key") != api_key:
+            return _json({"error": "missing or wrong X-API-Key"}, 401)
+        loop = asyncio.get_running_loop()
+        if faults.rate_limit_rps > 0:
+            now = loop.time()
+            tokens = min(
+                faults.rate_limit_rps, state["tokens"] + (now - state["at"]) * faults.rate_limit_rps
+            )
+            state["at"] = now
+            if tokens < 1:
+                state["tokens"] = tokens
+                state["injected"]["429"] = state["injected"].get("429", 0) + 1
+                return _json({"error": "rate limited"}, 429, {"Retry-After": faults.retry_after})
+            state["tokens"] = tokens - 1
+        if faults.slow_ms:
+            await asyncio.sleep(faults.slow_ms / 1000)
+        if faults.error_rate and state["rng"].random() < faults.error_rate:
+            state["injected"]["503"] = state["injected"].get("503", 0) + 1
+            return _json({"error": "upstream unavailable"}, 503)
+        return None
+
+    def truncated(response: Response) -> Response:
+        faults: Faults = state["faults"]
+        if faults.truncate_rate and state["rng"].random() < faults.truncate_rate:
+            state["injected"]["truncated"] = state["injected"].get("truncated", 0) + 1
+            body = bytes(response.body)
+            return Response(
+                body[: len(body) // 2],
+                response.status_code,
+                {k: v for k, v in response.headers.items() if k.lower() != "content-length"},
+                media_type="application/json",
+            )
+        return response
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        data: Dataset = state["data"]
+        if name not in data.resources:
+            raise KeyError(name)
+        return data.resources[name]
+
+    def page_response(request: Request, items: list[dict[str, Any]]) -> Response:
+        """json-server slicing: _page/_limit (Link, X-Total-Count), _start/_end/_limit."""
+        q = request.query_params
+        total = len(items)
+        headers = {
+            "X-Total-Count": str(total),
+            "Access-Control-Expose-Headers": "X-Total-Count, Link",
+        }
+        if "_page" in q:
+            page, limit = max(1, int(q["_page"])), int(q.get("_limit", "10"))
+            last = max(1, -(-total // limit))
+            base = str(request.url.remove_query_params(["_page", "_limit"]))
+            sep = "&" if "?" in base else "?"
+
+            def link(p: int, rel: str) -> str:
+                return f'<{base}{sep}_page={p}&_limit={limit}>; rel="{rel}"'
+
+            links = [link(1, "first")]
+            if page > 1:
+                links.append(link(page - 1, "prev"))
+            if page < last:
+                links.append(link(page + 1, "next"))
+            links.append(link(last, "last"))
+            headers["Link"] = ", ".join(links)
+            return _json(items[(page - 1) * limit : page * limit], headers=headers)
+        if "_start" in q:
+            start = int(q["_start"])
+            end = int(q["_end"]) if "_end" in q else start + int(q.get("_limit", "10"))
+            return _json(items[start:end], headers=headers)
+        return _json(items, headers=headers)
+
+    @app.get("/__admin/stats")
+    async def stats() -> Response:
+        return _json(
+            {
+                "requests": state["requests"],
+                "injected": state["injected"],
+                "generation": state["data"].generation,
+            }
+        )
+
+    @app.put("/__admin/faults")
+    async def set_faults(faults: Faults) -> Response:
+        state["faults"] = faults
+        state["rng"] = random.Random(faults.seed)
+        state["tokens"], state["at"] = faults.rate_limit_rps, asyncio.get_running_loop().time()
+        return _json(faults.model_dump())
+
+    @app.post("/__admin/advance")
+    async def advance(changed: int = 5, added: int = 10) -> Response:
+        state["data"].advance(changed, added)
+        return _json(
+            {"generation": state["data"].generation, "items": len(state["data"].resources["items"])}
+        )
+
+    @app.get("/cursor/{resource}")
+    async def by_cursor(
+        resource: str, request: Request, limit: int = 10, cursor: str | None = None
+    ) -> Response:
+        if (fault := await faulty(request)) is not None:
+            return fault
+        try:
+            items = rows(resource)
+        except KeyError:
+            return _json({"error": f"no resource {resource!r}"}, 404)
+        start = int(base64.urlsafe_b64decode(cursor.encode())) if cursor else 0
+        chunk = items[start : start + limit]
+        end = start + len(chunk)
+        next_cursor = (
+            base64.urlsafe_b64encode(str(end).encode()).decode() if end < len(items) else None
+        )
+        return truncated(_json({"data": chunk, "next_cursor": next_cursor}))
+
+    @app.get("/changes/items")
+    async def changes(request: Request, updated_since: str = "") -> Response:
+        if (fault := await faulty(request)) is not None:
+            return fault
+        items = sorted(
+            (i for i in rows("items") if i["updated_at"] >= updated_since),
+            key=lambda i: (i["updated_at"], i["id"]),
+        )
+        return truncated(page_response(request, items))
+
+    @app.get("/{resource}")
+    async def listing(resource: str, request: Request) -> Response:
+        if (fault := await faulty(request)) is not None:
+            return fault
+        try:
+            items = rows(resource)
+        except KeyError:
+            return _json({"error": f"no resource {resource!r}"}, 404)
+        return truncated(page_response(request, items))
+
+    return app
