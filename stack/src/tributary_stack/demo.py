@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -225,7 +224,3 @@ def main(stack: LocalStack, log_path: Path) -> int:
     with stack:
         print(f"embedded AWS at {stack.moto.endpoint}, API at {stack.api_url}")
         return run(stack)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)

@@ -33,7 +33,6 @@ from tributary_api.ingest import Ingestor, IngestResult, RecordTooLargeError
 from tributary_api.models import (
     INGEST_RESPONSES,
     SECURITY_SCHEMES,
-    ErrorResponse,
     HealthResponse,
     IngestResponse,
     ingest_openapi,
@@ -344,7 +343,6 @@ def create_app(
 
     app.state.settings = settings
     app.state.runtime = state
-    _ = ErrorResponse  # documented through INGEST_RESPONSES
     return app
 
 

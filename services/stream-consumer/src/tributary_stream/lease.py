@@ -154,11 +154,9 @@ class DynamoDbLeaseStore:
             },
             "checkpoint",
         )
-        return (
-            replace(lease, checkpoint=checkpoint, landed=dict(landed), owner_switches=0)
-            if (ok)
-            else None
-        )
+        if not ok:
+            return None
+        return replace(lease, checkpoint=checkpoint, landed=dict(landed), owner_switches=0)
 
     async def release(self, lease: Lease) -> bool:
         """Remove the owner (others take it at once), counter + 1."""
