@@ -91,10 +91,13 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             )
         return response
 
-    def rows(name: str) -> list[dict[str, Any]]:
+    async def resource_rows(request: Request, name: str) -> list[dict[str, Any]] | Response:
+        """The rows of `name`, or the answer to send instead (an injected fault, or 404)."""
+        if (fault := await faulty(request)) is not None:
+            return fault
         data: Dataset = state["data"]
         if name not in data.resources:
-            raise KeyError(name)
+            return _json({"error": f"no resource {name!r}"}, 404)
         return data.resources[name]
 
     def page_response(request: Request, items: list[dict[str, Any]]) -> Response:
@@ -156,12 +159,9 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
     async def by_cursor(
         resource: str, request: Request, limit: int = 10, cursor: str | None = None
     ) -> Response:
-        if (fault := await faulty(request)) is not None:
-            return fault
-        try:
-            items = rows(resource)
-        except KeyError:
-            return _json({"error": f"no resource {resource!r}"}, 404)
+        items = await resource_rows(request, resource)
+        if isinstance(items, Response):
+            return items
         start = int(base64.urlsafe_b64decode(cursor.encode())) if cursor else 0
         chunk = items[start : start + limit]
         end = start + len(chunk)
@@ -172,22 +172,20 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
 
     @app.get("/changes/items")
     async def changes(request: Request, updated_since: str = "") -> Response:
-        if (fault := await faulty(request)) is not None:
-            return fault
+        rows = await resource_rows(request, "items")
+        if isinstance(rows, Response):
+            return rows
         items = sorted(
-            (i for i in rows("items") if i["updated_at"] >= updated_since),
+            (i for i in rows if i["updated_at"] >= updated_since),
             key=lambda i: (i["updated_at"], i["id"]),
         )
         return truncated(page_response(request, items))
 
     @app.get("/{resource}")
     async def listing(resource: str, request: Request) -> Response:
-        if (fault := await faulty(request)) is not None:
-            return fault
-        try:
-            items = rows(resource)
-        except KeyError:
-            return _json({"error": f"no resource {resource!r}"}, 404)
+        items = await resource_rows(request, resource)
+        if isinstance(items, Response):
+            return items
         return truncated(page_response(request, items))
 
     return app
