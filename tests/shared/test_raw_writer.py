@@ -89,3 +89,14 @@ async def test_memory_writer_fault_injection() -> None:
     with pytest.raises(SinkUnavailableError):
         await writer.put(raw_object())
     assert await writer.put(raw_object()) is WriteOutcome.WRITTEN
+
+
+async def test_keys_and_get(writer: RawWriter) -> None:
+    for name in ("b", "a", "c"):
+        await writer.put(
+            raw_object(key=f"raw/posts/year=2026/month=01/day=01/hour=00/x-{name}.ndjson.gz")
+        )
+    await writer.put(raw_object(key="raw/events/year=2026/month=01/day=01/hour=00/x-a.ndjson.gz"))
+    keys = await writer.keys("raw/posts/")
+    assert [k.rsplit("-", 1)[1] for k in keys] == ["a.ndjson.gz", "b.ndjson.gz", "c.ndjson.gz"]
+    assert decode_ndjson_gz(await writer.get(keys[0])) == [b'{"a":1}', b'{"a":2}']

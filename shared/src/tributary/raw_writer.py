@@ -80,6 +80,12 @@ class RawWriter(Protocol):
     async def ping(self) -> None:
         """Raise `SinkUnavailableError` or `PermanentError` unless the store is reachable."""
 
+    async def keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix`, sorted (to recover what an interrupted run wrote)."""
+
+    async def get(self, key: str) -> bytes:
+        """The body of the object at `key` (raises `PermanentError` when there is none)."""
+
 
 class S3RawWriter:
     """`RawWriter` on an S3 bucket, using conditional `If-None-Match: *` puts."""
@@ -120,6 +126,27 @@ class S3RawWriter:
             raise _translate(exc, f"head s3://{self._bucket}/{key}") from exc
         size = int(response.get("ContentLength", 0))
         return ObjectInfo(key, size, dict(response.get("Metadata", {})))
+
+    async def keys(self, prefix: str) -> list[str]:
+        """ListObjectsV2, every page."""
+        keys: list[str] = []
+        try:
+            paginator = self._s3.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+                keys += [obj["Key"] for obj in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"list s3://{self._bucket}/{prefix}") from exc
+        return sorted(keys)
+
+    async def get(self, key: str) -> bytes:
+        """GetObject."""
+        try:
+            response = await self._s3.get_object(Bucket=self._bucket, Key=key)
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, f"get s3://{self._bucket}/{key}") from exc
+        return data
 
     async def ping(self) -> None:
         """Check the bucket is reachable and ours (HeadBucket)."""

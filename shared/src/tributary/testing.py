@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
-from tributary.errors import SinkUnavailableError
+from tributary.errors import PermanentError, SinkUnavailableError
 from tributary.metrics import Unit
 from tributary.raw_writer import ObjectInfo, RawObject, WriteOutcome
 
@@ -47,6 +47,20 @@ class MemoryRawWriter:
             raise SinkUnavailableError("memory store is down (fault injected)")
         obj = self.objects.get(key)
         return None if obj is None else ObjectInfo(key, len(obj.body), obj.metadata())
+
+    async def keys(self, prefix: str) -> list[str]:
+        """Stored keys under `prefix`."""
+        if self.down:
+            raise SinkUnavailableError("memory store is down (fault injected)")
+        return sorted(k for k in self.objects if k.startswith(prefix))
+
+    async def get(self, key: str) -> bytes:
+        """A stored body."""
+        if self.down:
+            raise SinkUnavailableError("memory store is down (fault injected)")
+        if key not in self.objects:
+            raise PermanentError(f"no object {key}")
+        return self.objects[key].body
 
     async def ping(self) -> None:
         """Fails only while `down`."""
