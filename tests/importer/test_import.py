@@ -1,0 +1,239 @@
+"""The importer against the fake third-party API over the wire, landing in a memory lake."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tributary.batch import decode_ndjson_gz
+from tributary.errors import PermanentError
+from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
+from tributary_importer.fetch import MIN_PAUSE_S, SourceClient, retry_after_seconds
+from tributary_importer.run import Importer
+from tributary_importer.source import SourceSpec
+from tributary_importer.state import MemoryStateStore
+from tributary_stack.moto import free_port
+from tributary_stack.process import ManagedProcess
+
+
+@pytest.fixture(scope="module")
+def fake_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log_path: Path = tmp_path_factory.mktemp("fakeapi") / "fakeapi.log"
+    with log_path.open("w") as log:
+        process = ManagedProcess.python_module(
+            "fakeapi", "tributary_fakeapi", [], {**os.environ, "FAKEAPI_PORT": str(port)}, log
+        ).start()
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http(f"{url}/__admin/stats")
+        yield url
+        process.stop(timeout=10)
+
+
+@pytest.fixture
+async def http(fake_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+        await client.put(f"{fake_url}/__admin/faults", json={})
+
+
+def spec(url: str, path: str, dataset: str = "posts", **kw: Any) -> SourceSpec:
+    return SourceSpec.model_validate(
+        {"base_url": url, "path": path, "dataset": dataset, "rate_limit_rps": 500, **kw}
+    )
+
+
+def landed(writer: MemoryRawWriter) -> Counter[str]:
+    return Counter(
+        orjson.loads(line)["id"]
+        for obj in writer.objects.values()
+        for line in decode_ndjson_gz(obj.body)
+    )
+
+
+def importer(writer: MemoryRawWriter, store: MemoryStateStore, step: Any = None) -> Importer:
+    kw = {"step": step} if step else {}
+    return Importer(
+        writer, store, FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC)), MemoryMetrics(), **kw
+    )
+
+
+PAGINATIONS = {
+    "page_number": (
+        "/posts",
+        {"kind": "page_number", "page_param": "_page", "size_param": "_limit", "page_size": 30},
+        {},
+        None,
+    ),
+    "offset": (
+        "/posts",
+        {"kind": "offset", "offset_param": "_start", "size_param": "_limit", "page_size": 30},
+        {},
+        None,
+    ),
+    "cursor": (
+        "/cursor/posts",
+        {"kind": "cursor", "size_param": "limit", "page_size": 30},
+        {},
+        "data",
+    ),
+    "link_header": (
+        "/posts",
+        {"kind": "link_header", "size_param": "_limit", "page_size": 30},
+        {"_page": "1"},
+        None,
+    ),
+    "none": ("/posts", {"kind": "none"}, {}, None),
+}
+
+
+@pytest.mark.parametrize("kind", list(PAGINATIONS))
+async def test_every_pagination_kind_lands_every_record_once(
+    fake_url: str, http: httpx.AsyncClient, kind: str
+) -> None:
+    path, paging, params, records_path = PAGINATIONS[kind]
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    client = SourceClient(
+        "posts",
+        spec(fake_url, path, pagination=paging, params=params, records_path=records_path),
+        http,
+    )
+    result = await importer(writer, store).run_once(client)
+    assert landed(writer) == Counter(str(i) for i in range(1, 101))
+    assert result.pages == (1 if kind == "none" else 4)
+    key = next(iter(writer.objects))
+    hour = "year=2026/month=03/day=01/hour=12"
+    assert key == f"raw/posts/{hour}/importer-posts-w000001-p00001.ndjson.gz"
+    first = orjson.loads(decode_ndjson_gz(writer.objects[key].body)[0])
+    assert first["source"] == "importer:posts"
+    assert set(first["data"]) == {"userId", "id", "title", "body"}
+
+
+def items(url: str, **kw: Any) -> SourceSpec:
+    return spec(
+        url,
+        "/changes/items",
+        dataset="items",
+        pagination={
+            "kind": "page_number",
+            "page_param": "_page",
+            "size_param": "_limit",
+            "page_size": 7,
+        },
+        incremental={
+            "field": "updated_at",
+            "param": "updated_since",
+            "initial": "2026-01-01T00:00:00Z",
+        },
+        **kw,
+    )
+
+
+async def current_versions(http: httpx.AsyncClient, url: str) -> set[str]:
+    rows = (await http.get(f"{url}/changes/items")).json()
+    return {f"{r['id']}@{r['updated_at']}" for r in rows}
+
+
+async def test_incremental_runs_pick_up_only_new_and_changed(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    run = importer(writer, store)
+    client = SourceClient("items", items(fake_url), http)
+    first = await run.run_once(client)
+    assert first.records == len(await current_versions(http, fake_url))
+    await http.post(f"{fake_url}/__admin/advance", params={"changed": 3, "added": 4})
+    second = await run.run_once(client)
+    assert second.records == 7  # 3 new versions of changed items + 4 new items
+    third = await run.run_once(client)
+    assert third.records == 0  # the boundary records are deduped, nothing else is new
+    counts = landed(writer)
+    assert max(counts.values()) == 1
+    assert await current_versions(http, fake_url) <= set(counts)
+
+
+@pytest.mark.parametrize("crash_at", ["before_page", "after_page", "before_cursor", "after_cursor"])
+@pytest.mark.parametrize("occurrence", [1, 2])
+async def test_crash_at_every_step_then_rerun_lands_each_version_once(
+    fake_url: str, http: httpx.AsyncClient, crash_at: str, occurrence: int
+) -> None:
+    class Crash(Exception):
+        pass
+
+    seen = Counter[str]()
+
+    async def step(name: str) -> None:
+        seen[name] += 1
+        if name == crash_at and seen[name] == occurrence:
+            raise Crash(name)
+
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    client = SourceClient("items", items(fake_url), http)
+    with contextlib.suppress(Crash):
+        await importer(writer, store, step).run_once(client)
+    # The source moves on before the rerun: pages shift, versions change.
+    await http.post(f"{fake_url}/__admin/advance", params={"changed": 4, "added": 3})
+    await importer(writer, store).run_once(client)
+    counts = landed(writer)
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    assert await current_versions(http, fake_url) <= set(counts)
+    assert (await store.get("items")).run is None
+
+
+async def test_transient_faults_are_retried_and_the_run_completes(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    await http.put(
+        f"{fake_url}/__admin/faults",
+        json={"error_rate": 0.3, "truncate_rate": 0.2, "rate_limit_rps": 40, "retry_after": "0"},
+    )
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    client = SourceClient(
+        "posts",
+        spec(
+            fake_url,
+            "/posts",
+            max_attempts=12,
+            pagination={
+                "kind": "page_number",
+                "page_param": "_page",
+                "size_param": "_limit",
+                "page_size": 10,
+            },
+        ),
+        http,
+    )
+    await importer(writer, store).run_once(client)
+    assert landed(writer) == Counter(str(i) for i in range(1, 101))
+    assert client.retries > 0
+    stats = (await http.get(f"{fake_url}/__admin/stats")).json()
+    assert {"503", "truncated"} <= set(stats["injected"])
+
+
+async def test_client_errors_fail_the_run_without_moving_the_cursor(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    client = SourceClient("nope", spec(fake_url, "/no-such-resource"), http)
+    with pytest.raises(PermanentError, match=r"HTTP 404 .* check the source's URL"):
+        await importer(writer, store).run_once(client)
+    assert (await store.get("nope")).cursor is None
+    assert not writer.objects
+
+
+def test_retry_after_forms() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert retry_after_seconds("7") == 7
+    assert retry_after_seconds("0") == MIN_PAUSE_S  # never a zero pause: no spinning
+    assert retry_after_seconds("Thu, 01 Jan 2026 00:00:03 GMT", now) == 3
+    assert retry_after_seconds("soon") == MIN_PAUSE_S
+    assert retry_after_seconds(None) == MIN_PAUSE_S
