@@ -112,7 +112,7 @@ async def test_every_pagination_kind_lands_every_record_once(
     assert result.pages == (1 if kind == "none" else 4)
     key = next(iter(writer.objects))
     hour = "year=2026/month=03/day=01/hour=12"
-    assert key == f"raw/posts/{hour}/importer-posts-w000001-p00001.ndjson.gz"
+    assert key == f"raw/posts/{hour}/importer-posts-w000001.20260301T120000-p00001.ndjson.gz"
     first = orjson.loads(decode_ndjson_gz(writer.objects[key].body)[0])
     assert first["source"] == "importer:posts"
     assert set(first["data"]) == {"userId", "id", "title", "body"}

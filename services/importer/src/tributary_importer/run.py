@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -83,17 +84,43 @@ class Importer:
         self._clock = clock
         self._metrics = metrics
         self._step = step
+        self.progress: Callable[[str, int, int], None] | None = None  # (source, pages, records)
 
     async def run_once(self, client: SourceClient) -> RunResult:
-        """One run of one source (resuming an interrupted one)."""
+        """One incremental run of one source (resuming an interrupted one)."""
+        return await self._run(client, client.name, None, None, advance=True)
+
+    async def backfill(self, client: SourceClient, start: str, end: str) -> RunResult:
+        """Re-import `start` ≤ cursor ≤ `end` into its own window; the cursor does not move.
+        Rerunning the same backfill after a crash resumes it."""
+        if client.spec.incremental is None:
+            raise PermanentError(f"{client.name} has no incremental cursor to backfill by")
+        tag = hashlib.sha256(f"{start}\n{end}".encode()).hexdigest()[:10]
+        return await self._run(client, f"{client.name}#backfill#{tag}", start, end, advance=False)
+
+    async def _run(
+        self,
+        client: SourceClient,
+        state_key: str,
+        start: str | None,
+        end: str | None,
+        *,
+        advance: bool,
+    ) -> RunResult:
         name, spec = client.name, client.spec
         inc = spec.incremental
-        state = await self._store.get(name)
+        state = await self._store.get(state_key)
         resumed = state.run is not None
         run = state.run
         if run is None:
-            lower = None if inc is None else _lower_bound(state.cursor or inc.initial, inc.lag_s)
-            run = RunInfo(f"w{state.runs + 1:06d}", iso_utc(self._clock.now()), lower)
+            lower = start
+            if inc is not None and lower is None:
+                lower = _lower_bound(state.cursor or inc.initial, inc.lag_s)
+            now = self._clock.now()
+            # Run number + start time: unique even after a state reset, and the same on resume
+            # (both are stored with the run).
+            window = f"{'w' if advance else 'b'}{state.runs + 1:06d}.{now:%Y%m%dT%H%M%S}"
+            run = RunInfo(window, iso_utc(now), lower)
             state = await self._store.put(replace(state, run=run, runs=state.runs + 1))
         started = datetime.fromisoformat(run.started_at)
         prefix = (
@@ -116,6 +143,8 @@ class Importer:
             for record in page.records:
                 record_id, value = self._identify(spec.id_field, inc.field if inc else None, record)
                 if value is not None:
+                    if end is not None and value > end:
+                        continue  # a backfill's upper bound
                     tail[record_id] = value
                     cursor = value if cursor is None or value > cursor else cursor
                 if record_id in skip:
@@ -151,6 +180,8 @@ class Importer:
                 self._metrics.add("RecordsImported", len(lines), source=name)
                 await self._step("after_page")
             self._metrics.add("PagesFetched", 1, source=name)
+            if self.progress is not None:
+                self.progress(name, pages, records)
         await self._step("before_cursor")
         if inc is not None and cursor is not None:
             keep_from = _lower_bound(cursor, inc.lag_s)
@@ -165,9 +196,16 @@ class Importer:
             "skipped": skipped,
             "retries": client.retries,
         }
+        if not advance:
+            cursor, tail = state.cursor, dict(state.seen)
         state = await self._store.put(
             replace(state, cursor=cursor, seen=tail, run=None, last_run=finished)
         )
+        self._metrics.add("ImportRetries", client.retries, source=name)
+        if cursor is not None and advance:
+            with contextlib.suppress(ValueError):  # only timestamp cursors have a lag
+                lag = (self._clock.now() - datetime.fromisoformat(cursor)).total_seconds()
+                self._metrics.gauge("CursorLagSeconds", lag, source=name)
         await self._step("after_cursor")
         log.info("import run finished", extra={"source": name, **finished, "cursor": cursor})
         return RunResult(name, run.window, pages, records, skipped, cursor, resumed)

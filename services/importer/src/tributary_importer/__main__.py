@@ -1,0 +1,169 @@
+"""`python -m tributary_importer`: run sources once (the scheduled job), in a loop, backfill a
+range, or show / reset state.
+
+Exit codes: 0 every source imported; 1 a source failed transiently (run again later); 2 a
+permanent error (configuration, a 4xx from the vendor, a malformed resource) that needs a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+
+import httpx
+import orjson
+
+from tributary.aws import AwsClients
+from tributary.clock import SystemClock
+from tributary.errors import PermanentError, TransientError, TributaryError
+from tributary.log import configure_logging
+from tributary.metrics import EmfMetrics
+from tributary.raw_writer import S3RawWriter
+from tributary_importer.fetch import SourceClient
+from tributary_importer.run import Importer
+from tributary_importer.settings import ImporterSettings
+from tributary_importer.source import SourceSpec, load_sources
+from tributary_importer.state import DynamoDbStateStore
+
+EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tributary_importer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="import every (or the named) source")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one run, then exit (default)")
+    mode.add_argument("--loop", action="store_true", help="run every --interval seconds")
+    run.add_argument("--interval", type=float, help="seconds between loop runs")
+    run.add_argument("--source", action="append", help="only this source (repeatable)")
+    backfill = sub.add_parser("backfill", help="re-import a cursor range of one source")
+    backfill.add_argument("--source", required=True)
+    backfill.add_argument("--from", dest="start", required=True, help="cursor value, inclusive")
+    backfill.add_argument("--to", dest="end", required=True, help="cursor value, inclusive")
+    state = sub.add_parser("state", help="show or reset importer state")
+    state.add_argument("action", choices=["show", "reset"])
+    state.add_argument("--source", action="append")
+    return parser
+
+
+def _progress(source: str, pages: int, records: int) -> None:
+    sys.stderr.write(f"\r{source}: {pages} pages, {records} new records")
+    sys.stderr.flush()
+
+
+async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
+    sources = load_sources(settings.sources_config)
+    # `backfill --source` names one source; `run` and `state` take it repeatedly (a list).
+    names: Sequence[str] = (
+        [args.source] if isinstance(args.source, str) else args.source or list(sources)
+    )
+    unknown = [n for n in names if n not in sources]
+    if unknown:
+        raise PermanentError(f"unknown source(s) {unknown}; known: {sorted(sources)}")
+    metrics = EmfMetrics(settings.metrics_namespace, "importer")
+    async with AwsClients(settings) as clients, httpx.AsyncClient() as http:
+        store = DynamoDbStateStore(await clients.dynamodb(), settings.state_table)
+        if args.command == "state":
+            for name in names:
+                if args.action == "reset":
+                    await store.delete(name)
+                    print(f"{name}: state reset; the next run imports from the start")
+                else:
+                    state = await store.get(name)
+                    print(
+                        orjson.dumps(
+                            {"source": name, "version": state.version, **state.document()},
+                            option=orjson.OPT_INDENT_2,
+                        ).decode()
+                    )
+            return EXIT_OK
+        importer = Importer(
+            S3RawWriter(await clients.s3(), settings.lake_bucket), store, SystemClock(), metrics
+        )
+        if sys.stderr.isatty():
+            importer.progress = _progress
+        try:
+            if args.command == "backfill":
+                client = SourceClient(args.source, sources[args.source], http)
+                result = await importer.backfill(client, args.start, args.end)
+                print(
+                    f"\n{args.source}: backfilled {result.records} records in {result.pages} pages"
+                )
+                return EXIT_OK
+            if args.loop:
+                return await _loop(
+                    importer, sources, names, http, args.interval or settings.interval_s
+                )
+            return await _run_all(importer, sources, names, http)
+        finally:
+            metrics.flush()
+
+
+async def _run_all(
+    importer: Importer,
+    sources: dict[str, SourceSpec],
+    names: Sequence[str],
+    http: httpx.AsyncClient,
+) -> int:
+    worst = EXIT_OK
+    for name in names:
+        try:
+            result = await importer.run_once(SourceClient(name, sources[name], http))
+            print(
+                f"{name}: {result.records} new records in {result.pages} pages "
+                f"(cursor {result.cursor}{', resumed' if result.resumed else ''})"
+            )
+        except TransientError as exc:
+            print(f"{name}: failed, retry later: {exc}", file=sys.stderr)
+            worst = max(worst, EXIT_RETRY)
+        except PermanentError as exc:
+            print(f"{name}: failed: {exc}", file=sys.stderr)
+            worst = EXIT_PERMANENT
+    return worst
+
+
+async def _loop(
+    importer: Importer,
+    sources: dict[str, SourceSpec],
+    names: Sequence[str],
+    http: httpx.AsyncClient,
+    interval: float,
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        await _run_all(importer, sources, names, http)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    return EXIT_OK
+
+
+def main() -> None:
+    """Entry point."""
+    args = _parser().parse_args()
+    settings = ImporterSettings()
+    configure_logging("importer", settings.log_level)
+    try:
+        code = asyncio.run(_main(args, settings))
+    except PermanentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_PERMANENT
+    except TributaryError as exc:
+        print(f"error (transient, run again later): {exc}", file=sys.stderr)
+        code = EXIT_RETRY
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
