@@ -23,6 +23,8 @@ def _up(settings: StackSettings) -> int:
         "\nTributary local stack is up (no Docker, no AWS account)\n"
         f"  embedded AWS (moto)  {stack.moto.endpoint}\n"
         f"  API                  {stack.api_url}   docs: {stack.api_url}/docs\n"
+        f"  fake third-party API {stack.env['FAKEAPI_URL']}   (the importer polls it every "
+        f"{settings.importer_interval_s:g}s)\n"
         f"  dev API key          {settings.api_key}\n"
         f"  env file             {settings.env_file.resolve()}   (source it in another shell)\n"
         f"  stream               {settings.stream_name} ({settings.shards} shards)\n"
@@ -60,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         return _up(settings)
     # The demo uses free ports, so it runs beside a `make up` without a clash.
     demo_settings = settings.model_copy(
-        update={"aws_port": 0, "api_port": 0, "env_file": Path(".local/demo.env")}
+        update={
+            "aws_port": 0,
+            "api_port": 0,
+            "fakeapi_port": 0,
+            "importer_loop": False,
+            "env_file": Path(".local/demo.env"),
+        }
     )
     log_path = Path(".local/demo.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

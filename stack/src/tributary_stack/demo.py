@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
+import re
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -117,6 +121,26 @@ def post_all(stack: LocalStack) -> tuple[dict[str, Tally], list[list[object]]]:
     return tallies, rows
 
 
+def run_importer(stack: LocalStack) -> dict[str, int]:
+    """`python -m tributary_importer run --once` against the fake API: records per source."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tributary_importer", "run", "--once"],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"the importer failed ({result.returncode}): {result.stderr}")
+    counts = {}
+    for line in result.stdout.splitlines():
+        match = re.match(r"^(\w+): (\d+) new records", line)
+        if match:
+            counts[match[1]] = int(match[2])
+    return counts
+
+
 def run(stack: LocalStack) -> int:
     """Run the demo against a started stack; 0 when everything adds up."""
     timings: dict[str, float] = {}
@@ -139,11 +163,15 @@ def run(stack: LocalStack) -> int:
     started = time.monotonic()
     asyncio.run(wait_checkpointed(aws, last, within=120))
     timings["Kinesis → consumer → raw (catch-up)"] = time.monotonic() - started
-    raw = asyncio.run(read_lines(aws, f"{Zone.RAW}/"))
     quarantine = asyncio.run(read_lines(aws, f"{Zone.QUARANTINE}/"))
     in_stream = Counter(r.envelope.dataset for r in stream)
+    started = time.monotonic()
+    imported = run_importer(stack)
+    timings["third-party API → importer → raw"] = time.monotonic() - started
+    raw = asyncio.run(read_lines(aws, f"{Zone.RAW}/"))
     raw_lines: Counter[str] = Counter()
     raw_ids: dict[str, set[str]] = defaultdict(set)
+    from_importer: Counter[str] = Counter()
     partitions: Counter[tuple[str, str]] = Counter()
     objects: Counter[tuple[str, str]] = Counter()
     for key, lines in raw.items():
@@ -152,6 +180,9 @@ def run(stack: LocalStack) -> int:
         partitions[(dataset, partition)] += len(lines)
         for line in lines:
             envelope = Envelope.from_json(line)
+            if envelope.source.startswith("importer:"):
+                from_importer[envelope.source.split(":", 1)[1]] += 1
+                continue
             raw_lines[dataset] += 1
             raw_ids[dataset].add(envelope.id)
     quarantined: Counter[str] = Counter()
@@ -161,7 +192,7 @@ def run(stack: LocalStack) -> int:
         render(
             ["dataset", "partition", "objects", "records"],
             [[d, p, objects[(d, p)], n] for (d, p), n in sorted(partitions.items())],
-            title="\nRaw objects landed by the stream consumer",
+            title="\nRaw objects (stream consumer and importer)",
         )
     )
     ok = True
@@ -200,7 +231,19 @@ def run(stack: LocalStack) -> int:
                 "check",
             ],
             summary,
-            title="\nWhat landed",
+            title="\nWhat landed from the API",
+        )
+    )
+    rows_imported = []
+    for source, count in sorted(imported.items()):
+        good = from_importer[source] == count
+        ok &= good
+        rows_imported.append([source, count, from_importer[source], "ok" if good else "MISMATCH"])
+    print(
+        render(
+            ["source", "imported", "in raw", "check"],
+            rows_imported,
+            title="\nThird-party API → importer → raw",
         )
     )
     print(

@@ -20,6 +20,11 @@ class StackSettings(BaseSettings):
     api_key: str = Field(default="local-dev-key", min_length=8, validation_alias="STACK_API_KEY")
     api_sink: str = Field(default="kinesis", validation_alias="STACK_API_SINK")
     consumers: int = Field(default=2, ge=0, le=16, validation_alias="STACK_CONSUMERS")
+    fakeapi_port: int = Field(default=8081, ge=0, le=65535, validation_alias="STACK_FAKEAPI_PORT")
+    importer_interval_s: float = Field(
+        default=30, gt=0, validation_alias="STACK_IMPORTER_INTERVAL_S"
+    )
+    importer_loop: bool = Field(default=True, validation_alias="STACK_IMPORTER_LOOP")
     env_file: Path = Field(default=Path(".local/stack.env"), validation_alias="STACK_ENV_FILE")
     region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     lake_bucket: str = Field(default="tributary-lake", validation_alias="LAKE_BUCKET")
@@ -29,4 +34,7 @@ class StackSettings(BaseSettings):
     glue_database: str = Field(default="tributary", validation_alias="GLUE_DATABASE")
     datasets_config: Path = Field(
         default=Path("config/datasets.yaml"), validation_alias="DATASETS_CONFIG"
+    )
+    sources_config: Path = Field(
+        default=Path("config/sources.yaml"), validation_alias="SOURCES_CONFIG"
     )

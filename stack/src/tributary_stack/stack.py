@@ -35,6 +35,7 @@ class LocalStack:
         self._log_level = log_level
         self.moto = MotoServer(settings.host, settings.aws_port)
         self.api_port = settings.api_port or free_port(settings.host)
+        self.fakeapi_port = settings.fakeapi_port or free_port(settings.host)
         self.processes: list[ManagedProcess] = []
 
     @property
@@ -63,6 +64,10 @@ class LocalStack:
             "API_PORT": str(self.api_port),
             "TRIBUTARY_API_URL": self.api_url,
             "TRIBUTARY_API_KEY": s.api_key,
+            "SOURCES_CONFIG": str(s.sources_config.resolve()),
+            "FAKEAPI_URL": f"http://{s.host}:{self.fakeapi_port}",
+            "FAKEAPI_HOST": s.host,
+            "FAKEAPI_PORT": str(self.fakeapi_port),
             "LOG_LEVEL": self._log_level,
             # Local-friendly consumer timings (the defaults suit AWS): quick flushes and pickup.
             "IDLE_FLUSH_S": "1",
@@ -94,6 +99,22 @@ class LocalStack:
         api = ManagedProcess.python_module("api", "tributary_api", [], child_env, self._out)
         self.processes.append(api.start())
         api.wait_http(f"{self.api_url}/readyz")
+        fakeapi = ManagedProcess.python_module(
+            "fakeapi", "tributary_fakeapi", [], child_env, self._out
+        )
+        self.processes.append(fakeapi.start())
+        fakeapi.wait_http(f"http://{self.settings.host}:{self.fakeapi_port}/__admin/stats")
+        if self.settings.importer_loop:
+            interval = str(self.settings.importer_interval_s)
+            self.processes.append(
+                ManagedProcess.python_module(
+                    "importer",
+                    "tributary_importer",
+                    ["run", "--loop", "--interval", interval],
+                    child_env,
+                    self._out,
+                ).start()
+            )
         for n in range(1, self.settings.consumers + 1):
             worker_env = {**child_env, "WORKER_ID": f"local-stream-{n}"}
             self.processes.append(
