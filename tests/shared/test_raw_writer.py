@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
 from tributary.errors import PermanentError, SinkUnavailableError
+from tributary.file_writer import FileRawWriter
 from tributary.raw_writer import RawObject, RawWriter, S3RawWriter, WriteOutcome
 from tributary.settings import AwsSettings
 from tributary.testing import MemoryRawWriter
@@ -24,10 +26,15 @@ def raw_object(
     )
 
 
-@pytest.fixture(params=["s3", "memory"])
-async def writer(request: pytest.FixtureRequest, lake: AwsSettings) -> AsyncIterator[RawWriter]:
+@pytest.fixture(params=["s3", "memory", "file"])
+async def writer(
+    request: pytest.FixtureRequest, lake: AwsSettings, tmp_path: Path
+) -> AsyncIterator[RawWriter]:
     if request.param == "memory":
         yield MemoryRawWriter()
+        return
+    if request.param == "file":
+        yield FileRawWriter(tmp_path)
         return
     async with AwsClients(lake) as clients:
         yield S3RawWriter(await clients.s3(), lake.lake_bucket)
