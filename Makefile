@@ -44,3 +44,4 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 bench: $(STAMP) ## Run the benchmarks (prints tables with same-run baselines)
 	$(VENV_PY) bench/api.py
 	$(VENV_PY) bench/stream.py
+	$(VENV_PY) bench/importer.py

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tributary.errors import PermanentError, TransientError
+from tributary.errors import PermanentError, TransientError, TributaryError
 from tributary.retry import RetryPolicy, retry
 from tributary_importer.source import AuthKind, PaginationKind, SourceSpec
 
@@ -150,40 +152,79 @@ class SourceClient:
             )
         return found
 
-    async def pages(self, lower_bound: str | None) -> AsyncIterator[Page]:
-        """Every page, in order; the incremental lower bound (inclusive) is sent as a param."""
+    def _request(self, lower_bound: str | None, index: int) -> Request:
+        """The `index`-th request (0-based) where it is known in advance; the first otherwise."""
         spec, paging = self.spec, self.spec.pagination
-        url = spec.base_url.rstrip("/") + spec.path
         params = dict(spec.params)
         if spec.incremental is not None and lower_bound is not None:
             params[spec.incremental.param] = lower_bound
         if paging.kind is not PaginationKind.NONE:
             params[paging.size_param] = str(paging.page_size)
-        number, page_no, offset = 1, paging.first_page, 0
-        while True:
-            if paging.kind is PaginationKind.PAGE_NUMBER:
-                params[paging.page_param] = str(page_no)
-            elif paging.kind is PaginationKind.OFFSET:
-                params[paging.offset_param] = str(offset)
-            body, headers, attempts = await self._get(url, params)
-            records = self._records(body, url)
-            yield Page(number, records, attempts)
-            number += 1
-            match paging.kind:
-                case PaginationKind.NONE:
+        if paging.kind is PaginationKind.PAGE_NUMBER:
+            params[paging.page_param] = str(paging.first_page + index)
+        elif paging.kind is PaginationKind.OFFSET:
+            params[paging.offset_param] = str(index * paging.page_size)
+        return Request(spec.base_url.rstrip("/") + spec.path, params)
+
+    async def _fetch(self, request: Request) -> tuple[list[dict[str, Any]], Request | None, int]:
+        """One page: its records, the request that follows it (cursor, Link), attempts."""
+        paging = self.spec.pagination
+        body, headers, attempts = await self._get(request.url, request.params)
+        records = self._records(body, request.url)
+        follow = None
+        if paging.kind is PaginationKind.CURSOR:
+            cursor = body.get(paging.next_cursor_path) if isinstance(body, dict) else None
+            if cursor:
+                follow = Request(request.url, {**request.params, paging.cursor_param: str(cursor)})
+        elif paging.kind is PaginationKind.LINK_HEADER:
+            link = httpx.Response(200, headers=headers).links.get("next", {}).get("url")
+            if link:
+                follow = Request(link, {})
+        return records, follow, attempts
+
+    async def pages(self, lower_bound: str | None) -> AsyncIterator[Page]:
+        """Every page, in order; the incremental lower bound (inclusive) is sent as a param.
+
+        The next page is fetched while the caller lands this one. Page-number and offset
+        paging keep `concurrency` pages in flight (their URLs are known in advance) and drop
+        the ones past a short page; cursor and Link paging learn the next URL from each answer.
+        """
+        paging = self.spec.pagination
+        speculative = paging.kind in (PaginationKind.PAGE_NUMBER, PaginationKind.OFFSET)
+        depth = self.spec.concurrency if speculative else 1
+        inflight: deque[asyncio.Task[tuple[list[dict[str, Any]], Request | None, int]]] = deque()
+        for index in range(depth):
+            inflight.append(asyncio.create_task(self._fetch(self._request(lower_bound, index))))
+        number = 1
+        try:
+            while inflight:
+                records, follow, attempts = await inflight.popleft()
+                last = paging.kind is PaginationKind.NONE
+                if speculative:
+                    last = len(records) < paging.page_size
+                    if not last:
+                        inflight.append(
+                            asyncio.create_task(
+                                self._fetch(self._request(lower_bound, number + depth - 1))
+                            )
+                        )
+                elif follow is not None:
+                    inflight.append(asyncio.create_task(self._fetch(follow)))
+                yield Page(number, records, attempts)
+                number += 1
+                if last:
                     return
-                case PaginationKind.PAGE_NUMBER | PaginationKind.OFFSET:
-                    if len(records) < paging.page_size:
-                        return
-                    page_no += 1
-                    offset += len(records)
-                case PaginationKind.CURSOR:
-                    cursor = body.get(paging.next_cursor_path) if isinstance(body, dict) else None
-                    if not cursor:
-                        return
-                    params[paging.cursor_param] = str(cursor)
-                case PaginationKind.LINK_HEADER:
-                    next_url = httpx.Response(200, headers=headers).links.get("next", {}).get("url")
-                    if not next_url:
-                        return
-                    url, params = next_url, {}
+        finally:
+            for task in inflight:
+                task.cancel()
+            for task in inflight:
+                with contextlib.suppress(asyncio.CancelledError, TributaryError):
+                    await task
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A page request."""
+
+    url: str
+    params: dict[str, str]

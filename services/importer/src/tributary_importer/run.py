@@ -126,20 +126,25 @@ class Importer:
         prefix = (
             f"{partition_prefix(Zone.RAW, spec.dataset, started)}importer-{name}-{run.window}-p"
         )
-        skip: set[str] = set(state.seen)
+        # Dedupe with bounded memory: the previous run's boundary ids, whatever an interrupted
+        # attempt of this run landed (read back below), and the last two pages (a record that
+        # moves while we page — it changed, or others were inserted — lands on a neighbour).
+        earlier: set[str] = set(state.seen)
+        previous_page: set[str] = set()
         tail: dict[str, str] = dict(state.seen)
         next_page = 1
         for key in await self._writer.keys(prefix):  # what an interrupted attempt landed
             next_page = max(next_page, int(key[len(prefix) :].split(".")[0]) + 1)
             for line in decode_ndjson_gz(await self._writer.get(key)):
                 envelope = orjson.loads(line)
-                skip.add(envelope["id"])
+                earlier.add(envelope["id"])
                 if inc is not None:
                     tail[envelope["id"]] = str(envelope["data"].get(inc.field))
         cursor = state.cursor
         pages = records = skipped = 0
         async for page in client.pages(run.lower):
             lines: list[bytes] = []
+            this_page: set[str] = set()
             for record in page.records:
                 record_id, value = self._identify(spec.id_field, inc.field if inc else None, record)
                 if value is not None:
@@ -147,10 +152,10 @@ class Importer:
                         continue  # a backfill's upper bound
                     tail[record_id] = value
                     cursor = value if cursor is None or value > cursor else cursor
-                if record_id in skip:
+                if record_id in earlier or record_id in previous_page or record_id in this_page:
                     skipped += 1
                     continue
-                skip.add(record_id)
+                this_page.add(record_id)
                 lines.append(
                     encode_envelope(
                         spec.dataset, record_id, f"importer:{name}", run.started_at, record
@@ -179,7 +184,11 @@ class Importer:
                 records += len(lines)
                 self._metrics.add("RecordsImported", len(lines), source=name)
                 await self._step("after_page")
+            previous_page = this_page
             self._metrics.add("PagesFetched", 1, source=name)
+            if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
+                keep_from = _lower_bound(cursor, inc.lag_s)  # only the look-back is needed
+                tail = {k: v for k, v in tail.items() if v >= keep_from}
             if self.progress is not None:
                 self.progress(name, pages, records)
         await self._step("before_cursor")

@@ -107,6 +107,7 @@ class SourceSpec(BaseModel):
     pagination: PaginationSpec = Field(default_factory=PaginationSpec)
     incremental: IncrementalSpec | None = None
     rate_limit_rps: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=4, ge=1, le=32)  # pages in flight (page_number, offset)
     timeout_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=6, ge=1, le=20)
 
