@@ -237,3 +237,10 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds("Thu, 01 Jan 2026 00:00:03 GMT", now) == 3
     assert retry_after_seconds("soon") == MIN_PAUSE_S
     assert retry_after_seconds(None) == MIN_PAUSE_S
+
+
+def test_cursor_values_order_numbers_numerically() -> None:
+    from tributary_importer.run import cursor_key
+
+    assert cursor_key("9") < cursor_key("10")
+    assert cursor_key("2026-01-01T00:00:09Z") < cursor_key("2026-01-01T00:00:10Z")

@@ -58,6 +58,15 @@ class RunResult:
     resumed: bool
 
 
+def cursor_key(value: str) -> tuple[int, float, str]:
+    """Order cursor values: numbers numerically ("9" < "10"), anything else (ISO-8601 UTC
+    timestamps) as text."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
 def _lower_bound(cursor: str, lag_s: float) -> str:
     if not lag_s:
         return cursor
@@ -148,10 +157,11 @@ class Importer:
             for record in page.records:
                 record_id, value = self._identify(spec.id_field, inc.field if inc else None, record)
                 if value is not None:
-                    if end is not None and value > end:
+                    if end is not None and cursor_key(value) > cursor_key(end):
                         continue  # a backfill's upper bound
                     tail[record_id] = value
-                    cursor = value if cursor is None or value > cursor else cursor
+                    if cursor is None or cursor_key(value) > cursor_key(cursor):
+                        cursor = value
                 if record_id in earlier or record_id in previous_page or record_id in this_page:
                     skipped += 1
                     continue
@@ -188,13 +198,13 @@ class Importer:
             self._metrics.add("PagesFetched", 1, source=name)
             if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
                 keep_from = _lower_bound(cursor, inc.lag_s)  # only the look-back is needed
-                tail = {k: v for k, v in tail.items() if v >= keep_from}
+                tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
             if self.progress is not None:
                 self.progress(name, pages, records)
         await self._step("before_cursor")
         if inc is not None and cursor is not None:
             keep_from = _lower_bound(cursor, inc.lag_s)
-            tail = {k: v for k, v in tail.items() if v >= keep_from}
+            tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
         else:
             tail = {}
         finished = {
