@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from tributary.aws import AwsClients
 from tributary.dataset import DatasetRegistry
 from tributary.settings import AwsSettings
 from tributary_stack.bootstrap import bootstrap
-from tributary_stack.moto import MotoServer
+from tributary_stack.moto import MotoServer, free_port
+from tributary_stack.process import ManagedProcess
 from tributary_stack.stack import LOCAL_CREDENTIALS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,3 +71,23 @@ async def clients(lake: AwsSettings) -> AsyncIterator[AwsClients]:
     """Open AWS clients on the lake's endpoint."""
     async with AwsClients(lake) as opened:
         yield opened
+
+
+@contextmanager
+def fake_vendor_api(logs: Path, scale: int = 1) -> Iterator[str]:
+    """A fake third-party API process of its own (its data changes under some tests)."""
+    port = free_port()
+    with (logs / f"fakeapi-{port}.log").open("w") as log:
+        process = ManagedProcess.python_module(
+            "fakeapi",
+            "tributary_fakeapi",
+            [],
+            {**os.environ, "FAKEAPI_PORT": str(port), "FAKEAPI_SCALE": str(scale)},
+            log,
+        ).start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            process.wait_http(f"{url}/__admin/stats")
+            yield url
+        finally:
+            process.stop(timeout=10)

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tributary_stack.moto import free_port
-from tributary_stack.process import ManagedProcess
+from tests.conftest import fake_vendor_api
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    port = free_port()
-    log_path: Path = tmp_path_factory.mktemp("fakeapi") / "fakeapi.log"
-    with log_path.open("w") as log:
-        process = ManagedProcess.python_module(
-            "fakeapi", "tributary_fakeapi", [], {**os.environ, "FAKEAPI_PORT": str(port)}, log
-        ).start()
-        url = f"http://127.0.0.1:{port}"
-        process.wait_http(f"{url}/__admin/stats")
-        with httpx.Client(base_url=url, timeout=10) as client:
-            yield client
-        process.stop(timeout=10)
+    with (
+        fake_vendor_api(tmp_path_factory.mktemp("fakeapi")) as url,
+        httpx.Client(base_url=url, timeout=10) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(autouse=True)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from tests.conftest import fake_vendor_api
 from tributary.batch import decode_ndjson_gz
 from tributary.errors import PermanentError
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
@@ -21,22 +20,12 @@ from tributary_importer.fetch import MIN_PAUSE_S, SourceClient, retry_after_seco
 from tributary_importer.run import Importer
 from tributary_importer.source import SourceSpec
 from tributary_importer.state import MemoryStateStore
-from tributary_stack.moto import free_port
-from tributary_stack.process import ManagedProcess
 
 
 @pytest.fixture(scope="module")
 def fake_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log_path: Path = tmp_path_factory.mktemp("fakeapi") / "fakeapi.log"
-    with log_path.open("w") as log:
-        process = ManagedProcess.python_module(
-            "fakeapi", "tributary_fakeapi", [], {**os.environ, "FAKEAPI_PORT": str(port)}, log
-        ).start()
-        url = f"http://127.0.0.1:{port}"
-        process.wait_http(f"{url}/__admin/stats")
+    with fake_vendor_api(tmp_path_factory.mktemp("fakeapi")) as url:
         yield url
-        process.stop(timeout=10)
 
 
 @pytest.fixture
