@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tributary.errors import ConfigError
+from tributary.errors import ConfigError, describe_problems
 from tributary.schema import RecordValidator, SchemaSpec
 
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -150,9 +150,7 @@ class DatasetRegistry(Mapping[str, Dataset]):
         try:
             spec = RegistrySpec.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = describe_problems(exc.errors())
             raise ConfigError(f"{source}: invalid dataset registry: {problems}") from exc
         return cls.from_spec(spec)
 

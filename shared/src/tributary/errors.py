@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class TributaryError(Exception):
     """Base of every error Tributary raises on purpose."""
@@ -29,3 +32,8 @@ class RetriesExhaustedError(TransientError):
     def __init__(self, message: str, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
+
+
+def describe_problems(errors: Iterable[Mapping[str, Any]]) -> str:
+    """`a.b: message; c: message` from pydantic-style error entries (`loc`, `msg`)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -9,6 +11,7 @@ from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.envelope import Envelope
 from tributary.settings import AwsSettings
+from tributary_stream.lease import DynamoDbLeaseStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +75,6 @@ async def wait_checkpointed(
     settings: AwsSettings, last: Mapping[str, int | str], within: float
 ) -> None:
     """Until every shard's lease checkpoint is at or past `last[shard]` (sequence numbers)."""
-    import asyncio
-    import time
-
-    from tributary_stream.lease import DynamoDbLeaseStore
-
     deadline = time.monotonic() + within
     async with AwsClients(settings) as clients:
         store = DynamoDbLeaseStore(await clients.dynamodb(), settings.lease_table)

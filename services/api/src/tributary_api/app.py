@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from tributary.aws import AwsClients
 from tributary.clock import Clock, SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TransientError
+from tributary.errors import PermanentError, TransientError, describe_problems
 from tributary.metrics import EmfMetrics, Metrics
 from tributary.raw_writer import RawWriter, S3RawWriter
 from tributary.retry import RetryPolicy
@@ -193,9 +193,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_problems(exc.errors())
         return _json(400, {"error": "bad_request", "message": problems})
 
     @app.get("/healthz", response_model=HealthResponse, tags=["health"])

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tributary.dataset import DATASET_NAME
-from tributary.errors import ConfigError
+from tributary.errors import ConfigError, describe_problems
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -154,8 +154,6 @@ def load_sources(path: Path, env: dict[str, str] | None = None) -> dict[str, Sou
     try:
         spec = SourcesSpec.model_validate(_expand(raw, dict(os.environ) if env is None else env))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_problems(exc.errors())
         raise ConfigError(f"{path}: invalid sources: {problems}") from exc
     return dict(spec.sources)
