@@ -2,8 +2,11 @@
 
 Both import the fake API's `photos` (FAKEAPI_SCALE=20: 100,000 records) in 1,000 pages of 100,
 following json-server's Link header, to local disk (ours: gzip NDJSON envelopes through
-FileRawWriter; dlt: its filesystem destination, jsonl). Each runs in its own process; it reports
-wall time, records/s, peak RSS, and working memory = peak RSS − RSS right after its imports.
+FileRawWriter; dlt: its filesystem destination, jsonl). Each runs in its own process, from its
+own virtualenv holding only what that tool installs in production (`uv sync --package
+tributary-importer --no-dev` for ours, `dlt[filesystem]` at the locked version for dlt), so
+neither pays for the other's or the dev tools' imports. It reports wall time, records/s, CPU
+seconds, peak RSS, and working memory = peak RSS − RSS right after its imports.
 Run: `make bench` or `python bench/importer.py [--rounds 2]`.
 """
 
@@ -15,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,11 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS, PAGE = 100_000, 100
 
 
-def rss_mb() -> float:
+def _status_mb(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb() -> float:
+    return _status_mb("VmRSS")
 
 
 def cpu_s() -> float:
@@ -40,7 +48,9 @@ def cpu_s() -> float:
 
 
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS: VmHWM, not getrusage's ru_maxrss, which after exec can still
+    hold the RSS of the parent that spawned us."""
+    return _status_mb("VmHWM")
 
 
 def run_ours(url: str, out: Path, paging: str = "link_header") -> dict[str, float]:
@@ -143,10 +153,48 @@ def run_dlt(url: str, out: Path) -> dict[str, float]:
     }
 
 
-def child(tool: str, url: str) -> dict[str, float]:
+def tool_venvs() -> dict[str, str]:
+    """A minimal virtualenv per tool (made once, under .bench/); tool -> its python."""
+    from importlib.metadata import version
+
+    # uv as the Makefile installs it: `python3 -m uv` of the interpreter the venv came from
+    found = shutil.which("uv")
+    uv = [found] if found else [getattr(sys, "_base_executable", sys.executable), "-m", "uv"]
+    base = ROOT / ".bench" / "importer"
+    ours, dlt = base / "ours", base / "dlt"
+
+    def run(*args: str, **env: str) -> None:
+        subprocess.run(
+            [*uv, *args], check=True, cwd=ROOT, capture_output=True, env={**os.environ, **env}
+        )
+
+    run(
+        "sync",
+        "--frozen",
+        "--package",
+        "tributary-importer",
+        "--no-dev",
+        "--python",
+        sys.executable,
+        UV_PROJECT_ENVIRONMENT=str(ours),
+    )
+    if not (dlt / "bin" / "python").exists():
+        run("venv", "--python", sys.executable, str(dlt))
+    run(
+        "pip",
+        "install",
+        "--python",
+        str(dlt / "bin" / "python"),
+        f"dlt[filesystem]=={version('dlt')}",
+    )
+    python = {"dlt": str(dlt / "bin" / "python"), "ours": str(ours / "bin" / "python")}
+    return {**python, "ours_pages": python["ours"]}
+
+
+def child(tool: str, url: str, python: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
-            [sys.executable, __file__, "--child", tool, "--url", url, "--out", tmp],
+            [python, __file__, "--child", tool, "--url", url, "--out", tmp],
             capture_output=True,
             text=True,
             check=True,
@@ -179,6 +227,7 @@ def main() -> None:
     from tributary_stack.process import ManagedProcess
     from tributary_stack.table import render
 
+    pythons = tool_venvs()
     port = free_port()
     env = {**os.environ, "FAKEAPI_PORT": str(port), "FAKEAPI_SCALE": "20"}
     with open(os.devnull, "w") as sink:
@@ -189,7 +238,7 @@ def main() -> None:
         try:
             for _ in range(args.rounds):  # interleaved
                 for tool in runs:
-                    runs[tool].append(child(tool, url))
+                    runs[tool].append(child(tool, url, pythons[tool]))
         finally:
             api.stop(timeout=10)
 
@@ -229,6 +278,7 @@ def main() -> None:
                 f"{cpu_rate:,.0f}",
                 "1.00 (baseline)" if base else f"{cpu_rate / dlt_cpu_rate:.2f}",
                 f"{r['peak_mb']:.0f}",
+                "1.00 (baseline)" if base else f"{r['peak_mb'] / out['dlt']['peak_mb']:.2f}",
                 f"{r['working_mb']:.0f}",
                 "1.00 (baseline)"
                 if base
@@ -251,6 +301,7 @@ def main() -> None:
                 "records/CPU-s",
                 "× dlt",
                 "peak RSS MB",
+                "× dlt",
                 "working MB",
                 "× dlt",
             ],

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from tributary.aws import AwsClients  # noqa: E402
 from tributary.clock import SystemClock  # noqa: E402
 from tributary.dataset import DatasetRegistry  # noqa: E402
-from tributary.raw_writer import S3RawWriter  # noqa: E402
+from tributary.s3_writer import S3RawWriter  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary.testing import MemoryMetrics, MemoryRawWriter  # noqa: E402
 from tributary_stack.bootstrap import bootstrap  # noqa: E402

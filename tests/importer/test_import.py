@@ -49,6 +49,14 @@ def landed(writer: MemoryRawWriter) -> Counter[str]:
     )
 
 
+def primary_keys(ids: Counter[str]) -> Counter[str]:
+    """`<pk>@<version>` ids by their primary key."""
+    found = Counter[str]()
+    for record_id, n in ids.items():
+        found[record_id.split("@")[0]] += n
+    return found
+
+
 def importer(writer: MemoryRawWriter, store: MemoryStateStore, step: Any = None) -> Importer:
     kw = {"step": step} if step else {}
     return Importer(
@@ -97,7 +105,7 @@ async def test_every_pagination_kind_lands_every_record_once(
         http,
     )
     result = await importer(writer, store).run_once(client)
-    assert landed(writer) == Counter(str(i) for i in range(1, 101))
+    assert primary_keys(landed(writer)) == Counter(str(i) for i in range(1, 101))
     assert result.pages == (1 if kind == "none" else 4)
     key = next(iter(writer.objects))
     hour = "year=2026/month=03/day=01/hour=12"
@@ -148,6 +156,27 @@ async def test_incremental_runs_pick_up_only_new_and_changed(
     counts = landed(writer)
     assert max(counts.values()) == 1
     assert await current_versions(http, fake_url) <= set(counts)
+
+
+async def test_full_refresh_relands_unchanged_records_under_the_same_ids(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    """No cursor: every run is a snapshot; ids are `<pk>@<content hash>`, so downstream dedupe
+    keeps one copy of an unchanged record and every changed version."""
+    writer = MemoryRawWriter()
+    client = SourceClient("items", items(fake_url).model_copy(update={"incremental": None}), http)
+    before = {r["id"]: r for r in (await http.get(f"{fake_url}/changes/items")).json()}
+    await importer(writer, MemoryStateStore()).run_once(client)
+    first = landed(writer)
+    assert len(first) == len(before) and max(first.values()) == 1
+    await http.post(f"{fake_url}/__admin/advance", params={"changed": 3, "added": 2})
+    await importer(writer, MemoryStateStore()).run_once(client)
+    after = {r["id"]: r for r in (await http.get(f"{fake_url}/changes/items")).json()}
+    changed = {str(k) for k, r in after.items() if before.get(k) != r}
+    assert len(changed) == 5
+    ids = set(landed(writer))
+    assert len(ids) == len(before) + 5  # an unchanged record keeps its id; 5 new versions
+    assert {i.split("@")[0] for i in ids - set(first)} == changed
 
 
 @pytest.mark.parametrize("crash_at", ["before_page", "after_page", "before_cursor", "after_cursor"])
@@ -202,7 +231,7 @@ async def test_transient_faults_are_retried_and_the_run_completes(
         http,
     )
     await importer(writer, store).run_once(client)
-    assert landed(writer) == Counter(str(i) for i in range(1, 101))
+    assert primary_keys(landed(writer)) == Counter(str(i) for i in range(1, 101))
     assert client.retries > 0
     stats = (await http.get(f"{fake_url}/__admin/stats")).json()
     assert {"503", "truncated"} <= set(stats["injected"])

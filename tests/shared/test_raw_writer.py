@@ -1,4 +1,5 @@
-"""One contract, two implementations: S3RawWriter (over the wire, moto) and MemoryRawWriter."""
+"""One contract, every implementation: S3RawWriter (over the wire, moto), MemoryRawWriter, and
+FileRawWriter with metadata in xattrs and in sidecar files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
 from tributary.errors import PermanentError, SinkUnavailableError
 from tributary.file_writer import FileRawWriter
-from tributary.raw_writer import RawObject, RawWriter, S3RawWriter, WriteOutcome
+from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
+from tributary.s3_writer import S3RawWriter
 from tributary.settings import AwsSettings
 from tributary.testing import MemoryRawWriter
 from tributary_stack.moto import free_port
@@ -26,15 +28,15 @@ def raw_object(
     )
 
 
-@pytest.fixture(params=["s3", "memory", "file"])
+@pytest.fixture(params=["s3", "memory", "file", "file-sidecar"])
 async def writer(
     request: pytest.FixtureRequest, lake: AwsSettings, tmp_path: Path
 ) -> AsyncIterator[RawWriter]:
     if request.param == "memory":
         yield MemoryRawWriter()
         return
-    if request.param == "file":
-        yield FileRawWriter(tmp_path)
+    if request.param.startswith("file"):
+        yield FileRawWriter(tmp_path, xattrs=request.param == "file")
         return
     async with AwsClients(lake) as clients:
         yield S3RawWriter(await clients.s3(), lake.lake_bucket)

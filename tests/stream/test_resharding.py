@@ -16,7 +16,8 @@ from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.raw_writer import ObjectInfo, RawObject, S3RawWriter, WriteOutcome
+from tributary.raw_writer import ObjectInfo, RawObject, WriteOutcome
+from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryMetrics
 from tributary_stack.bootstrap import bootstrap
 from tributary_stack.moto import KinesisLocal, MotoServer

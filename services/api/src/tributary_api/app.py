@@ -24,8 +24,9 @@ from tributary.clock import Clock, SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError, TransientError, describe_problems
 from tributary.metrics import EmfMetrics, Metrics
-from tributary.raw_writer import RawWriter, S3RawWriter
+from tributary.raw_writer import RawWriter
 from tributary.retry import RetryPolicy
+from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body

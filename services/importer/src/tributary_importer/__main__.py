@@ -22,12 +22,12 @@ from tributary.clock import SystemClock
 from tributary.errors import PermanentError, TransientError, TributaryError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
-from tributary.raw_writer import S3RawWriter
+from tributary.s3_writer import S3RawWriter
 from tributary_importer.fetch import SourceClient
 from tributary_importer.run import Importer
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import SourceSpec, load_sources
-from tributary_importer.state import DynamoDbStateStore
+from tributary_importer.state_dynamodb import DynamoDbStateStore
 
 EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
 

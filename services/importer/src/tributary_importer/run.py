@@ -233,11 +233,12 @@ class Importer:
     def _identify(
         id_field: str, cursor_field: str | None, record: dict[str, Any]
     ) -> tuple[str, str | None]:
-        """(envelope id, cursor value): `<pk>@<version>` for records that change at the source."""
+        """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value when the
+        source has one, else a hash of the content, so a full-refresh snapshot re-lands an
+        unchanged record under the same id (deduped downstream) and a changed one as new."""
         pk = scalar_text(record.get(id_field))
-        if pk is None:  # no primary key: the content is the identity
-            pk = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
-        if cursor_field is None:
-            return pk, None
-        value = scalar_text(record.get(cursor_field))
-        return (f"{pk}@{value}" if value is not None else pk), value
+        value = scalar_text(record.get(cursor_field)) if cursor_field is not None else None
+        if pk is not None and value is not None:
+            return f"{pk}@{value}", value
+        digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        return (f"{pk}@{digest[:12]}" if pk is not None else digest[:24]), value

@@ -13,7 +13,7 @@ from tributary.dataset import DatasetRegistry
 from tributary.errors import ConfigError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
-from tributary.raw_writer import S3RawWriter
+from tributary.s3_writer import S3RawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.lease import DynamoDbLeaseStore
 from tributary_stream.processing import DynamoDbItemSink, ItemSink, Processor, load_processor
