@@ -168,7 +168,8 @@ async def test_full_refresh_relands_unchanged_records_under_the_same_ids(
     before = {r["id"]: r for r in (await http.get(f"{fake_url}/changes/items")).json()}
     await importer(writer, MemoryStateStore()).run_once(client)
     first = landed(writer)
-    assert len(first) == len(before) and max(first.values()) == 1
+    assert len(first) == len(before)
+    assert max(first.values()) == 1
     await http.post(f"{fake_url}/__admin/advance", params={"changed": 3, "added": 2})
     await importer(writer, MemoryStateStore()).run_once(client)
     after = {r["id"]: r for r in (await http.get(f"{fake_url}/changes/items")).json()}

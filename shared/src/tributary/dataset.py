@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tributary.curated import CuratedSpec
 from tributary.errors import ConfigError, describe_problems
 from tributary.schema import RecordValidator, SchemaSpec
 
@@ -50,6 +51,7 @@ class DatasetSpec(BaseModel):
     partition_key: str | None = None
     schema_: SchemaSpec = Field(default_factory=SchemaSpec, alias="schema")
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    curated: CuratedSpec = Field(default_factory=CuratedSpec)
 
 
 class RegistrySpec(BaseModel):
@@ -80,6 +82,8 @@ class Dataset:
     partition_key: str | None
     max_record_bytes: int
     validator: RecordValidator = field(repr=False, compare=False)
+    schema: SchemaSpec = field(default_factory=SchemaSpec, repr=False, compare=False)
+    curated: CuratedSpec = field(default_factory=CuratedSpec, repr=False, compare=False)
 
     def record_id(self, record: Any) -> str | None:
         """The producer's id for `record`, or None when the dataset names none or it is absent."""
@@ -135,6 +139,8 @@ class DatasetRegistry(Mapping[str, Dataset]):
                     partition_key=d.partition_key,
                     max_record_bytes=d.limits.max_record_bytes,
                     validator=RecordValidator(d.schema_),
+                    schema=d.schema_,
+                    curated=d.curated,
                 )
                 for name, d in spec.datasets.items()
             }

@@ -27,7 +27,8 @@ class WriteOutcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class RawObject:
-    """One object to write: key, gzip NDJSON body, and the input range it covers."""
+    """One object to write: key, body (gzip NDJSON unless said otherwise), the input range it
+    covers."""
 
     key: str
     body: bytes
@@ -35,6 +36,8 @@ class RawObject:
     first: str
     last: str
     extra_metadata: Mapping[str, str] = field(default_factory=dict)
+    content_type: str = "application/x-ndjson"
+    content_encoding: str = "gzip"  # "identity" for none
 
     def metadata(self) -> dict[str, str]:
         """User metadata stored with the object."""

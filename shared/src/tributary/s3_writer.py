@@ -29,8 +29,8 @@ class S3RawWriter:
                 Key=obj.key,
                 Body=obj.body,
                 IfNoneMatch="*",
-                ContentType="application/x-ndjson",
-                ContentEncoding="gzip",
+                ContentType=obj.content_type,
+                ContentEncoding=obj.content_encoding,
                 Metadata=obj.metadata(),
             )
         except ClientError as exc:

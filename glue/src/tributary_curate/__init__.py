@@ -1,0 +1,1 @@
+"""Tributary curate job: raw envelopes → curated Parquet, bookmark, quarantine, catalog."""

@@ -1,0 +1,150 @@
+"""The curate bookmark: which raw objects of a dataset are already curated.
+
+One JSON object per dataset at `_state/curate/<dataset>/bookmark.json`, the same locally and on
+Glue. It holds the set of processed raw keys (not a high-water mark: a raw object that lands late
+in an old hour partition is still new), pruned to the keys that still exist in raw, so it grows
+with raw's retention, not forever. Written conditionally (S3 `If-Match` on the ETag read, or
+`If-None-Match: *` for the first), so two runs of one dataset cannot both move it.
+
+Glue's own job bookmarks (`--job-bookmark-option job-bookmark-enable`) track S3 input by
+modification time per transformation context and are kept by the Glue service; they do not
+exist locally and cannot be inspected or reset per object. The job runs with them disabled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tributary.aws import error_code, translate_aws_error
+from tributary.errors import PermanentError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+
+class BookmarkConflictError(PermanentError):
+    """The bookmark changed since it was read: another curate run of the dataset is going on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """What curate remembers about one dataset."""
+
+    dataset: str
+    runs: int = 0
+    processed: frozenset[str] = frozenset()
+    last_run: dict[str, Any] = field(default_factory=dict)
+    etag: str | None = None  # of the stored object; None when there is none yet
+
+    def document(self) -> dict[str, Any]:
+        """The stored JSON form."""
+        return {
+            "dataset": self.dataset,
+            "runs": self.runs,
+            "processed": sorted(self.processed),
+            "last_run": self.last_run,
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], etag: str | None) -> Bookmark:
+        """Parse the stored JSON form."""
+        return cls(
+            doc["dataset"],
+            int(doc.get("runs", 0)),
+            frozenset(doc.get("processed", [])),
+            dict(doc.get("last_run", {})),
+            etag,
+        )
+
+
+def bookmark_key(dataset: str) -> str:
+    """Where a dataset's bookmark lives in the lake bucket."""
+    return f"_state/curate/{dataset}/bookmark.json"
+
+
+class BookmarkStore(Protocol):
+    """Reads and conditionally replaces bookmarks."""
+
+    async def get(self, dataset: str) -> Bookmark:
+        """The stored bookmark, or an empty one (etag None)."""
+
+    async def put(self, bookmark: Bookmark) -> Bookmark:
+        """Replace the bookmark read as `bookmark.etag`; returns it with the new etag. Raises
+        `BookmarkConflictError` if it changed in between."""
+
+
+class MemoryBookmarkStore:
+    """`BookmarkStore` over a dict (tests)."""
+
+    def __init__(self) -> None:
+        self.bookmarks: dict[str, Bookmark] = {}
+        self._versions = 0
+
+    async def get(self, dataset: str) -> Bookmark:
+        """The stored bookmark, or an empty one."""
+        return self.bookmarks.get(dataset, Bookmark(dataset))
+
+    async def put(self, bookmark: Bookmark) -> Bookmark:
+        """Replace, conditionally on the etag read."""
+        current = self.bookmarks.get(bookmark.dataset)
+        if (current.etag if current else None) != bookmark.etag:
+            raise BookmarkConflictError(f"bookmark of {bookmark.dataset} changed underneath")
+        self._versions += 1
+        stored = replace(bookmark, etag=f"v{self._versions}")
+        self.bookmarks[bookmark.dataset] = stored
+        return stored
+
+
+class S3BookmarkStore:
+    """`BookmarkStore` on the lake bucket, with conditional puts."""
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+
+    async def get(self, dataset: str) -> Bookmark:
+        """GetObject; an empty bookmark when there is none."""
+        key = bookmark_key(dataset)
+        try:
+            response = await self._s3.get_object(Bucket=self._bucket, Key=key)
+            async with response["Body"] as body:
+                data = await body.read()
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return Bookmark(dataset)
+            raise _translate(exc, key) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, key) from exc
+        return Bookmark.from_document(orjson.loads(data), response["ETag"])
+
+    async def put(self, bookmark: Bookmark) -> Bookmark:
+        """PutObject with If-Match (or If-None-Match: * for the first)."""
+        key = bookmark_key(bookmark.dataset)
+        body = orjson.dumps(bookmark.document())
+        try:
+            if bookmark.etag is None:
+                response = await self._s3.put_object(
+                    Bucket=self._bucket, Key=key, Body=body, IfNoneMatch="*"
+                )
+            else:
+                response = await self._s3.put_object(
+                    Bucket=self._bucket, Key=key, Body=body, IfMatch=bookmark.etag
+                )
+        except ClientError as exc:
+            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+                raise BookmarkConflictError(
+                    f"the curate bookmark of {bookmark.dataset} changed while this run was going "
+                    "on; is another curate run of it in progress? Rerun when it has finished."
+                ) from exc
+            raise _translate(exc, key) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, key) from exc
+        return replace(bookmark, etag=response["ETag"])
+
+
+def _translate(exc: Exception, key: str) -> Exception:
+    return translate_aws_error(exc, f"curate bookmark {key}", "check LAKE_BUCKET and IAM")

@@ -1,0 +1,320 @@
+"""One curate run of one dataset: bookmark → new raw objects → Spark → publish → catalog → bookmark.
+
+The same code runs on Glue (inputs and outputs on S3) and locally (files staged to a temporary
+folder, Spark local[*]); a `Staging` hides the difference.
+
+Crash safety: output files are published create-only under names derived from the run number
+and the file's content, and the bookmark moves last. A rerun after a crash anywhere sees the
+same new raw objects, and its anti-join against the curated partitions drops the rows an
+interrupted attempt already published: every valid record ends up curated exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from tributary.clock import Clock, iso_utc
+from tributary.dataset import Dataset
+from tributary.layout import RAW_SUFFIX, Zone, partition_prefix
+from tributary.raw_writer import RawObject, RawWriter
+from tributary_curate.bookmark import BookmarkStore
+from tributary_curate.catalog import Catalog, TableShape
+from tributary_curate.transform import (
+    ID,
+    PARTITION_COLUMNS,
+    PROBLEM,
+    apply_filter,
+    apply_mapping,
+    check_lines,
+    first_arrivals,
+    not_yet_curated,
+    output_columns,
+    typed_rows,
+    with_partitions,
+)
+
+log = logging.getLogger(__name__)
+
+PARQUET_SUFFIX = ".snappy.parquet"
+
+
+class Staging(Protocol):
+    """Where Spark reads lake objects from and writes its output to."""
+
+    async def inputs(self, keys: list[str]) -> list[str]:
+        """Paths Spark can read for these lake keys (local copies, or s3:// URIs)."""
+
+    def output(self, name: str) -> str:
+        """A fresh place for Spark to write output `name` to."""
+
+    async def outputs(self, name: str) -> list[tuple[str, bytes]]:
+        """The files Spark wrote under output `name`: (path relative to it, bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CurateResult:
+    """What one run did (all counts in records)."""
+
+    dataset: str
+    run: int
+    raw_objects: int = 0
+    lines: int = 0
+    quarantined: int = 0
+    filtered: int = 0
+    duplicates: int = 0
+    curated: int = 0
+    files: int = 0
+    partitions: tuple[tuple[str, ...], ...] = ()
+    catalog: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly form (logs, the bookmark's last_run, the CLI)."""
+        return {
+            "run": self.run,
+            "raw_objects": self.raw_objects,
+            "lines": self.lines,
+            "quarantined": self.quarantined,
+            "filtered": self.filtered,
+            "duplicates": self.duplicates,
+            "curated": self.curated,
+            "files": self.files,
+            "partitions": ["/".join(p) for p in self.partitions],
+            "catalog": self.catalog,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+Step = Callable[[str], Awaitable[None]]
+
+
+async def _no_step(name: str) -> None:
+    return None
+
+
+class CurateJob:
+    """Promotes a dataset's new raw objects to curated Parquet (see the module docstring)."""
+
+    def __init__(
+        self,
+        spark: SparkSession,
+        lake: RawWriter,
+        bookmarks: BookmarkStore,
+        catalog: Catalog,
+        staging: Staging,
+        clock: Clock,
+        lake_url: str,
+        *,
+        crawler_name: Callable[[str], str | None] = lambda _: None,
+        step: Step = _no_step,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self._spark = spark
+        self._lake = lake
+        self._bookmarks = bookmarks
+        self._catalog = catalog
+        self._staging = staging
+        self._clock = clock
+        self._lake_url = lake_url.rstrip("/")  # s3://<bucket>, for catalog locations
+        self._crawler_name = crawler_name
+        self._step = step  # fault injection in tests: raise at a named step
+        self._progress = progress or (lambda _: None)
+
+    async def run(self, dataset: Dataset) -> CurateResult:
+        """Curate what is new in `raw/<dataset>/` since the bookmark."""
+        started = time.perf_counter()
+        bookmark = await self._bookmarks.get(dataset.name)
+        run = bookmark.runs + 1
+        listed = [
+            k
+            for k in await self._lake.keys(f"{Zone.RAW}/{dataset.name}/")
+            if k.endswith(RAW_SUFFIX)
+        ]
+        new = sorted(set(listed) - bookmark.processed)
+        if not new:
+            self._progress(f"{dataset.name}: nothing new")
+            return CurateResult(dataset.name, bookmark.runs)
+        self._progress(f"{dataset.name}: run {run}, {len(new)} new raw objects; staging")
+        paths = await self._staging.inputs(new)
+        now = self._clock.now()
+        result = await self._transform_and_write(dataset, run, paths, now)
+        await self._step("after_write")
+        published = await self._publish(dataset, run, now)
+        await self._step("after_publish")
+        catalog = await self._update_catalog(dataset, result.partitions, result.columns)
+        await self._step("after_catalog")
+        outcome = CurateResult(
+            dataset.name,
+            run,
+            raw_objects=len(new),
+            lines=result.lines,
+            quarantined=result.quarantined,
+            filtered=result.filtered,
+            duplicates=result.duplicates,
+            curated=result.curated,
+            files=published,
+            partitions=result.partitions,
+            catalog=catalog,
+            seconds=time.perf_counter() - started,
+        )
+        processed = (bookmark.processed & set(listed)) | set(new)  # forget expired raw objects
+        last_run = {"finished_at": iso_utc(self._clock.now()), **outcome.summary()}
+        await self._bookmarks.put(
+            replace(bookmark, runs=run, processed=frozenset(processed), last_run=last_run)
+        )
+        await self._step("after_bookmark")
+        log.info("curate run finished", extra={"dataset": dataset.name, **outcome.summary()})
+        return outcome
+
+    # ---- Spark ---------------------------------------------------------------------------------
+
+    async def _transform_and_write(
+        self, dataset: Dataset, run: int, paths: list[str], now: datetime
+    ) -> _Written:
+        spark, curated = self._spark, dataset.curated
+        raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
+        lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
+        lines = lines.where(F.length(F.trim("value")) > 0)
+        checked = check_lines(lines, dataset).persist()
+        rows = typed_rows(checked, dataset)
+        rows = apply_mapping(rows, dataset.name, curated)
+        rows = with_partitions(rows, curated.partition_by, dataset.name).persist()
+        quarantine = (
+            checked.where(F.col(PROBLEM).isNotNull())
+            .select(PROBLEM)
+            .unionByName(rows.where(F.col(PROBLEM).isNotNull()).select(PROBLEM))
+        )
+        valid = rows.where(F.col(PROBLEM).isNull())
+        kept = apply_filter(valid, curated.filter)
+        first = first_arrivals(kept).persist()
+
+        self._progress(f"{dataset.name}: checking {len(paths)} raw objects")
+        lines_n = checked.count()
+        valid_n = valid.count()
+        kept_n = kept.count() if curated.filter else valid_n
+        touched = sorted(tuple(r) for r in first.select(*PARTITION_COLUMNS).distinct().collect())
+        existing = await self._existing_ids(dataset, touched)
+        fresh = not_yet_curated(first, existing).persist()
+        curated_n = fresh.count()
+        # Every touched partition holds curated rows now or after this write; all are (re)declared
+        # to the catalog, so a rerun after a crash before the catalog step still registers them.
+        partitions = touched
+        self._progress(f"{dataset.name}: writing {curated_n} rows, {len(partitions)} partitions")
+        out = output_columns(fresh)
+        if curated_n:
+            out.repartition(*PARTITION_COLUMNS).write.partitionBy(*PARTITION_COLUMNS).parquet(
+                self._staging.output("curated"), mode="overwrite", compression="snappy"
+            )
+        quarantined_n = lines_n - valid_n
+        if quarantined_n:
+            quarantine.coalesce(1).write.text(
+                self._staging.output("quarantine"), compression="gzip"
+            )
+        columns = tuple(
+            (f.name, f.dataType.simpleString())
+            for f in out.schema.fields
+            if f.name not in PARTITION_COLUMNS
+        )
+        for df in (checked, rows, first, fresh):
+            df.unpersist()
+        return _Written(
+            lines=lines_n,
+            quarantined=quarantined_n,
+            filtered=valid_n - kept_n,
+            duplicates=kept_n - curated_n,
+            curated=curated_n,
+            partitions=tuple(partitions),
+            columns=columns,
+        )
+
+    async def _existing_ids(
+        self, dataset: Dataset, touched: list[tuple[str, ...]]
+    ) -> DataFrame | None:
+        """The ids already curated in the touched partitions and the look-back days before."""
+        days: set[datetime] = set()
+        for y, m, d in touched:
+            day = datetime(int(y), int(m), int(d), tzinfo=UTC)
+            for back in range(dataset.curated.dedupe_lookback_days + 1):
+                days.add(day - timedelta(days=back))
+        keys: list[str] = []
+        for day in sorted(days):
+            prefix = f"{Zone.CURATED}/{dataset.name}/year={day:%Y}/month={day:%m}/day={day:%d}/"
+            keys += [k for k in await self._lake.keys(prefix) if k.endswith(PARQUET_SUFFIX)]
+        if not keys:
+            return None
+        paths = await self._staging.inputs(keys)
+        return self._spark.read.parquet(*paths).select(ID)
+
+    # ---- publish, catalog ---------------------------------------------------------------------
+
+    async def _publish(self, dataset: Dataset, run: int, now: datetime) -> int:
+        """Upload what Spark wrote, create-only, under content-derived names."""
+        published = 0
+        for relative, body in await self._staging.outputs("curated"):
+            if not relative.endswith(".parquet"):
+                continue
+            folder = relative.rsplit("/", 1)[0]  # year=…/month=…/day=…
+            digest = hashlib.sha256(body).hexdigest()[:16]
+            key = f"{Zone.CURATED}/{dataset.name}/{folder}/r{run:06d}-{digest}{PARQUET_SUFFIX}"
+            await self._lake.put(
+                RawObject(
+                    key,
+                    body,
+                    0,
+                    f"run {run}",
+                    f"run {run}",
+                    {"writer": "curate"},
+                    content_type="application/vnd.apache.parquet",
+                    content_encoding="identity",
+                )
+            )
+            published += 1
+        prefix = partition_prefix(Zone.QUARANTINE, dataset.name, now)
+        for _relative, body in await self._staging.outputs("quarantine"):
+            if not body:
+                continue
+            digest = hashlib.sha256(body).hexdigest()[:16]
+            key = f"{prefix}curate-r{run:06d}-{digest}{RAW_SUFFIX}"
+            await self._lake.put(RawObject(key, body, 0, f"run {run}", f"run {run}"))
+        return published
+
+    async def _update_catalog(
+        self,
+        dataset: Dataset,
+        partitions: tuple[tuple[str, ...], ...],
+        columns: tuple[tuple[str, str], ...],
+    ) -> dict[str, Any]:
+        spec, done = dataset.curated.catalog, dict[str, Any]()
+        if not partitions:
+            return {}
+        location = f"{self._lake_url}/{Zone.CURATED}/{dataset.name}/"
+        table = TableShape(dataset.name, columns, PARTITION_COLUMNS, location)
+        if spec.table:
+            await self._catalog.ensure_table(table)
+            done["table"] = table.name
+        if spec.partitions:
+            done["partitions_added"] = await self._catalog.add_partitions(table, list(partitions))
+        crawler = self._crawler_name(dataset.name)
+        if spec.crawler and crawler:
+            done["crawler"] = await self._catalog.start_crawler(crawler)
+        return done
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    lines: int
+    quarantined: int
+    filtered: int
+    duplicates: int
+    curated: int
+    partitions: tuple[tuple[str, ...], ...]
+    columns: tuple[tuple[str, str], ...]

@@ -1,0 +1,44 @@
+"""The Spark session: Glue's when running on Glue, a local[*] one otherwise."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+# Settings the job relies on, on Glue and locally alike.
+SESSION_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    # `month=01` stays the text "01" when partitions are discovered (else it becomes 1).
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+    "spark.sql.parquet.compression.codec": "snappy",
+}
+
+
+def local_session(cores: str = "*", shuffle_partitions: int = 8) -> SparkSession:
+    """A local Spark session for the runner, tests and benchmarks (Python workers = this
+    interpreter, so they see the same packages)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no public interface needed
+    builder = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("tributary-curate")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.driver.memory", os.environ.get("CURATE_DRIVER_MEMORY", "2g"))
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+    )
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def configure(session: SparkSession) -> SparkSession:
+    """Apply `SESSION_CONF` to a session someone else built (Glue's)."""
+    for key, value in SESSION_CONF.items():
+        session.conf.set(key, value)
+    return session

@@ -1,0 +1,332 @@
+"""The curate job's transformations: pure functions from DataFrames to DataFrames.
+
+raw lines ──check──▶ envelopes ──columns──▶ typed rows ──mapping──▶ ──filter──▶ ──dedupe──▶ curated
+      ╰─ not JSON, not an envelope, invalid data, a failed cast, no partition value ─▶ quarantine
+
+Validation runs the dataset registry's own validator (the one the API uses) in Python workers,
+so a record is valid in curate exactly when it would have been valid at the API. Everything
+after it is Spark SQL. Nothing here touches storage: the job reads and writes around these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from tributary.curated import CuratedSpec, ExtraFields, NestedMode
+from tributary.dataset import Dataset
+from tributary.envelope import ENVELOPE_VERSION
+from tributary.schema import FieldSpec, FieldType, RecordValidator, SchemaSpec
+
+STAGE = "curate"
+ENVELOPE_COLUMNS = ("id", "source", "received_at")
+# Curated names of the envelope fields: underscored, so they never collide with data fields.
+ID, SOURCE, RECEIVED_AT = "_id", "_source", "_received_at"
+PARTITION_COLUMNS = ("year", "month", "day")
+EXTRA_COLUMN = "_extra"
+# Columns that ride along until the end and are dropped before writing.
+VALUE, RAW_KEY, PROBLEM = "_value", "_raw_key", "_problem"
+CHECKED_SCHEMA = T.StructType(
+    [
+        T.StructField(VALUE, T.StringType()),
+        T.StructField(RAW_KEY, T.StringType()),
+        T.StructField(PROBLEM, T.StringType()),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DataColumn:
+    """One curated column before mapping: its name, where it comes from, its Spark type."""
+
+    name: str
+    path: tuple[str, ...]
+    type: T.DataType
+    timestamp: bool = False
+
+
+# ---- quarantine lines -------------------------------------------------------------------------
+
+
+def quarantine_line(
+    dataset: str,
+    raw_key: str | None,
+    envelope: dict[str, Any] | None,
+    errors: list[dict[str, str]],
+    line: str,
+) -> str:
+    """One curate quarantine line: where the record came from, why it failed, the line itself."""
+    head = envelope or {}
+    return orjson.dumps(
+        {
+            "v": ENVELOPE_VERSION,
+            "dataset": dataset,
+            "stage": STAGE,
+            "raw_key": raw_key,
+            "id": head.get("id"),
+            "source": head.get("source"),
+            "received_at": head.get("received_at"),
+            "errors": errors,
+            "line": line,
+        }
+    ).decode()
+
+
+def _envelope_problem(obj: Any, dataset: str) -> str | None:
+    if not isinstance(obj, dict):
+        return "the line is not a JSON object"
+    if obj.get("v") != ENVELOPE_VERSION:
+        return f"unsupported envelope version {obj.get('v')!r}"
+    for name in ("id", "source", "received_at"):
+        if not isinstance(obj.get(name), str) or not obj[name]:
+            return f"envelope field {name!r} must be a non-empty string"
+    if obj.get("dataset") != dataset:
+        return f"envelope of dataset {obj.get('dataset')!r} under raw/{dataset}/"
+    if "data" not in obj:
+        return "envelope field 'data' is missing"
+    return None
+
+
+def line_checker(dataset: str, schema: SchemaSpec) -> Callable[[Iterable[Any]], Iterable[Any]]:
+    """A `mapInArrow` function: (value, raw_key) batches → + the quarantine line, or null."""
+    schema_json = schema.model_dump_json(exclude_unset=True)
+
+    def check(batches: Iterable[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        validator = RecordValidator(SchemaSpec.model_validate_json(schema_json))
+        is_valid = validator.is_valid
+        for batch in batches:
+            values, keys = batch.column(0).to_pylist(), batch.column(1).to_pylist()
+            problems: list[str | None] = []
+            for value, key in zip(values, keys, strict=True):
+                try:
+                    obj = orjson.loads(value)
+                except orjson.JSONDecodeError as exc:
+                    errors = [{"field": "", "message": f"not JSON: {exc.msg}"}]
+                    problems.append(quarantine_line(dataset, key, None, errors, value))
+                    continue
+                envelope = obj if isinstance(obj, dict) else None
+                reason = _envelope_problem(obj, dataset)
+                if reason is None and is_valid(obj["data"]):
+                    problems.append(None)
+                    continue
+                if reason is not None:
+                    errors = [{"field": "", "message": reason}]
+                else:
+                    errors = [
+                        {"field": f"data.{e.field}" if e.field else "data", "message": e.message}
+                        for e in validator.errors(obj["data"])
+                    ]
+                problems.append(quarantine_line(dataset, key, envelope, errors, value))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(0), batch.column(1), pa.array(problems, pa.string())],
+                schema=pa.schema(
+                    [(VALUE, pa.string()), (RAW_KEY, pa.string()), (PROBLEM, pa.string())]
+                ),
+            )
+
+    return check
+
+
+def check_lines(lines: DataFrame, dataset: Dataset) -> DataFrame:
+    """`lines` (value, raw_key) → (_value, _raw_key, _problem): the problem is the quarantine
+    line for a line that is not a valid envelope of `dataset` with valid data, else null."""
+    inputs = lines.select(F.col("value").alias(VALUE), F.col("raw_key").alias(RAW_KEY))
+    return inputs.mapInArrow(line_checker(dataset.name, dataset.schema), CHECKED_SCHEMA)
+
+
+# ---- typed columns ----------------------------------------------------------------------------
+
+
+def _spark_type(spec: FieldSpec) -> T.DataType:
+    """The Spark type `from_json` reads a field as. Untyped values stay JSON text."""
+    match spec.type:
+        case FieldType.STRING | FieldType.TIMESTAMP:
+            return T.StringType()
+        case FieldType.INTEGER:
+            return T.LongType()
+        case FieldType.NUMBER:
+            return T.DoubleType()
+        case FieldType.BOOLEAN:
+            return T.BooleanType()
+        case FieldType.OBJECT if spec.fields:
+            return T.StructType([T.StructField(n, _spark_type(f)) for n, f in spec.fields.items()])
+        case FieldType.ARRAY if spec.items is not None:
+            return T.ArrayType(_spark_type(spec.items))
+    return T.StringType()  # any, objects and arrays without a declared shape: JSON text
+
+
+def data_columns(schema: SchemaSpec, nested: NestedMode) -> list[DataColumn]:
+    """The dataset's columns in schema order; nested objects flattened to `parent_child`."""
+
+    def walk(fields: dict[str, FieldSpec], path: tuple[str, ...]) -> Iterator[DataColumn]:
+        for name, spec in fields.items():
+            here = (*path, name)
+            if nested is NestedMode.FLATTEN and spec.type is FieldType.OBJECT and spec.fields:
+                yield from walk(spec.fields, here)
+            else:
+                timestamp = spec.type is FieldType.TIMESTAMP
+                yield DataColumn("_".join(here), here, _spark_type(spec), timestamp)
+
+    return list(walk(schema.fields, ()))
+
+
+def envelope_schema(schema: SchemaSpec) -> T.StructType:
+    """What `from_json` reads from an envelope line."""
+    data = T.StructType([T.StructField(n, _spark_type(f)) for n, f in schema.fields.items()])
+    fields = [
+        *(T.StructField(n, T.StringType()) for n in ENVELOPE_COLUMNS),
+        T.StructField("data", data),
+    ]
+    return T.StructType(fields)
+
+
+def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
+    """Valid envelopes → id, source, received_at (timestamp), the data columns, [_extra]."""
+    curated = dataset.curated
+    carry = curated.extra_fields is ExtraFields.CARRY
+    schema = envelope_schema(dataset.schema)
+    valid = checked.where(F.col(PROBLEM).isNull())
+    parsed = valid.select(F.from_json(F.col(VALUE), schema).alias("e"), VALUE, RAW_KEY)
+    if carry:  # the data object read a second time, as a map: its undeclared keys
+        parsed = parsed.withColumn(
+            "_all",
+            F.from_json(
+                F.get_json_object(F.col(VALUE), "$.data"),
+                "map<string,string>",
+            ),
+        )
+    columns: list[Column] = [
+        F.col("e.id").alias(ID),
+        F.col("e.source").alias(SOURCE),
+        F.col("e.received_at").cast(T.TimestampType()).alias(RECEIVED_AT),
+    ]
+    for c in data_columns(dataset.schema, curated.nested):
+        column = F.col("e.data." + ".".join(f"`{p}`" for p in c.path))
+        if c.timestamp:
+            column = column.cast(T.TimestampType())
+        columns.append(column.alias(c.name))
+    if carry:
+        declared = F.array(*(F.lit(n) for n in dataset.schema.fields))
+        columns.append(
+            F.map_filter("_all", lambda k, _v: ~F.array_contains(declared, k)).alias(EXTRA_COLUMN)
+        )
+    return parsed.select(*columns, VALUE, RAW_KEY)
+
+
+# ---- mapping, filter, partitions --------------------------------------------------------------
+
+
+def _cast_problem(df: DataFrame, dataset: str, casts: dict[str, str]) -> Column:
+    """The quarantine line for a row whose cast failed (a value that became null), else null."""
+    failures = [
+        F.when(
+            F.col(f"_before_{name}").isNotNull() & F.col(name).isNull(),
+            F.struct(F.lit(name).alias("field"), F.lit(f"cannot cast to {to}").alias("message")),
+        )
+        for name, to in casts.items()
+    ]
+    errors = F.filter(F.array(*failures), lambda e: e.isNotNull())
+    line = F.to_json(
+        F.struct(
+            F.lit(ENVELOPE_VERSION).alias("v"),
+            F.lit(dataset).alias("dataset"),
+            F.lit(STAGE).alias("stage"),
+            F.col(RAW_KEY).alias("raw_key"),
+            F.col(ID).alias("id"),
+            F.col(SOURCE).alias("source"),
+            F.date_format(RECEIVED_AT, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias("received_at"),
+            errors.alias("errors"),
+            F.col(VALUE).alias("line"),
+        )
+    )
+    return F.when(F.size(errors) > 0, line)
+
+
+def apply_mapping(rows: DataFrame, dataset: str, curated: CuratedSpec) -> DataFrame:
+    """ApplyMapping: rename, then cast (a failed cast sets `_problem`), then drop."""
+    known = set(rows.columns)
+    for name in [*curated.rename, *curated.drop]:
+        if name not in known and name not in curated.rename.values():
+            raise ValueError(f"curated mapping of {dataset} names unknown column {name!r}")
+    for old, new in curated.rename.items():
+        rows = rows.withColumnRenamed(old, new)
+    for name in curated.cast:
+        if name not in rows.columns:
+            raise ValueError(f"curated cast of {dataset} names unknown column {name!r}")
+    before = [F.col(n).alias(f"_before_{n}") for n in curated.cast]
+    rows = rows.select("*", *before)
+    for name, to in curated.cast.items():
+        rows = rows.withColumn(name, F.col(name).cast(to))
+    problem = _cast_problem(rows, dataset, curated.cast) if curated.cast else F.lit(None)
+    rows = rows.withColumn(PROBLEM, problem.cast(T.StringType()))
+    return rows.drop(*(f"_before_{n}" for n in curated.cast), *curated.drop)
+
+
+def with_partitions(rows: DataFrame, by: str, dataset: str) -> DataFrame:
+    """year/month/day (zero-padded text, UTC) of the `by` timestamp; a row without one is a
+    problem (it could not be placed)."""
+    if by not in rows.columns:
+        raise ValueError(f"curated partition_by of {dataset} names unknown column {by!r}")
+    at = F.col(by).cast(T.TimestampType())
+    missing = F.to_json(
+        F.struct(
+            F.lit(ENVELOPE_VERSION).alias("v"),
+            F.lit(dataset).alias("dataset"),
+            F.lit(STAGE).alias("stage"),
+            F.col(RAW_KEY).alias("raw_key"),
+            F.col(ID).alias("id"),
+            F.col(SOURCE).alias("source"),
+            F.array(
+                F.struct(
+                    F.lit(by).alias("field"),
+                    F.lit("no timestamp to partition by").alias("message"),
+                )
+            ).alias("errors"),
+            F.col(VALUE).alias("line"),
+        )
+    )
+    problem = F.coalesce(F.col(PROBLEM), F.when(at.isNull(), missing))
+    return rows.withColumns(
+        {
+            PROBLEM: problem,
+            "year": F.date_format(at, "yyyy"),
+            "month": F.date_format(at, "MM"),
+            "day": F.date_format(at, "dd"),
+        }
+    )
+
+
+def apply_filter(rows: DataFrame, condition: str | None) -> DataFrame:
+    """Filter: keep the rows for which `condition` is true (null counts as false)."""
+    if condition is None:
+        return rows
+    return rows.where(F.coalesce(F.expr(condition), F.lit(False)))
+
+
+# ---- dedupe -----------------------------------------------------------------------------------
+
+
+def first_arrivals(rows: DataFrame) -> DataFrame:
+    """One row per id: the earliest `received_at` (ties: the first raw object by key)."""
+    order = Window.partitionBy(ID).orderBy(F.col(RECEIVED_AT), F.col(RAW_KEY))
+    return rows.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
+
+
+def not_yet_curated(rows: DataFrame, existing_ids: DataFrame | None) -> DataFrame:
+    """Drop rows whose id is already in the curated partitions read (an anti-join)."""
+    if existing_ids is None:
+        return rows
+    return rows.join(existing_ids.select(ID).distinct(), on=ID, how="left_anti")
+
+
+def output_columns(rows: DataFrame) -> DataFrame:
+    """The columns written: everything but the ride-along ones."""
+    return rows.drop(VALUE, RAW_KEY, PROBLEM)

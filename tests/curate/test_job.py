@@ -1,0 +1,150 @@
+"""The curate job on fakes (memory lake, bookmark, catalog) and local Spark: counts, dedupe,
+bookmark, late data, crashes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from tests.curate.lake import envelope, land, post
+from tributary.dataset import DatasetRegistry
+from tributary.testing import FakeClock, MemoryRawWriter
+from tributary_curate.bookmark import MemoryBookmarkStore
+from tributary_curate.catalog import MemoryCatalog
+from tributary_curate.job import CurateJob
+from tributary_curate.staging import LocalStaging
+
+# py4j leaves the sockets of collect() to the garbage collector
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+HOUR = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def curated_rows(lake: MemoryRawWriter, dataset: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for key, obj in sorted(lake.objects.items()):
+        if key.startswith(f"curated/{dataset}/"):
+            rows += pq.read_table(io.BytesIO(obj.body)).to_pylist()
+    return rows
+
+
+def quarantined(lake: MemoryRawWriter, dataset: str) -> list[dict[str, Any]]:
+    import gzip
+
+    import orjson
+
+    lines = []
+    for key, obj in lake.objects.items():
+        if key.startswith(f"quarantine/{dataset}/"):
+            lines += [orjson.loads(x) for x in gzip.decompress(obj.body).splitlines() if x]
+    return lines
+
+
+class Harness:
+    def __init__(self, spark: SparkSession, tmp: Path, registry: DatasetRegistry) -> None:
+        self.lake = MemoryRawWriter()
+        self.bookmarks = MemoryBookmarkStore()
+        self.catalog = MemoryCatalog()
+        self.registry = registry
+        self.spark = spark
+        self.tmp = tmp
+        self.runs = 0
+
+    def job(self, step: Any = None) -> CurateJob:
+        self.runs += 1
+        kw = {"step": step} if step else {}
+        return CurateJob(
+            self.spark,
+            self.lake,
+            self.bookmarks,
+            self.catalog,
+            LocalStaging(self.tmp / f"run{self.runs}", self.lake),
+            FakeClock(datetime(2026, 3, 2, 9, tzinfo=UTC)),
+            "s3://lake",
+            crawler_name=lambda d: f"db-{d}-curated",
+            **kw,
+        )
+
+
+@pytest.fixture
+def harness(spark: SparkSession, tmp_path: Path, registry: DatasetRegistry) -> Harness:
+    return Harness(spark, tmp_path, registry)
+
+
+async def test_valid_records_curated_once_invalid_quarantined_with_reasons(
+    harness: Harness,
+) -> None:
+    lines = [envelope("posts", str(i), post(i)) for i in range(1, 21)]
+    lines += [envelope("posts", "5", post(5))]  # a duplicate (a retried request)
+    lines += [envelope("posts", "bad-1", post(99, userId="x"))]  # wrong type
+    lines += [envelope("posts", "bad-2", {"id": 98})]  # missing fields
+    lines += [b"{not json", envelope("events", "e1", {"type": "x"})]  # not ours
+    await land(harness.lake, "posts", HOUR, "b1", lines)
+    result = await harness.job().run(harness.registry["posts"])
+    rows = curated_rows(harness.lake, "posts")
+    assert sorted(r["_id"] for r in rows) == sorted(str(i) for i in range(1, 21))
+    assert (result.lines, result.curated, result.duplicates, result.quarantined) == (25, 20, 1, 4)
+    assert set(rows[0]) == {"_id", "_source", "_received_at", "id", "userId", "title", "body"}
+    bad = quarantined(harness.lake, "posts")
+    assert len(bad) == 4
+    reasons = {b["id"]: b["errors"] for b in bad}
+    assert reasons["bad-1"] == [{"field": "data.userId", "message": "must be integer, got string"}]
+    assert {e["field"] for e in reasons["bad-2"]} == {"data.userId", "data.title", "data.body"}
+    assert all(b["raw_key"].startswith("raw/posts/year=2026/") for b in bad)
+    assert harness.catalog.partitions["posts"] == {("2026", "03", "01")}
+    assert harness.catalog.crawls == ["db-posts-curated"]
+
+
+async def test_rerun_with_nothing_new_writes_nothing_and_late_data_is_picked_up(
+    harness: Harness,
+) -> None:
+    await land(harness.lake, "posts", HOUR, "b1", [envelope("posts", "1", post(1))])
+    await harness.job().run(harness.registry["posts"])
+    before = dict(harness.lake.objects)
+    again = await harness.job().run(harness.registry["posts"])
+    assert again.curated == 0
+    assert harness.lake.objects == before
+    # A late object in an old hour, carrying a new record and a duplicate of a curated one.
+    old = datetime(2026, 2, 27, 3, tzinfo=UTC)
+    late = [
+        envelope("posts", "2", post(2), "2026-02-27T03:00:00Z"),
+        envelope("posts", "1", post(1), "2026-03-01T12:30:00Z"),
+    ]
+    await land(harness.lake, "posts", old, "late", late)
+    result = await harness.job().run(harness.registry["posts"])
+    assert (result.raw_objects, result.curated, result.duplicates) == (1, 1, 1)
+    assert sorted(r["_id"] for r in curated_rows(harness.lake, "posts")) == ["1", "2"]
+
+
+@pytest.mark.parametrize("crash_at", ["after_write", "after_publish", "after_catalog"])
+async def test_crash_at_any_step_then_rerun_curates_each_record_once(
+    harness: Harness, crash_at: str
+) -> None:
+    class Crash(Exception):
+        pass
+
+    async def step(name: str) -> None:
+        if name == crash_at:
+            raise Crash(name)
+
+    days = [datetime(2026, 3, d, 8, tzinfo=UTC) for d in (1, 2, 3)]
+    for n, hour in enumerate(days):
+        batch = [
+            envelope("posts", str(i), post(i), f"{hour:%Y-%m-%dT%H}:00:00Z")
+            for i in range(n * 10 + 1, n * 10 + 11)
+        ]
+        await land(harness.lake, "posts", hour, f"b{n}", batch)
+    with contextlib.suppress(Crash):
+        await harness.job(step).run(harness.registry["posts"])
+    await harness.job().run(harness.registry["posts"])
+    ids = [r["_id"] for r in curated_rows(harness.lake, "posts")]
+    assert sorted(ids) == sorted(str(i) for i in range(1, 31))
+    assert len(harness.catalog.partitions["posts"]) == 3
