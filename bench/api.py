@@ -34,7 +34,7 @@ from tributary_stack import samples  # noqa: E402
 from tributary_stack.bootstrap import bootstrap  # noqa: E402
 from tributary_stack.moto import MotoServer, free_port, wait_for_port  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402
-from tributary_stack.table import render  # noqa: E402
+from tributary.table import render  # noqa: E402
 
 KEY = "bench-key"
 PATH = "/v1/datasets/posts/records"

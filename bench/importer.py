@@ -225,7 +225,7 @@ def main() -> None:
 
     from tributary_stack.moto import free_port
     from tributary_stack.process import ManagedProcess
-    from tributary_stack.table import render
+    from tributary.table import render
 
     pythons = tool_venvs()
     port = free_port()

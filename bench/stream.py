@@ -43,7 +43,7 @@ from tributary_stack.bootstrap import bootstrap  # noqa: E402
 from tributary_stack.inspect import read_lines, wait_checkpointed  # noqa: E402
 from tributary_stack.moto import MotoProcess  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402
-from tributary_stack.table import render  # noqa: E402
+from tributary.table import render  # noqa: E402
 from tributary_stream.consumer import Limits  # noqa: E402
 from tributary_stream.lease import DynamoDbLeaseStore  # noqa: E402
 from tributary_stream.route import Router  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 from botocore.exceptions import ClientError
 
@@ -22,8 +23,11 @@ _EXISTS = frozenset(
 )
 
 
-async def bootstrap(settings: AwsSettings, shards: int) -> None:
-    """Bucket, Kinesis stream (waits until ACTIVE), lease and state tables, Glue database."""
+async def bootstrap(
+    settings: AwsSettings, shards: int, crawlers: Mapping[str, str] | None = None
+) -> None:
+    """Bucket, Kinesis stream (waits until ACTIVE), lease and state tables, Glue database, and
+    the curated crawlers (name → dataset), new folders only as the deploy's addon makes them."""
     async with AwsClients(settings) as clients:
         s3, kinesis, dynamodb, glue = (
             await clients.s3(),
@@ -45,6 +49,18 @@ async def bootstrap(settings: AwsSettings, shards: int) -> None:
                 )
         async with _exists_ok("glue database", settings.glue_database):
             await glue.create_database(DatabaseInput={"Name": settings.glue_database})
+        for name, dataset in (crawlers or {}).items():
+            async with _exists_ok("crawler", name):
+                await glue.create_crawler(
+                    Name=name,
+                    Role="arn:aws:iam::123456789012:role/tributary-crawler",
+                    DatabaseName=settings.glue_database,
+                    Targets={
+                        "S3Targets": [{"Path": f"s3://{settings.lake_bucket}/curated/{dataset}/"}]
+                    },
+                    RecrawlPolicy={"RecrawlBehavior": "CRAWL_NEW_FOLDERS_ONLY"},
+                    SchemaChangePolicy={"UpdateBehavior": "LOG", "DeleteBehavior": "LOG"},
+                )
         for _ in range(200):
             summary = await kinesis.describe_stream_summary(StreamName=settings.stream_name)
             if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":

@@ -25,10 +25,10 @@ import orjson
 
 from tributary.envelope import Envelope
 from tributary.layout import Zone
+from tributary.table import render
 from tributary_stack import samples
 from tributary_stack.inspect import read_lines, read_stream, wait_checkpointed
 from tributary_stack.stack import LocalStack
-from tributary_stack.table import render
 
 
 @dataclass

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from tributary.dataset import DatasetRegistry
 from tributary.settings import AwsSettings
 from tributary_api.auth import hash_key
+from tributary_curate.settings import CurateSettings
 from tributary_stack.bootstrap import bootstrap
 from tributary_stack.moto import MotoServer, free_port
 from tributary_stack.process import ManagedProcess
@@ -89,12 +91,20 @@ class LocalStack:
             }
         )
 
+    def crawlers(self) -> dict[str, str]:
+        """The curated crawlers the deploy's addon creates: name → dataset."""
+        curate = CurateSettings.model_validate(
+            {"GLUE_DATABASE": self.settings.glue_database, **self.env}
+        )
+        registry = DatasetRegistry.from_file(curate.datasets_config)
+        return {curate.crawler_for(name): name for name in registry}
+
     def start(self) -> LocalStack:
         """moto, bootstrap, API; returns once the API is ready."""
         for name, value in LOCAL_CREDENTIALS.items():
             os.environ[name] = value
         self.moto.start()
-        asyncio.run(bootstrap(self.aws_settings(), self.settings.shards))
+        asyncio.run(bootstrap(self.aws_settings(), self.settings.shards, self.crawlers()))
         child_env = {**os.environ, **self.env}
         api = ManagedProcess.python_module("api", "tributary_api", [], child_env, self._out)
         self.processes.append(api.start())

@@ -1,0 +1,186 @@
+"""`python -m tributary_curate`: the curate job's local runner, a DuckDB query over the curated
+zone, and the bookmarks.
+
+  run [--dataset X]… [--loop --interval N]   curate what is new in raw (Spark local[*])
+  query "select count(*) from posts"         DuckDB over curated/ (synced to a local cache)
+  bookmark show|reset [--dataset X]…          what curate remembers per dataset
+
+Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+
+from tributary.aws import AwsClients
+from tributary.clock import SystemClock
+from tributary.dataset import DatasetRegistry
+from tributary.errors import PermanentError, TransientError, TributaryError
+from tributary.log import configure_logging
+from tributary.s3_writer import S3RawWriter
+from tributary.table import render
+from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
+from tributary_curate.catalog import GlueCatalog
+from tributary_curate.job import CurateJob, CurateResult
+from tributary_curate.query import run_query, sync_curated
+from tributary_curate.settings import CurateSettings
+from tributary_curate.staging import LocalStaging
+
+EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tributary_curate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="curate what is new in raw")
+    run.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    run.add_argument("--loop", action="store_true", help="run every --interval seconds")
+    run.add_argument("--interval", type=float, help="seconds between loop runs")
+    query = sub.add_parser("query", help="SQL over the curated zone (DuckDB)")
+    query.add_argument("sql")
+    query.add_argument("--no-sync", action="store_true", help="use the cache as it is")
+    bookmark = sub.add_parser("bookmark", help="show or reset curate bookmarks")
+    bookmark.add_argument("action", choices=["show", "reset"])
+    bookmark.add_argument("--dataset", action="append")
+    return parser
+
+
+def results_table(results: Sequence[CurateResult]) -> str:
+    """The run summary a person reads."""
+    rows = [
+        [
+            r.dataset,
+            r.run,
+            r.raw_objects,
+            r.lines,
+            r.curated,
+            r.duplicates,
+            r.filtered,
+            r.quarantined,
+            r.files,
+            len(r.partitions),
+            f"{r.seconds:.1f}",
+        ]
+        for r in results
+    ]
+    headers = [
+        "dataset",
+        "run",
+        "raw objects",
+        "lines",
+        "curated",
+        "duplicates",
+        "filtered",
+        "quarantined",
+        "files",
+        "partitions",
+        "seconds",
+    ]
+    return render(headers, rows)
+
+
+async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
+    registry = DatasetRegistry.from_file(settings.datasets_config)
+    names: list[str] = getattr(args, "dataset", None) or list(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise PermanentError(f"unknown dataset(s) {unknown}; known: {sorted(registry)}")
+    async with AwsClients(settings) as clients:
+        s3 = await clients.s3()
+        lake = S3RawWriter(s3, settings.lake_bucket)
+        bookmarks = S3BookmarkStore(s3, settings.lake_bucket)
+        if args.command == "query":
+            if not args.no_sync:
+                await sync_curated(lake, settings.query_cache)
+            columns, rows = run_query(settings.query_cache, args.sql)
+            print(render(columns, rows))
+            return EXIT_OK
+        if args.command == "bookmark":
+            for name in names:
+                if args.action == "reset":
+                    await s3.delete_object(Bucket=settings.lake_bucket, Key=bookmark_key(name))
+                    print(f"{name}: bookmark reset; the next run re-reads all of raw/{name}/")
+                    continue
+                mark = await bookmarks.get(name)
+                doc = {**mark.document(), "processed": len(mark.processed)}
+                print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+            return EXIT_OK
+        from tributary_curate.spark import local_session  # starting a JVM: only when running
+
+        spark = local_session()
+        catalog = GlueCatalog(await clients.glue(), settings.glue_database)
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+
+        async def once() -> int:
+            results, worst = [], EXIT_OK
+            for name in names:
+                with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+                    job = CurateJob(
+                        spark,
+                        lake,
+                        bookmarks,
+                        catalog,
+                        LocalStaging(Path(tmp), lake),
+                        SystemClock(),
+                        f"s3://{settings.lake_bucket}",
+                        crawler_name=settings.crawler_for,
+                        progress=lambda text: print(text, file=sys.stderr),
+                    )
+                    try:
+                        results.append(await job.run(registry[name]))
+                    except TransientError as exc:
+                        print(f"{name}: failed, retry later: {exc}", file=sys.stderr)
+                        worst = max(worst, EXIT_RETRY)
+                    except PermanentError as exc:
+                        print(f"{name}: failed: {exc}", file=sys.stderr)
+                        worst = EXIT_PERMANENT
+            print(results_table(results))
+            return worst
+
+        try:
+            if not args.loop:
+                return await once()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            while not stop.is_set():
+                await once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.interval or settings.interval_s)
+            return EXIT_OK
+        finally:
+            spark.stop()
+
+
+def main() -> None:
+    """Entry point."""
+    args = _parser().parse_args()
+    settings = CurateSettings()
+    configure_logging("curate", settings.log_level)
+    try:
+        code = asyncio.run(_main(args, settings))
+    except PermanentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_PERMANENT
+    except TributaryError as exc:
+        print(f"error (transient, run again later): {exc}", file=sys.stderr)
+        code = EXIT_RETRY
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
