@@ -1,0 +1,167 @@
+"""Transformations on small DataFrames: flatten or keep, rename/cast/drop (a failed cast is
+quarantined), filters, schema drift (carried or ignored), event-time partitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from pyspark.sql import DataFrame, SparkSession
+
+from tributary.dataset import DatasetRegistry
+from tributary.envelope import encode_envelope
+from tributary_curate.transform import (
+    PROBLEM,
+    apply_filter,
+    apply_mapping,
+    check_lines,
+    first_arrivals,
+    output_columns,
+    typed_rows,
+    with_partitions,
+)
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+
+SCHEMA = """
+    id_field: id
+    schema:
+      fields:
+        id: {type: integer, required: true}
+        name: {type: string, required: true}
+        price: {type: string}
+        shipped_at: {type: timestamp}
+        address:
+          type: object
+          fields:
+            city: {type: string}
+            geo: {type: object, fields: {lat: {type: number}, lng: {type: number}}}
+        tags: {type: array, items: {type: string}}
+"""
+
+
+def registry(curated: str = "") -> DatasetRegistry:
+    block = f"    curated:\n{curated}" if curated else ""
+    return DatasetRegistry.from_yaml(f"datasets:\n  orders:\n{SCHEMA}{block}")
+
+
+def order(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": i,
+        "name": f"order {i}",
+        "price": f"{i}.50",
+        "shipped_at": f"2026-04-0{1 + i % 3}T08:00:00Z",
+        "address": {"city": "Lyon", "geo": {"lat": 45.7, "lng": 4.8}},
+        "tags": ["a", "b"],
+        **extra,
+    }
+
+
+def lines(
+    spark: SparkSession, records: list[dict[str, Any]], at: str = "2026-04-05T09:00:00Z"
+) -> DataFrame:
+    rows = [
+        (encode_envelope("orders", str(r["id"]), "api", at, r).decode(), "raw/orders/k1.ndjson.gz")
+        for r in records
+    ]
+    return spark.createDataFrame(rows, "value string, raw_key string")
+
+
+def curate(
+    spark: SparkSession, reg: DatasetRegistry, records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    dataset = reg["orders"]
+    checked = check_lines(lines(spark, records), dataset)
+    rows = apply_mapping(typed_rows(checked, dataset), "orders", dataset.curated)
+    rows = with_partitions(rows, dataset.curated.partition_by, "orders")
+    bad = [orjson.loads(r[PROBLEM]) for r in rows.where(f"{PROBLEM} is not null").collect()]
+    good = apply_filter(rows.where(f"{PROBLEM} is null"), dataset.curated.filter)
+    out = output_columns(first_arrivals(good))
+    return [r.asDict(recursive=True) for r in out.orderBy("_id").collect()], bad
+
+
+def test_flatten_is_the_default(spark: SparkSession) -> None:
+    rows, bad = curate(spark, registry(), [order(1)])
+    assert bad == []
+    assert rows[0]["address_city"] == "Lyon"
+    assert rows[0]["address_geo_lat"] == 45.7
+    assert rows[0]["tags"] == ["a", "b"]
+    assert rows[0]["shipped_at"].isoformat().startswith("2026-04-02T08:00")
+    assert (rows[0]["year"], rows[0]["month"], rows[0]["day"]) == ("2026", "04", "05")
+
+
+def test_nested_kept_as_structs(spark: SparkSession) -> None:
+    rows, _ = curate(spark, registry("      nested: keep\n"), [order(1)])
+    assert rows[0]["address"] == {"city": "Lyon", "geo": {"lat": 45.7, "lng": 4.8}}
+
+
+def test_rename_cast_drop_and_a_failed_cast_goes_to_quarantine(spark: SparkSession) -> None:
+    mapping = (
+        "      rename: {name: title, address_city: city}\n"
+        "      cast: {price: 'decimal(10,2)'}\n"
+        "      drop: [tags, address_geo_lat, address_geo_lng]\n"
+    )
+    rows, bad = curate(spark, registry(mapping), [order(1), order(2, price="n/a")])
+    assert [r["_id"] for r in rows] == ["1"]
+    assert set(rows[0]) == {
+        "_id",
+        "_source",
+        "_received_at",
+        "id",
+        "title",
+        "price",
+        "shipped_at",
+        "city",
+        "year",
+        "month",
+        "day",
+    }
+    assert str(rows[0]["price"]) == "1.50"
+    assert len(bad) == 1
+    assert bad[0]["id"] == "2"
+    assert bad[0]["errors"] == [{"field": "price", "message": "cannot cast to decimal(10,2)"}]
+    assert orjson.loads(bad[0]["line"])["data"]["price"] == "n/a"
+
+
+def test_filter_drops_rows(spark: SparkSession) -> None:
+    rows, bad = curate(
+        spark, registry("      filter: 'id % 2 = 0'\n"), [order(i) for i in range(1, 7)]
+    )
+    assert [r["id"] for r in rows] == [2, 4, 6]
+    assert bad == []
+
+
+@pytest.mark.parametrize("mode", ["ignore", "carry"])
+def test_schema_drift_is_ignored_or_carried_never_a_crash(spark: SparkSession, mode: str) -> None:
+    records = [order(1), order(2, coupon="SPRING", score=3)]
+    rows, bad = curate(spark, registry(f"      extra_fields: {mode}\n"), records)
+    assert bad == []
+    assert [r["_id"] for r in rows] == ["1", "2"]
+    if mode == "ignore":
+        assert "_extra" not in rows[0]
+        assert "coupon" not in rows[1]
+    else:
+        assert rows[0]["_extra"] == {}
+        assert rows[1]["_extra"] == {"coupon": "SPRING", "score": "3"}
+
+
+def test_event_time_partitions_and_a_row_without_one_is_quarantined(spark: SparkSession) -> None:
+    rows, bad = curate(
+        spark,
+        registry("      partition_by: shipped_at\n"),
+        [order(1), {k: v for k, v in order(2).items() if k != "shipped_at"}],
+    )
+    assert [(r["_id"], r["day"]) for r in rows] == [("1", "02")]
+    assert [b["errors"][0]["field"] for b in bad] == ["shipped_at"]
+
+
+def test_invalid_records_carry_field_and_reason(spark: SparkSession) -> None:
+    dataset = registry()["orders"]
+    checked = check_lines(lines(spark, [order(1, id="x"), order(2)]), dataset)
+    problems = [orjson.loads(r[PROBLEM]) for r in checked.where(f"{PROBLEM} is not null").collect()]
+    assert [p["errors"] for p in problems] == [
+        [{"field": "data.id", "message": "must be integer, got string"}]
+    ]
