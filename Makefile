@@ -9,7 +9,7 @@ STAMP := .venv/.installed-stamp
 LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml) \
 	tools/kinesis-local/package-lock.json
 
-.PHONY: help install demo test up lint fmt bench
+.PHONY: help install demo test up curate query lint fmt bench
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,15 @@ demo: $(STAMP) ## Run the whole pipeline once on the embedded stack and print a 
 up: $(STAMP) ## Run the embedded stack in the foreground (Ctrl+C stops it)
 	$(VENV_PY) -m tributary_stack up
 
+STACK_ENV := .local/stack.env
+curate: $(STAMP) ## Curate raw → curated Parquet on the running stack (make up), DATASET=… for one
+	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start the stack with 'make up' first"; exit 2; }
+	source $(STACK_ENV) && $(VENV_PY) -m tributary_curate run $(if $(DATASET),--dataset $(DATASET))
+
+query: $(STAMP) ## DuckDB over the curated zone of the running stack: make query SQL="select …"
+	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start the stack with 'make up' first"; exit 2; }
+	source $(STACK_ENV) && $(VENV_PY) -m tributary_curate query "$(or $(SQL),select count(*) from posts)"
+
 test: $(STAMP) lint ## Lint, type-check and run the whole test suite
 	$(VENV_PY) -m pytest
 
@@ -45,3 +54,4 @@ bench: $(STAMP) ## Run the benchmarks (prints tables with same-run baselines)
 	$(VENV_PY) bench/api.py
 	$(VENV_PY) bench/stream.py
 	$(VENV_PY) bench/importer.py
+	$(VENV_PY) bench/curate.py

@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stack" / "src"))
 
 from tributary.settings import AwsSettings  # noqa: E402
+from tributary.table import render  # noqa: E402
 from tributary_api.auth import hash_key  # noqa: E402
 from tributary_stack import samples  # noqa: E402
 from tributary_stack.bootstrap import bootstrap  # noqa: E402
 from tributary_stack.moto import MotoServer, free_port, wait_for_port  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402
-from tributary.table import render  # noqa: E402
 
 KEY = "bench-key"
 PATH = "/v1/datasets/posts/records"

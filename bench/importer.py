@@ -223,9 +223,9 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    from tributary.table import render
     from tributary_stack.moto import free_port
     from tributary_stack.process import ManagedProcess
-    from tributary.table import render
 
     pythons = tool_venvs()
     port = free_port()

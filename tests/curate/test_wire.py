@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATASETS_CONFIG, lake_settings
+from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
 from tests.curate.lake import envelope, land, post
 from tributary.aws import AwsClients
 from tributary.s3_writer import S3RawWriter
@@ -28,6 +28,22 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=240,
         check=False,
+    )
+
+
+def glue_script(
+    args: dict[str, str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """The Glue job script, run as Glue runs it (`--NAME value` arguments)."""
+    argv = [x for name, value in args.items() for x in (f"--{name}", value)]
+    return subprocess.run(
+        [sys.executable, str(REPO / "glue" / "scripts" / "curate_job.py"), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=cwd,
     )
 
 
@@ -86,3 +102,39 @@ async def test_run_query_rerun_bookmark_and_catalog(moto: MotoServer, tmp_path: 
         assert len(mark.processed) == 2
         quarantine = await s3.keys("quarantine/posts/")
         assert len(quarantine) == 1
+
+
+@pytest.mark.timeout(600)
+async def test_glue_entry_script_runs_locally_with_the_registry_in_s3(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The Glue job script without awsglue: same job, local session; Glue-style arguments,
+    the dataset registry read from s3://."""
+    lake = lake_settings(moto.endpoint)
+    await bootstrap(lake, shards=1)
+    async with AwsClients(lake) as clients:
+        s3 = await clients.s3()
+        await s3.put_object(
+            Bucket=lake.lake_bucket, Key="config/datasets.yaml", Body=DATASETS_CONFIG.read_bytes()
+        )
+        writer = S3RawWriter(s3, lake.lake_bucket)
+        hour = datetime(2026, 3, 1, 10, tzinfo=UTC)
+        await land(
+            writer, "posts", hour, "b1", [envelope("posts", str(i), post(i)) for i in range(1, 11)]
+        )
+        result = glue_script(
+            {
+                "JOB_NAME": "curate",
+                "LAKE_BUCKET": lake.lake_bucket,
+                "GLUE_DATABASE": lake.glue_database,
+                "DATASETS_CONFIG": f"s3://{lake.lake_bucket}/config/datasets.yaml",
+                "DATASETS": "posts",
+            },
+            {**os.environ, "AWS_ENDPOINT_URL": moto.endpoint, "LOG_LEVEL": "WARNING"},
+            tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "'curated': 10" in result.stdout
+        keys = await writer.keys("curated/posts/year=2026/month=03/day=01/")
+        assert len(keys) >= 1
+        assert all(k.endswith(".snappy.parquet") for k in keys)

@@ -22,20 +22,18 @@ from pathlib import Path
 import orjson
 
 from tributary.aws import AwsClients
-from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TransientError, TributaryError
+from tributary.errors import PermanentError, TributaryError
 from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
 from tributary_curate.catalog import GlueCatalog
-from tributary_curate.job import CurateJob, CurateResult
+from tributary_curate.job import CurateResult
 from tributary_curate.query import run_query, sync_curated
+from tributary_curate.runner import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY, curate_datasets
 from tributary_curate.settings import CurateSettings
 from tributary_curate.staging import LocalStaging
-
-EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,30 +123,19 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
         settings.work_dir.mkdir(parents=True, exist_ok=True)
 
         async def once() -> int:
-            results, worst = [], EXIT_OK
-            for name in names:
-                with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
-                    job = CurateJob(
-                        spark,
-                        lake,
-                        bookmarks,
-                        catalog,
-                        LocalStaging(Path(tmp), lake),
-                        SystemClock(),
-                        f"s3://{settings.lake_bucket}",
-                        crawler_name=settings.crawler_for,
-                        progress=lambda text: print(text, file=sys.stderr),
-                    )
-                    try:
-                        results.append(await job.run(registry[name]))
-                    except TransientError as exc:
-                        print(f"{name}: failed, retry later: {exc}", file=sys.stderr)
-                        worst = max(worst, EXIT_RETRY)
-                    except PermanentError as exc:
-                        print(f"{name}: failed: {exc}", file=sys.stderr)
-                        worst = EXIT_PERMANENT
-            print(results_table(results))
-            return worst
+            with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+                results, code = await curate_datasets(
+                    spark,
+                    settings,
+                    registry,
+                    names,
+                    lake,
+                    bookmarks,
+                    catalog,
+                    lambda name: LocalStaging(Path(tmp) / name, lake),
+                )
+            print(results_table(results), flush=True)
+            return code
 
         try:
             if not args.loop:

@@ -32,6 +32,7 @@ from tributary_curate.transform import (
     ID,
     PARTITION_COLUMNS,
     PROBLEM,
+    VALUE,
     apply_filter,
     apply_mapping,
     check_lines,
@@ -45,6 +46,7 @@ from tributary_curate.transform import (
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIX = ".snappy.parquet"
+ROWS_PER_FILE = 500_000
 
 
 class Staging(Protocol):
@@ -184,39 +186,42 @@ class CurateJob:
         raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
         lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
         lines = lines.where(F.length(F.trim("value")) > 0)
-        checked = check_lines(lines, dataset).persist()
-        rows = typed_rows(checked, dataset)
+        rows = typed_rows(check_lines(lines, dataset), dataset)
         rows = apply_mapping(rows, dataset.name, curated)
-        rows = with_partitions(rows, curated.partition_by, dataset.name).persist()
-        quarantine = (
-            checked.where(F.col(PROBLEM).isNotNull())
-            .select(PROBLEM)
-            .unionByName(rows.where(F.col(PROBLEM).isNotNull()).select(PROBLEM))
-        )
-        valid = rows.where(F.col(PROBLEM).isNull())
-        kept = apply_filter(valid, curated.filter)
-        first = first_arrivals(kept).persist()
-
+        rows = with_partitions(rows, curated.partition_by, dataset.name)
+        # A problem line carries the raw line in it: the raw text is not needed past here.
+        rows = rows.drop(VALUE).persist()
+        ok = F.col(PROBLEM).isNull()
+        kept = apply_filter(rows.where(ok), curated.filter)
         self._progress(f"{dataset.name}: checking {len(paths)} raw objects")
-        lines_n = checked.count()
-        valid_n = valid.count()
-        kept_n = kept.count() if curated.filter else valid_n
+        passes = F.coalesce(F.expr(curated.filter or "true"), F.lit(False))
+        counts = rows.agg(
+            F.count(F.lit(1)).alias("lines"),
+            F.count_if(ok).alias("valid"),
+            F.count_if(ok & passes).alias("kept"),
+        ).first()
+        assert counts is not None  # an aggregate always has one row
+        lines_n, valid_n, kept_n = (int(counts[n]) for n in ("lines", "valid", "kept"))
+        first = first_arrivals(kept).persist()
         touched = sorted(tuple(r) for r in first.select(*PARTITION_COLUMNS).distinct().collect())
         existing = await self._existing_ids(dataset, touched)
-        fresh = not_yet_curated(first, existing).persist()
-        curated_n = fresh.count()
+        fresh = not_yet_curated(first, existing)
+        curated_n = fresh.count() if existing is not None else first.count()
         # Every touched partition holds curated rows now or after this write; all are (re)declared
         # to the catalog, so a rerun after a crash before the catalog step still registers them.
         partitions = touched
         self._progress(f"{dataset.name}: writing {curated_n} rows, {len(partitions)} partitions")
         out = output_columns(fresh)
         if curated_n:
-            out.repartition(*PARTITION_COLUMNS).write.partitionBy(*PARTITION_COLUMNS).parquet(
+            # No second shuffle: fewer tasks (≈ ROWS_PER_FILE rows each) each write one file
+            # per day they hold, instead of every shuffle partition writing a small one.
+            tasks = max(1, -(-curated_n // ROWS_PER_FILE))
+            out.coalesce(tasks).write.partitionBy(*PARTITION_COLUMNS).parquet(
                 self._staging.output("curated"), mode="overwrite", compression="snappy"
             )
         quarantined_n = lines_n - valid_n
         if quarantined_n:
-            quarantine.coalesce(1).write.text(
+            rows.where(~ok).select(PROBLEM).coalesce(1).write.mode("overwrite").text(
                 self._staging.output("quarantine"), compression="gzip"
             )
         columns = tuple(
@@ -224,7 +229,7 @@ class CurateJob:
             for f in out.schema.fields
             if f.name not in PARTITION_COLUMNS
         )
-        for df in (checked, rows, first, fresh):
+        for df in (rows, first):
             df.unpersist()
         return _Written(
             lines=lines_n,

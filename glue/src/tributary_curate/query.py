@@ -56,7 +56,7 @@ def connect(cache: Path) -> duckdb.DuckDBPyConnection:
             continue
         pattern = str(folder / "**" / "*.parquet").replace("'", "''")
         db.execute(
-            f'CREATE VIEW "{folder.name}" AS SELECT * FROM read_parquet(\'{pattern}\', '
+            f"CREATE VIEW \"{folder.name}\" AS SELECT * FROM read_parquet('{pattern}', "
             "hive_partitioning = true, union_by_name = true)"
         )
     return db

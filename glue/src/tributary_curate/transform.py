@@ -189,12 +189,15 @@ def envelope_schema(schema: SchemaSpec) -> T.StructType:
 
 
 def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
-    """Valid envelopes → id, source, received_at (timestamp), the data columns, [_extra]."""
+    """Checked lines → _id, _source, _received_at (timestamp), the data columns, [_extra].
+    Lines with a problem pass through (typed columns null) so one DataFrame carries both."""
     curated = dataset.curated
     carry = curated.extra_fields is ExtraFields.CARRY
     schema = envelope_schema(dataset.schema)
-    valid = checked.where(F.col(PROBLEM).isNull())
-    parsed = valid.select(F.from_json(F.col(VALUE), schema).alias("e"), VALUE, RAW_KEY)
+    ok = F.col(PROBLEM).isNull()
+    parsed = checked.select(
+        F.when(ok, F.from_json(F.col(VALUE), schema)).alias("e"), VALUE, RAW_KEY, PROBLEM
+    )
     if carry:  # the data object read a second time, as a map: its undeclared keys
         parsed = parsed.withColumn(
             "_all",
@@ -218,7 +221,7 @@ def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
         columns.append(
             F.map_filter("_all", lambda k, _v: ~F.array_contains(declared, k)).alias(EXTRA_COLUMN)
         )
-    return parsed.select(*columns, VALUE, RAW_KEY)
+    return parsed.select(*columns, VALUE, RAW_KEY, PROBLEM)
 
 
 # ---- mapping, filter, partitions --------------------------------------------------------------
@@ -266,7 +269,7 @@ def apply_mapping(rows: DataFrame, dataset: str, curated: CuratedSpec) -> DataFr
     for name, to in curated.cast.items():
         rows = rows.withColumn(name, F.col(name).cast(to))
     problem = _cast_problem(rows, dataset, curated.cast) if curated.cast else F.lit(None)
-    rows = rows.withColumn(PROBLEM, problem.cast(T.StringType()))
+    rows = rows.withColumn(PROBLEM, F.coalesce(F.col(PROBLEM), problem.cast(T.StringType())))
     return rows.drop(*(f"_before_{n}" for n in curated.cast), *curated.drop)
 
 

@@ -1,0 +1,202 @@
+"""Benchmark the curate job beside a bare Spark format switch and DuckDB, same run, same files.
+
+1M generated `posts` envelopes (~300 B each, 1% invalid, 1% duplicates) in 100 gzip NDJSON raw
+objects on local disk:
+- ours: the real CurateJob (stage → validate → type → map → dedupe → anti-join → Parquet →
+  publish create-only → catalog (in memory) → bookmark), Spark local[*];
+- bare Spark: `spark.read.json(files).write.parquet(…)` in the same session (schema inferred,
+  no validation, no dedupe): the floor for a Spark job reading these files. Target ratio ≤ 1.5;
+- DuckDB: `COPY (SELECT * FROM read_json(files)) TO … (FORMAT parquet)`, the single-node
+  reference.
+Run: `make bench` or `python bench/curate.py [--records N] [--rounds R]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECTS = 100
+
+from tributary.batch import encode_ndjson_gz  # noqa: E402
+from tributary.clock import SystemClock  # noqa: E402
+from tributary.dataset import DatasetRegistry  # noqa: E402
+from tributary.envelope import encode_envelope  # noqa: E402
+from tributary.file_writer import FileRawWriter  # noqa: E402
+from tributary.layout import Zone, object_key  # noqa: E402
+from tributary.raw_writer import RawObject  # noqa: E402
+from tributary.table import render  # noqa: E402
+from tributary_curate.bookmark import MemoryBookmarkStore  # noqa: E402
+from tributary_curate.catalog import MemoryCatalog  # noqa: E402
+from tributary_curate.job import CurateJob  # noqa: E402
+from tributary_curate.spark import local_session  # noqa: E402
+from tributary_curate.staging import LocalStaging  # noqa: E402
+
+REGISTRY = DatasetRegistry.from_file(ROOT / "config" / "datasets.yaml")
+WORDS = [
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+]
+
+
+def record(i: int) -> dict[str, object]:
+    text = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(28))
+    post: dict[str, object] = {"userId": 1 + i % 10, "id": i + 1, "title": text[:60], "body": text}
+    if i % 100 == 7:
+        post["userId"] = "n/a"  # invalid: quarantined
+    return post
+
+
+async def generate(root: Path, records: int) -> list[str]:
+    """`records` envelopes (1% invalid, 1% repeated in a later object) as raw objects."""
+    writer = FileRawWriter(root)
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    per = records // OBJECTS
+    keys = []
+    for n in range(OBJECTS):
+        at = start + timedelta(minutes=15 * n)
+        stamp = at.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        ids = list(range(n * per, (n + 1) * per))
+        if n:
+            ids[: per // 100] = range(n * per - per // 100, n * per)  # the previous object's last
+        lines = [encode_envelope("posts", str(i + 1), "api", stamp, record(i)) for i in ids]
+        key = object_key(Zone.RAW, "posts", at, "api", f"b{n:04d}")
+        await writer.put(RawObject(key, encode_ndjson_gz(lines), len(lines), "", ""))
+        keys.append(key)
+    return keys
+
+
+def run_ours(spark: object, lake_root: Path, work: Path) -> dict[str, float]:
+    lake = FileRawWriter(lake_root)
+    job = CurateJob(
+        spark,  # type: ignore[arg-type]
+        lake,
+        MemoryBookmarkStore(),
+        MemoryCatalog(),
+        LocalStaging(work, lake),
+        SystemClock(),
+        "s3://bench",
+    )
+    started = time.perf_counter()
+    result = asyncio.run(job.run(REGISTRY["posts"]))
+    return {
+        "seconds": time.perf_counter() - started,
+        "rows": result.curated,
+        "quarantined": result.quarantined,
+        "duplicates": result.duplicates,
+    }
+
+
+def run_bare(spark: object, files: list[str], out: Path) -> dict[str, float]:
+    started = time.perf_counter()
+    df = spark.read.json(files)  # type: ignore[attr-defined]
+    df.write.parquet(str(out), mode="overwrite", compression="snappy")
+    seconds = time.perf_counter() - started
+    rows = spark.read.parquet(str(out)).count()  # type: ignore[attr-defined]
+    return {"seconds": seconds, "rows": rows}
+
+
+def run_duckdb(files: list[str], out: Path) -> dict[str, float]:
+    import duckdb
+
+    db = duckdb.connect()
+    listed = ", ".join(f"'{f}'" for f in files)
+    started = time.perf_counter()
+    db.execute(
+        f"COPY (SELECT * FROM read_json([{listed}], format = 'newline_delimited')) "
+        f"TO '{out}' (FORMAT parquet, COMPRESSION snappy)"
+    )
+    seconds = time.perf_counter() - started
+    rows = db.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()
+    db.close()
+    return {"seconds": seconds, "rows": rows[0] if rows else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "curate.json")
+    args = parser.parse_args()
+    spark = local_session(shuffle_partitions=8)
+    runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": [], "duckdb": []}
+    with tempfile.TemporaryDirectory(
+        dir=ROOT / ".local" if (ROOT / ".local").exists() else None
+    ) as tmp:
+        root = Path(tmp)
+        keys = asyncio.run(generate(root / "lake", args.records))
+        files = [str(root / "lake" / k) for k in keys]
+        size = sum(os.path.getsize(f) for f in files)
+        print(
+            f"generated {args.records:,} records in {len(files)} objects ({size / 1e6:.0f} MB gz)"
+        )
+        for n in range(args.rounds):  # interleaved; the first round also warms the JVM up
+            runs["bare"].append(run_bare(spark, files, root / f"bare{n}"))
+            lake = root / f"lake{n}"
+            shutil.copytree(root / "lake", lake)
+            runs["ours"].append(run_ours(spark, lake, root / f"work{n}"))
+            runs["duckdb"].append(run_duckdb(files, root / f"duck{n}.parquet"))
+            print(
+                f"round {n + 1}: "
+                + ", ".join(f"{k} {v[-1]['seconds']:.1f}s" for k, v in runs.items())
+            )
+    spark.stop()
+
+    med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    rows_out = {k: v[-1]["rows"] for k, v in runs.items()}
+    labels = {
+        "bare": "bare Spark read.json → parquet",
+        "ours": "tributary curate job",
+        "duckdb": "DuckDB read_json → parquet",
+    }
+    table = [
+        [
+            labels[k],
+            f"{rows_out[k]:,.0f}",
+            f"{med[k]:.1f}",
+            f"{args.records / med[k]:,.0f}",
+            "1.00 (baseline)" if k == "bare" else f"{med[k] / med['bare']:.2f}",
+        ]
+        for k in ("bare", "ours", "duckdb")
+    ]
+    title = (
+        f"\nCurating {args.records:,} raw records (~300 B, 1% invalid, 1% duplicate), median of "
+        f"{args.rounds}; {platform.machine()} x{os.cpu_count()}, Python {platform.python_version()}"
+    )
+    headers = ["job", "rows out", "seconds", "input records/s", "time × bare Spark"]
+    print(render(headers, table, title=title))
+    ours = runs["ours"][-1]
+    print(
+        f"ours: {ours['quarantined']:,.0f} quarantined, "
+        f"{ours['duplicates']:,.0f} duplicates dropped"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"runs": runs, "median_seconds": med}, indent=2))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The curate job as a Glue 5.0 job (Spark 3.5, Python 3.11).
+
+Job arguments (the deploy's addon sets them): `--LAKE_BUCKET`, `--GLUE_DATABASE`,
+`--DATASETS_CONFIG` (an `s3://` URI or a path), optional `--DATASETS` (comma-separated) and
+`--CURATE_CRAWLER_NAME`. The tributary packages ship as wheels in `--additional-python-modules`;
+`--job-bookmark-option job-bookmark-disable`: the job keeps its own bookmark in the lake (see
+`tributary_curate.bookmark`). GlueContext / Job are used only when `awsglue` is importable;
+anywhere else this runs the same job on a local session with local staging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tributary.aws import AwsClients
+from tributary.dataset import DatasetRegistry
+from tributary.log import configure_logging
+from tributary.s3_writer import S3RawWriter
+from tributary_curate.bookmark import S3BookmarkStore
+from tributary_curate.catalog import GlueCatalog
+from tributary_curate.job import Staging
+from tributary_curate.runner import curate_datasets
+from tributary_curate.settings import CurateSettings
+from tributary_curate.spark import configure, local_session
+from tributary_curate.staging import LocalStaging, S3Staging
+
+ARGUMENTS = ("LAKE_BUCKET", "GLUE_DATABASE", "DATASETS_CONFIG")
+OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME")
+
+
+def job_arguments(argv: Sequence[str]) -> dict[str, str]:
+    """`--NAME value` pairs, as Glue passes them."""
+    found, items = {}, list(argv)
+    for i, item in enumerate(items):
+        if item.startswith("--") and i + 1 < len(items):
+            found[item[2:]] = items[i + 1]
+    return found
+
+
+async def _registry(settings: CurateSettings, clients: AwsClients) -> DatasetRegistry:
+    location = str(os.environ.get("DATASETS_CONFIG", settings.datasets_config))
+    if not location.startswith("s3://"):
+        return DatasetRegistry.from_file(Path(location))
+    bucket, _, key = location[len("s3://") :].partition("/")
+    body = await S3RawWriter(await clients.s3(), bucket).get(key)
+    return DatasetRegistry.from_yaml(body.decode(), source=location)
+
+
+async def _run(spark: Any, on_glue: bool, work: Path) -> int:
+    settings = CurateSettings()
+    async with AwsClients(settings) as clients:
+        registry = await _registry(settings, clients)
+        wanted = os.environ.get("DATASETS", "")
+        names = [n.strip() for n in wanted.split(",") if n.strip()] or list(registry)
+        s3 = await clients.s3()
+        lake = S3RawWriter(s3, settings.lake_bucket)
+
+        def staging(name: str) -> Staging:
+            if on_glue:
+                return S3Staging(settings.lake_bucket, f"_staging/curate/{name}", lake)
+            return LocalStaging(work / name, lake)
+
+        results, code = await curate_datasets(
+            spark,
+            settings,
+            registry,
+            names,
+            lake,
+            S3BookmarkStore(s3, settings.lake_bucket),
+            GlueCatalog(await clients.glue(), settings.glue_database),
+            staging,
+        )
+    for result in results:
+        print(result.summary())
+    return code
+
+
+def main(argv: Sequence[str] = sys.argv) -> None:
+    """Entry point of the Glue script."""
+    args = job_arguments(argv)
+    for name in (*ARGUMENTS, *OPTIONAL):
+        if name in args:
+            os.environ[name] = args[name]
+    configure_logging("curate", os.environ.get("LOG_LEVEL", "INFO"))
+    try:
+        from awsglue.context import GlueContext  # type: ignore[import-not-found]
+        from awsglue.job import Job  # type: ignore[import-not-found]
+        from pyspark.context import SparkContext
+    except ImportError:
+        spark = local_session()
+        with tempfile.TemporaryDirectory() as tmp:
+            code = asyncio.run(_run(spark, False, Path(tmp)))
+        spark.stop()
+        sys.exit(code)
+    glue = GlueContext(SparkContext.getOrCreate())
+    job = Job(glue)
+    job.init(args.get("JOB_NAME", "tributary-curate"), args)
+    code = asyncio.run(_run(configure(glue.spark_session), True, Path(tempfile.gettempdir())))
+    if code:
+        sys.exit(code)  # a failed run is not committed
+    job.commit()
