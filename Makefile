@@ -9,7 +9,7 @@ STAMP := .venv/.installed-stamp
 LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml) \
 	tools/kinesis-local/package-lock.json
 
-.PHONY: help install demo test up curate query lint fmt bench
+.PHONY: help install demo test up curate query lint fmt bench compose-tool
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,15 @@ query: $(STAMP) ## DuckDB over the curated zone of the running stack: make query
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start the stack with 'make up' first"; exit 2; }
 	source $(STACK_ENV) && $(VENV_PY) -m tributary_curate query "$(or $(SQL),select count(*) from posts)"
 
-test: $(STAMP) lint ## Lint, type-check and run the whole test suite
+# Debian's docker-compose validates docker-compose.yml offline (no Docker engine needed).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+compose-tool:
+	@command -v docker-compose >/dev/null || { \
+		echo "installing Debian's docker-compose (--no-install-recommends)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+
+test: $(STAMP) compose-tool lint ## Lint, type-check and run the whole test suite
 	$(VENV_PY) -m pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict

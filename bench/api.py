@@ -28,11 +28,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stack" / "src"))
 
+from tributary.bootstrap import bootstrap  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary.table import render  # noqa: E402
 from tributary_api.auth import hash_key  # noqa: E402
 from tributary_stack import samples  # noqa: E402
-from tributary_stack.bootstrap import bootstrap  # noqa: E402
 from tributary_stack.moto import MotoServer, free_port, wait_for_port  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402
 

@@ -34,13 +34,13 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 
 from tributary.aws import AwsClients  # noqa: E402
+from tributary.bootstrap import bootstrap  # noqa: E402
 from tributary.clock import SystemClock  # noqa: E402
 from tributary.dataset import DatasetRegistry  # noqa: E402
 from tributary.s3_writer import S3RawWriter  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary.table import render  # noqa: E402
 from tributary.testing import MemoryMetrics, MemoryRawWriter  # noqa: E402
-from tributary_stack.bootstrap import bootstrap  # noqa: E402
 from tributary_stack.inspect import read_lines, wait_checkpointed  # noqa: E402
 from tributary_stack.moto import MotoProcess  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tributary.aws import AwsClients
+from tributary.bootstrap import bootstrap
 from tributary.dataset import DatasetRegistry
 from tributary.settings import AwsSettings
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.moto import MotoServer, free_port
 from tributary_stack.process import ManagedProcess
 from tributary_stack.stack import LOCAL_CREDENTIALS

@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
 from tests.curate.lake import envelope, land, post
 from tributary.aws import AwsClients
+from tributary.bootstrap import bootstrap
 from tributary.s3_writer import S3RawWriter
 from tributary_curate.bookmark import S3BookmarkStore
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.moto import MotoServer
 
 

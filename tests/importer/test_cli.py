@@ -12,10 +12,10 @@ import pytest
 from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
 from tests.importer.test_import import fake_url  # noqa: F401 - the module-scoped fixture
 from tributary.aws import AwsClients
+from tributary.bootstrap import bootstrap
 from tributary.settings import AwsSettings
 from tributary_importer.state import SourceState, StateConflictError
 from tributary_importer.state_dynamodb import DynamoDbStateStore
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.inspect import read_lines
 from tributary_stack.moto import MotoServer
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from tests.conftest import lake_settings
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
+from tributary.bootstrap import bootstrap
 from tributary.raw_writer import RawObject
 from tributary.s3_writer import S3RawWriter
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.moto import MotoServer
 

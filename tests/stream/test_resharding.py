@@ -14,12 +14,12 @@ from tests.conftest import lake_settings
 from tests.stream.conftest import envelope
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
+from tributary.bootstrap import bootstrap
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.raw_writer import ObjectInfo, RawObject, WriteOutcome
 from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryMetrics
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.moto import KinesisLocal, MotoServer
 from tributary_stream.consumer import Limits
 from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore

@@ -17,8 +17,8 @@ import pytest
 from tests.conftest import DATASETS_CONFIG, lake_settings
 from tests.stream.conftest import envelope
 from tributary.aws import AwsClients
+from tributary.bootstrap import bootstrap
 from tributary.settings import AwsSettings
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.inspect import read_lines, wait_checkpointed
 from tributary_stack.moto import MotoProcess, MotoServer

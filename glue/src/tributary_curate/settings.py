@@ -12,16 +12,8 @@ from tributary.settings import CommonSettings
 class CurateSettings(CommonSettings):
     """The lake and catalog come from the common settings; these say how curate runs."""
 
-    # `{database}` and `{dataset}` are filled in; the deploy's addon creates crawlers so named.
-    crawler_name: str = Field(
-        default="{database}-{dataset}-curated", validation_alias="CURATE_CRAWLER_NAME"
-    )
     work_dir: Path = Field(default=Path(".local/curate"), validation_alias="CURATE_WORK_DIR")
     query_cache: Path = Field(
         default=Path(".local/curated-cache"), validation_alias="CURATE_QUERY_CACHE"
     )
     interval_s: float = Field(default=600.0, gt=0, validation_alias="CURATE_INTERVAL_S")
-
-    def crawler_for(self, dataset: str) -> str:
-        """The crawler of a dataset's curated table."""
-        return self.crawler_name.format(database=self.glue_database, dataset=dataset)

@@ -47,3 +47,11 @@ class CommonSettings(AwsSettings):
     )
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     metrics_namespace: str = Field(default="Tributary", validation_alias="METRICS_NAMESPACE")
+    # `{database}` and `{dataset}` are filled in; the deploy's addon creates crawlers so named.
+    crawler_name: str = Field(
+        default="{database}-{dataset}-curated", validation_alias="CURATE_CRAWLER_NAME"
+    )
+
+    def crawler_for(self, dataset: str) -> str:
+        """The crawler of a dataset's curated table."""
+        return self.crawler_name.format(database=self.glue_database, dataset=dataset)

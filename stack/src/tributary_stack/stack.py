@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from tributary.bootstrap import bootstrap
 from tributary.dataset import DatasetRegistry
-from tributary.settings import AwsSettings
+from tributary.settings import AwsSettings, CommonSettings
 from tributary_api.auth import hash_key
-from tributary_curate.settings import CurateSettings
-from tributary_stack.bootstrap import bootstrap
 from tributary_stack.moto import MotoServer, free_port
 from tributary_stack.process import ManagedProcess
 from tributary_stack.settings import StackSettings
@@ -93,11 +92,9 @@ class LocalStack:
 
     def crawlers(self) -> dict[str, str]:
         """The curated crawlers the deploy's addon creates: name → dataset."""
-        curate = CurateSettings.model_validate(
-            {"GLUE_DATABASE": self.settings.glue_database, **self.env}
-        )
-        registry = DatasetRegistry.from_file(curate.datasets_config)
-        return {curate.crawler_for(name): name for name in registry}
+        common = CommonSettings.model_validate(self.env)
+        registry = DatasetRegistry.from_file(common.datasets_config)
+        return {common.crawler_for(name): name for name in registry}
 
     def start(self) -> LocalStack:
         """moto, bootstrap, API; returns once the API is ready."""

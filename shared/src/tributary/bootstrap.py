@@ -1,4 +1,8 @@
-"""Create the lake's resources (idempotently), as the Copilot environment addons do on AWS."""
+"""Create the lake's resources (idempotently), as the Copilot environment addons do on AWS.
+
+`python -m tributary.bootstrap [--shards N]` does it for the settings in the environment (the
+docker compose one-shot service); the embedded stack and the tests call `bootstrap()`.
+"""
 
 from __future__ import annotations
 
@@ -85,3 +89,26 @@ class _exists_ok:
         if exc is None:
             log.info("created", extra={"resource": self._what})
         return False
+
+
+def main() -> None:
+    """Entry point: bootstrap the resources named by the environment, crawlers included."""
+    import argparse
+    from pathlib import Path
+
+    from tributary.dataset import DatasetRegistry
+    from tributary.log import configure_logging
+    from tributary.settings import CommonSettings
+
+    parser = argparse.ArgumentParser(prog="python -m tributary.bootstrap", description=__doc__)
+    parser.add_argument("--shards", type=int, default=4, help="Kinesis shards (new stream only)")
+    args = parser.parse_args()
+    settings = CommonSettings()
+    configure_logging("bootstrap", settings.log_level)
+    registry = DatasetRegistry.from_file(Path(settings.datasets_config))
+    crawlers = {settings.crawler_for(name): name for name in registry}
+    asyncio.run(bootstrap(settings, args.shards, crawlers))
+
+
+if __name__ == "__main__":
+    main()

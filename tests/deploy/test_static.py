@@ -1,0 +1,282 @@
+"""The deploy files, checked without Docker or AWS: hadolint, cfn-lint, docker-compose config,
+the Copilot manifests (fields, paths, variables), and least-privilege IAM."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tributary.dataset import DatasetRegistry
+from tributary_api.settings import ApiSettings
+from tributary_importer.settings import ImporterSettings
+from tributary_stream.settings import StreamSettings
+
+BIN = Path(sys.executable).parent
+COPILOT = REPO / "copilot"
+SERVICES = {
+    # manifest name: (Dockerfile, settings class, package source, resource variables it needs)
+    "api": (
+        "services/api/Dockerfile",
+        ApiSettings,
+        "services/api/src",
+        {"LAKE_BUCKET", "STREAM_NAME"},
+    ),
+    "stream-consumer": (
+        "services/stream-consumer/Dockerfile",
+        StreamSettings,
+        "services/stream-consumer/src",
+        {"LAKE_BUCKET", "STREAM_NAME", "LEASE_TABLE"},
+    ),
+    "importer": (
+        "services/importer/Dockerfile",
+        ImporterSettings,
+        "services/importer/src",
+        {"LAKE_BUCKET", "STATE_TABLE"},
+    ),
+}
+DOCKERFILES = sorted(
+    str(p.relative_to(REPO)) for p in REPO.glob("**/Dockerfile") if ".venv" not in p.parts
+)
+ADDONS = sorted(COPILOT.glob("**/addons/*.yml"))
+REQUIRED = {
+    "Load Balanced Web Service": {"name", "type", "image", "http", "cpu", "memory", "count"},
+    "Backend Service": {"name", "type", "image", "cpu", "memory", "count"},
+    "Scheduled Job": {"name", "type", "image", "on", "cpu", "memory", "retries", "timeout"},
+}
+# AWS API calls (botocore method names) → the IAM action each needs.
+ACTIONS = {
+    "put_records": "kinesis:PutRecords",
+    "describe_stream_summary": "kinesis:DescribeStreamSummary",
+    "list_shards": "kinesis:ListShards",
+    "get_shard_iterator": "kinesis:GetShardIterator",
+    "get_records": "kinesis:GetRecords",
+    "get_item": "dynamodb:GetItem",
+    "put_item": "dynamodb:PutItem",
+    "update_item": "dynamodb:UpdateItem",
+    "delete_item": "dynamodb:DeleteItem",
+    "scan": "dynamodb:Scan",
+}
+WRITE_VERBS = ("Put", "Update", "Delete", "Create", "Write", "Batch", "Start", "Attach", "Pass")
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !Sub, …) kept as plain values."""
+
+
+def _tag(loader: CfnLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return {suffix: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {suffix: loader.construct_sequence(node, deep=True)}
+    return {suffix: loader.construct_mapping(node, deep=True)}  # type: ignore[arg-type]
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_cfn(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(path.read_text(), Loader=CfnLoader)
+    return loaded
+
+
+def manifest(name: str) -> dict[str, Any]:
+    loaded: dict[Any, Any] = yaml.safe_load((COPILOT / name / "manifest.yml").read_text())
+    # YAML 1.1 reads the key `on` as True; Copilot (YAML 1.2) reads it as the string.
+    return {("on" if key is True else key): value for key, value in loaded.items()}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    assert found, f"{name} is not installed; `make test` installs it (see the Makefile)"
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_hadolint(dockerfile: str) -> None:
+    result = subprocess.run(
+        [tool("hadolint"), dockerfile], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_shape(dockerfile: str) -> None:
+    text = (REPO / dockerfile).read_text()
+    stages = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(stages) == 2, "multi-stage: a uv build stage and a slim final stage"
+    assert stages[-1] == "python:3.11-slim"
+    final = text.split("\nFROM ")[-1]
+    assert re.search(r"^USER \d+$", final, re.M), "the final stage runs as a non-root uid"
+    assert "uv" not in final.replace("/app/.venv", ""), "no build tools in the final image"
+    cmd = re.findall(r"^CMD (.+)$", final, re.M)
+    assert cmd, "a CMD"
+    assert cmd[-1].startswith('["python", "-m",'), "exec-form CMD so SIGTERM reaches Python"
+    for source in re.findall(r"^COPY (?!--from)(\S+) ", text, re.M):
+        assert (REPO / source).exists(), f"{dockerfile} copies {source}, which does not exist"
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".local", "tests"} <= set(ignored)
+
+
+@pytest.mark.parametrize("addon", ADDONS, ids=lambda p: str(p.relative_to(COPILOT)))
+def test_cfn_lint(addon: Path) -> None:
+    result = subprocess.run(
+        [tool("cfn-lint"), str(addon)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_docker_compose_config() -> None:
+    compose = shutil.which("docker-compose")
+    assert compose, (
+        "docker-compose is not installed: `make test` installs Debian's package with "
+        "apt-get install --no-install-recommends docker-compose"
+    )
+    result = subprocess.run(
+        [compose, "-f", "docker-compose.yml", "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def env_outputs() -> set[str]:
+    """Names the environment addon exports (without the ${App}-${Env}- prefix)."""
+    outputs = load_cfn(COPILOT / "environments" / "addons" / "lake.yml")["Outputs"]
+    names = set()
+    for name, output in outputs.items():
+        assert output["Export"]["Name"] == {"Sub": f"${{App}}-${{Env}}-{name}"}, name
+        names.add(name)
+    return names
+
+
+def aliases(settings: type) -> set[str]:
+    return {f.validation_alias for f in settings.model_fields.values() if f.validation_alias}  # type: ignore[attr-defined]
+
+
+def source_variables() -> set[str]:
+    return set(
+        re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (REPO / "config" / "sources.yaml").read_text())
+    )
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_manifest(name: str) -> None:
+    dockerfile, settings, _src, needs = SERVICES[name]
+    m = manifest(name)
+    assert m["name"] == name
+    missing = REQUIRED[m["type"]] - set(m)
+    assert not missing, f"{name}: {m['type']} manifest lacks {missing}"
+    assert m["image"]["build"] == {"dockerfile": dockerfile, "context": "."}
+    assert (REPO / dockerfile).exists()
+    assert m["network"]["vpc"]["placement"] == "private"
+    variables, secrets = m.get("variables", {}), m.get("secrets", {})
+    provided = set(variables) | set(secrets)
+    assert needs <= provided, f"{name} needs {needs - provided} (from the environment addon)"
+    known = aliases(settings) | (source_variables() if name == "importer" else set())
+    unknown = provided - known
+    assert not unknown, f"{name} sets variables its settings do not read: {unknown}"
+    exported = env_outputs()
+    for var, value in variables.items():
+        if isinstance(value, dict):
+            ref = value["from_cfn"]
+            prefix = "${COPILOT_APPLICATION_NAME}-${COPILOT_ENVIRONMENT_NAME}-"
+            assert ref.startswith(prefix), ref
+            assert ref[len(prefix) :] in exported, f"{name}: {var} reads unexported {ref}"
+    for var, path in secrets.items():
+        assert isinstance(path, str)
+        assert path.startswith(
+            "/copilot/${COPILOT_APPLICATION_NAME}/${COPILOT_ENVIRONMENT_NAME}/secrets/"
+        ), var
+
+
+def test_scheduled_job_and_scaling() -> None:
+    job = manifest("importer")
+    assert job["on"]["schedule"].startswith(("@", "cron(", "rate("))
+    assert job["image"]["build"]["dockerfile"].endswith("Dockerfile")
+    shards = load_cfn(COPILOT / "environments" / "addons" / "lake.yml")["Parameters"]["ShardCount"]
+    low, high = (int(x) for x in manifest("stream-consumer")["count"]["range"].split("-"))
+    assert 1 <= low <= high <= shards["Default"], "more consumers than shards only idle"
+    assert manifest("api")["http"]["healthcheck"]["path"] == "/healthz"
+
+
+def test_every_dataset_has_a_crawler_named_as_the_job_expects() -> None:
+    registry = DatasetRegistry.from_file(REPO / "config" / "datasets.yaml")
+    resources = load_cfn(COPILOT / "environments" / "addons" / "lake.yml")["Resources"]
+    crawlers = {
+        r["Properties"]["Name"]["Sub"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Glue::Crawler"
+    }
+    assert crawlers == {f"${{App}}_${{Env}}-{d}-curated" for d in registry}
+    database = resources["GlueDatabase"]["Properties"]["DatabaseInput"]["Name"]["Sub"]
+    assert (
+        database == "${App}_${Env}"
+    )  # {database}-{dataset}-curated, CURATE_CRAWLER_NAME's default
+
+
+def statements(path: Path) -> list[dict[str, Any]]:
+    found = []
+    for resource in load_cfn(path)["Resources"].values():
+        props = resource.get("Properties", {})
+        docs = [props.get("PolicyDocument")] + [
+            p["PolicyDocument"] for p in props.get("Policies", [])
+        ]
+        for doc in docs:
+            if doc:
+                found += doc["Statement"]
+    return found
+
+
+@pytest.mark.parametrize("addon", ADDONS, ids=lambda p: str(p.relative_to(COPILOT)))
+def test_iam_has_no_wildcard_actions_or_write_resources(addon: Path) -> None:
+    for statement in statements(addon):
+        if statement["Effect"] == "Deny":
+            continue  # e.g. the TLS-only bucket policy denies s3:* to everyone
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        resources = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        for action in actions:
+            assert "*" not in action, f"{addon.name}: wildcard action {action}"
+        writes = [a for a in actions if a.split(":")[1].startswith(WRITE_VERBS)]
+        for resource in resources:
+            if writes:
+                assert resource != "*", f"{addon.name}: {writes} on every resource"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_task_policy_covers_every_aws_call_and_writes_only_its_prefixes(name: str) -> None:
+    _dockerfile, _settings, src, _needs = SERVICES[name]
+    granted = {
+        action
+        for s in statements(COPILOT / name / "addons" / "policy.yml")
+        for action in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
+    }
+    code = "\n".join(p.read_text() for p in (REPO / src).rglob("*.py") if p.name != "processing.py")
+    called = set(re.findall(r"\._(?:kinesis|db|dynamodb)\.([a-z_]+)\(", code))
+    needed = {ACTIONS[c] for c in called}
+    needed |= {"s3:PutObject", "s3:ListBucket"}  # S3RawWriter: create-only puts, HeadBucket
+    assert needed <= granted, f"{name} calls need {needed - granted}"
+    for s in statements(COPILOT / name / "addons" / "policy.yml"):
+        if "s3:PutObject" in s["Action"]:
+            text = str(s["Resource"])
+            prefixes = set(re.findall(r"\$\{Bucket\}/([a-z_]+)/\*", text))
+            assert prefixes, text
+            assert prefixes <= {"raw", "quarantine"}, text
