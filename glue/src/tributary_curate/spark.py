@@ -29,6 +29,7 @@ def local_session(cores: str = "*", shuffle_partitions: int = 8) -> SparkSession
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.driver.memory", os.environ.get("CURATE_DRIVER_MEMORY", "2g"))
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
     )
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)

@@ -10,14 +10,16 @@ after it is Spark SQL. Nothing here touches storage: the job reads and writes ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.functions import pandas_udf
 
 from tributary.curated import CuratedSpec, ExtraFields, NestedMode
 from tributary.dataset import Dataset
@@ -32,13 +34,6 @@ PARTITION_COLUMNS = ("year", "month", "day")
 EXTRA_COLUMN = "_extra"
 # Columns that ride along until the end and are dropped before writing.
 VALUE, RAW_KEY, PROBLEM = "_value", "_raw_key", "_problem"
-CHECKED_SCHEMA = T.StructType(
-    [
-        T.StructField(VALUE, T.StringType()),
-        T.StructField(RAW_KEY, T.StringType()),
-        T.StructField(PROBLEM, T.StringType()),
-    ]
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,28 +49,25 @@ class DataColumn:
 # ---- quarantine lines -------------------------------------------------------------------------
 
 
-def quarantine_line(
-    dataset: str,
-    raw_key: str | None,
-    envelope: dict[str, Any] | None,
-    errors: list[dict[str, str]],
-    line: str,
-) -> str:
-    """One curate quarantine line: where the record came from, why it failed, the line itself."""
-    head = envelope or {}
-    return orjson.dumps(
-        {
-            "v": ENVELOPE_VERSION,
-            "dataset": dataset,
-            "stage": STAGE,
-            "raw_key": raw_key,
-            "id": head.get("id"),
-            "source": head.get("source"),
-            "received_at": head.get("received_at"),
-            "errors": errors,
-            "line": line,
-        }
-    ).decode()
+ERRORS_TYPE = "array<struct<field:string,message:string>>"
+
+
+def problem_line(dataset: str, errors: Column) -> Column:
+    """The quarantine line for a row whose `errors` (array of field/message) is not empty, else
+    null: where the record came from, why it failed, and the raw line itself."""
+    line = F.to_json(
+        F.struct(
+            F.lit(ENVELOPE_VERSION).alias("v"),
+            F.lit(dataset).alias("dataset"),
+            F.lit(STAGE).alias("stage"),
+            F.col(RAW_KEY).alias("raw_key"),
+            *(F.get_json_object(VALUE, f"$.{n}").alias(n) for n in ENVELOPE_COLUMNS),
+            errors.alias("errors"),
+            F.col(VALUE).alias("line"),
+        ),
+        {"ignoreNullFields": "false"},  # every quarantine line has the same keys
+    )
+    return F.when(F.size(errors) > 0, line)
 
 
 def _envelope_problem(obj: Any, dataset: str) -> str | None:
@@ -93,53 +85,48 @@ def _envelope_problem(obj: Any, dataset: str) -> str | None:
     return None
 
 
-def line_checker(dataset: str, schema: SchemaSpec) -> Callable[[Iterable[Any]], Iterable[Any]]:
-    """A `mapInArrow` function: (value, raw_key) batches → + the quarantine line, or null."""
+def line_errors(
+    dataset: str, schema: SchemaSpec
+) -> Callable[[Iterator[pd.Series]], Iterator[pd.Series]]:
+    """A pandas UDF body: each raw line → the JSON list of its errors, or null when it is a
+    valid envelope of `dataset` with valid data. Only the lines go to Python and only the
+    (mostly null) answers come back; every other column stays in the JVM."""
     schema_json = schema.model_dump_json(exclude_unset=True)
 
-    def check(batches: Iterable[Any]) -> Iterator[Any]:
-        import pyarrow as pa
-
+    def errors_of(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         validator = RecordValidator(SchemaSpec.model_validate_json(schema_json))
-        is_valid = validator.is_valid
-        for batch in batches:
-            values, keys = batch.column(0).to_pylist(), batch.column(1).to_pylist()
-            problems: list[str | None] = []
-            for value, key in zip(values, keys, strict=True):
+        is_valid, loads, dumps = validator.is_valid, orjson.loads, orjson.dumps
+        for values in batches:
+            out: list[str | None] = []
+            for value in values:
                 try:
-                    obj = orjson.loads(value)
+                    obj = loads(value)
                 except orjson.JSONDecodeError as exc:
-                    errors = [{"field": "", "message": f"not JSON: {exc.msg}"}]
-                    problems.append(quarantine_line(dataset, key, None, errors, value))
+                    out.append(dumps([{"field": "", "message": f"not JSON: {exc.msg}"}]).decode())
                     continue
-                envelope = obj if isinstance(obj, dict) else None
                 reason = _envelope_problem(obj, dataset)
                 if reason is None and is_valid(obj["data"]):
-                    problems.append(None)
-                    continue
-                if reason is not None:
-                    errors = [{"field": "", "message": reason}]
+                    out.append(None)
+                elif reason is not None:
+                    out.append(dumps([{"field": "", "message": reason}]).decode())
                 else:
                     errors = [
                         {"field": f"data.{e.field}" if e.field else "data", "message": e.message}
                         for e in validator.errors(obj["data"])
                     ]
-                problems.append(quarantine_line(dataset, key, envelope, errors, value))
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(0), batch.column(1), pa.array(problems, pa.string())],
-                schema=pa.schema(
-                    [(VALUE, pa.string()), (RAW_KEY, pa.string()), (PROBLEM, pa.string())]
-                ),
-            )
+                    out.append(dumps(errors).decode())
+            yield pd.Series(out, dtype=object)
 
-    return check
+    return errors_of
 
 
 def check_lines(lines: DataFrame, dataset: Dataset) -> DataFrame:
     """`lines` (value, raw_key) → (_value, _raw_key, _problem): the problem is the quarantine
     line for a line that is not a valid envelope of `dataset` with valid data, else null."""
+    errors = pandas_udf(line_errors(dataset.name, dataset.schema), T.StringType())  # type: ignore[call-overload]
     inputs = lines.select(F.col("value").alias(VALUE), F.col("raw_key").alias(RAW_KEY))
-    return inputs.mapInArrow(line_checker(dataset.name, dataset.schema), CHECKED_SCHEMA)
+    found = F.coalesce(F.from_json(errors(F.col(VALUE)), ERRORS_TYPE), F.array())
+    return inputs.withColumn(PROBLEM, problem_line(dataset.name, found))
 
 
 # ---- typed columns ----------------------------------------------------------------------------
@@ -227,7 +214,7 @@ def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
 # ---- mapping, filter, partitions --------------------------------------------------------------
 
 
-def _cast_problem(df: DataFrame, dataset: str, casts: dict[str, str]) -> Column:
+def _cast_problem(dataset: str, casts: dict[str, str]) -> Column:
     """The quarantine line for a row whose cast failed (a value that became null), else null."""
     failures = [
         F.when(
@@ -236,21 +223,7 @@ def _cast_problem(df: DataFrame, dataset: str, casts: dict[str, str]) -> Column:
         )
         for name, to in casts.items()
     ]
-    errors = F.filter(F.array(*failures), lambda e: e.isNotNull())
-    line = F.to_json(
-        F.struct(
-            F.lit(ENVELOPE_VERSION).alias("v"),
-            F.lit(dataset).alias("dataset"),
-            F.lit(STAGE).alias("stage"),
-            F.col(RAW_KEY).alias("raw_key"),
-            F.col(ID).alias("id"),
-            F.col(SOURCE).alias("source"),
-            F.date_format(RECEIVED_AT, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'").alias("received_at"),
-            errors.alias("errors"),
-            F.col(VALUE).alias("line"),
-        )
-    )
-    return F.when(F.size(errors) > 0, line)
+    return problem_line(dataset, F.filter(F.array(*failures), lambda e: e.isNotNull()))
 
 
 def apply_mapping(rows: DataFrame, dataset: str, curated: CuratedSpec) -> DataFrame:
@@ -268,7 +241,7 @@ def apply_mapping(rows: DataFrame, dataset: str, curated: CuratedSpec) -> DataFr
     rows = rows.select("*", *before)
     for name, to in curated.cast.items():
         rows = rows.withColumn(name, F.col(name).cast(to))
-    problem = _cast_problem(rows, dataset, curated.cast) if curated.cast else F.lit(None)
+    problem = _cast_problem(dataset, curated.cast) if curated.cast else F.lit(None)
     rows = rows.withColumn(PROBLEM, F.coalesce(F.col(PROBLEM), problem.cast(T.StringType())))
     return rows.drop(*(f"_before_{n}" for n in curated.cast), *curated.drop)
 
@@ -279,22 +252,13 @@ def with_partitions(rows: DataFrame, by: str, dataset: str) -> DataFrame:
     if by not in rows.columns:
         raise ValueError(f"curated partition_by of {dataset} names unknown column {by!r}")
     at = F.col(by).cast(T.TimestampType())
-    missing = F.to_json(
-        F.struct(
-            F.lit(ENVELOPE_VERSION).alias("v"),
-            F.lit(dataset).alias("dataset"),
-            F.lit(STAGE).alias("stage"),
-            F.col(RAW_KEY).alias("raw_key"),
-            F.col(ID).alias("id"),
-            F.col(SOURCE).alias("source"),
-            F.array(
-                F.struct(
-                    F.lit(by).alias("field"),
-                    F.lit("no timestamp to partition by").alias("message"),
-                )
-            ).alias("errors"),
-            F.col(VALUE).alias("line"),
-        )
+    missing = problem_line(
+        dataset,
+        F.array(
+            F.struct(
+                F.lit(by).alias("field"), F.lit("no timestamp to partition by").alias("message")
+            )
+        ),
     )
     problem = F.coalesce(F.col(PROBLEM), F.when(at.isNull(), missing))
     return rows.withColumns(
@@ -318,7 +282,7 @@ def apply_filter(rows: DataFrame, condition: str | None) -> DataFrame:
 
 
 def first_arrivals(rows: DataFrame) -> DataFrame:
-    """One row per id: the earliest `received_at` (ties: the first raw object by key)."""
+    """One row per id: the earliest `_received_at` (ties: the first raw object by key)."""
     order = Window.partitionBy(ID).orderBy(F.col(RECEIVED_AT), F.col(RAW_KEY))
     return rows.withColumn("_n", F.row_number().over(order)).where("_n = 1").drop("_n")
 
