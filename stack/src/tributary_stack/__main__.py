@@ -28,7 +28,9 @@ def _up(settings: StackSettings) -> int:
         f"  dev API key          {settings.api_key}\n"
         f"  env file             {settings.env_file.resolve()}   (source it in another shell)\n"
         f"  stream               {settings.stream_name} ({settings.shards} shards)\n"
-        f"  lake bucket          s3://{settings.lake_bucket}\n\n"
+        f"  lake bucket          s3://{settings.lake_bucket}\n"
+        f"  curate (Spark)       every {settings.curate_interval_s:g}s; "
+        "query: make query SQL='select count(*) from posts'\n\n"
         "Try:\n"
         f"  curl -s -H 'Authorization: Bearer {settings.api_key}' -H 'Content-Type: "
         "application/json' \\\n"
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             "api_port": 0,
             "fakeapi_port": 0,
             "importer_loop": False,
+            "curate_loop": False,
             "env_file": Path(".local/demo.env"),
         }
     )

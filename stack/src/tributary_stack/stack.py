@@ -122,6 +122,16 @@ class LocalStack:
                     self._out,
                 ).start()
             )
+        if self.settings.curate_loop:  # Spark local, one JVM, between runs mostly idle
+            self.processes.append(
+                ManagedProcess.python_module(
+                    "curate",
+                    "tributary_curate",
+                    ["run", "--loop", "--interval", str(self.settings.curate_interval_s)],
+                    child_env,
+                    self._out,
+                ).start()
+            )
         for n in range(1, self.settings.consumers + 1):
             worker_env = {**child_env, "WORKER_ID": f"local-stream-{n}"}
             self.processes.append(
