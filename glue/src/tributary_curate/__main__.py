@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import signal
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +21,9 @@ from pathlib import Path
 import orjson
 
 from tributary.aws import AwsClients
+from tributary.cli import EXIT_OK, run_and_exit
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TributaryError
+from tributary.errors import PermanentError
 from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
 from tributary.table import render
@@ -31,7 +31,7 @@ from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
 from tributary_curate.catalog import GlueCatalog
 from tributary_curate.job import CurateResult
 from tributary_curate.query import run_query, sync_curated
-from tributary_curate.runner import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY, curate_datasets
+from tributary_curate.runner import curate_datasets
 from tributary_curate.settings import CurateSettings
 from tributary_curate.staging import LocalStaging
 
@@ -158,15 +158,7 @@ def main() -> None:
     args = _parser().parse_args()
     settings = CurateSettings()
     configure_logging("curate", settings.log_level)
-    try:
-        code = asyncio.run(_main(args, settings))
-    except PermanentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_PERMANENT
-    except TributaryError as exc:
-        print(f"error (transient, run again later): {exc}", file=sys.stderr)
-        code = EXIT_RETRY
-    sys.exit(code)
+    run_and_exit(_main(args, settings))
 
 
 if __name__ == "__main__":

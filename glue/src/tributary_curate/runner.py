@@ -7,16 +7,15 @@ from collections.abc import Callable, Sequence
 
 from pyspark.sql import SparkSession
 
+from tributary.cli import EXIT_OK, failed
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TransientError
+from tributary.errors import TributaryError
 from tributary.raw_writer import RawWriter
 from tributary_curate.bookmark import BookmarkStore
 from tributary_curate.catalog import Catalog
 from tributary_curate.job import CurateJob, CurateResult, Staging
 from tributary_curate.settings import CurateSettings
-
-EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
 
 
 async def curate_datasets(
@@ -46,10 +45,6 @@ async def curate_datasets(
         )
         try:
             results.append(await job.run(registry[name]))
-        except TransientError as exc:
-            print(f"{name}: failed, retry later: {exc}", file=sys.stderr)
-            worst = max(worst, EXIT_RETRY)
-        except PermanentError as exc:
-            print(f"{name}: failed: {exc}", file=sys.stderr)
-            worst = EXIT_PERMANENT
+        except TributaryError as exc:
+            worst = max(worst, failed(name, exc))
     return results, worst

@@ -18,8 +18,9 @@ import httpx
 import orjson
 
 from tributary.aws import AwsClients
+from tributary.cli import EXIT_OK, failed, run_and_exit
 from tributary.clock import SystemClock
-from tributary.errors import PermanentError, TransientError, TributaryError
+from tributary.errors import PermanentError, TributaryError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
 from tributary.s3_writer import S3RawWriter
@@ -28,8 +29,6 @@ from tributary_importer.run import Importer
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import SourceSpec, load_sources
 from tributary_importer.state_dynamodb import DynamoDbStateStore
-
-EXIT_OK, EXIT_RETRY, EXIT_PERMANENT = 0, 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,12 +121,8 @@ async def _run_all(
                 f"{name}: {result.records} new records in {result.pages} pages "
                 f"(cursor {result.cursor}{', resumed' if result.resumed else ''})"
             )
-        except TransientError as exc:
-            print(f"{name}: failed, retry later: {exc}", file=sys.stderr)
-            worst = max(worst, EXIT_RETRY)
-        except PermanentError as exc:
-            print(f"{name}: failed: {exc}", file=sys.stderr)
-            worst = EXIT_PERMANENT
+        except TributaryError as exc:
+            worst = max(worst, failed(name, exc))
     return worst
 
 
@@ -154,15 +149,7 @@ def main() -> None:
     args = _parser().parse_args()
     settings = ImporterSettings()
     configure_logging("importer", settings.log_level)
-    try:
-        code = asyncio.run(_main(args, settings))
-    except PermanentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_PERMANENT
-    except TributaryError as exc:
-        print(f"error (transient, run again later): {exc}", file=sys.stderr)
-        code = EXIT_RETRY
-    sys.exit(code)
+    run_and_exit(_main(args, settings))
 
 
 if __name__ == "__main__":
