@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,23 @@ async def test_dynamodb_state_store_is_conditional(lake: AwsSettings) -> None:
             await store.put(SourceState("src", fresh.version, cursor="6"))
         await store.delete("src")
         assert (await store.get("src")).version == 0
+
+
+def test_loop_runs_again_and_stops_cleanly_on_sigterm(cli_env: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tributary_importer", "run", "--loop", "--interval", "0.5"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    runs = 0
+    for line in process.stdout:  # the second pass finds posts again (a full-refresh source)
+        runs += line.startswith("posts: ")
+        if runs == 2:
+            break
+    process.send_signal(signal.SIGTERM)
+    code = process.wait(timeout=60)
+    process.stdout.close()
+    assert code == 0

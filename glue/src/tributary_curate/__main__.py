@@ -11,9 +11,6 @@ Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +18,7 @@ from pathlib import Path
 import orjson
 
 from tributary.aws import AwsClients
-from tributary.cli import EXIT_OK, run_and_exit
+from tributary.cli import EXIT_OK, every, run_and_exit
 from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError
 from tributary.log import configure_logging
@@ -140,15 +137,7 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
         try:
             if not args.loop:
                 return await once()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            while not stop.is_set():
-                await once()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.interval or settings.interval_s)
-            return EXIT_OK
+            return await every(args.interval or settings.interval_s, once)
         finally:
             spark.stop()
 

@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn
 
 from tributary.errors import PermanentError, TributaryError
@@ -22,6 +24,20 @@ def failed(name: str, exc: TributaryError) -> int:
         return EXIT_PERMANENT
     print(f"{name}: failed, retry later: {exc}", file=sys.stderr)
     return EXIT_RETRY
+
+
+async def every(interval: float, once: Callable[[], Awaitable[object]]) -> int:
+    """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a run in
+    progress finishes first); EXIT_OK."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        await once()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+    return EXIT_OK
 
 
 def run_and_exit(main: Coroutine[Any, Any, int]) -> NoReturn:

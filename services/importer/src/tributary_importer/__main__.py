@@ -8,9 +8,6 @@ permanent error (configuration, a 4xx from the vendor, a malformed resource) tha
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +15,7 @@ import httpx
 import orjson
 
 from tributary.aws import AwsClients
-from tributary.cli import EXIT_OK, failed, run_and_exit
+from tributary.cli import EXIT_OK, every, failed, run_and_exit
 from tributary.clock import SystemClock
 from tributary.errors import PermanentError, TributaryError
 from tributary.log import configure_logging
@@ -99,8 +96,9 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
                 )
                 return EXIT_OK
             if args.loop:
-                return await _loop(
-                    importer, sources, names, http, args.interval or settings.interval_s
+                return await every(
+                    args.interval or settings.interval_s,
+                    lambda: _run_all(importer, sources, names, http),
                 )
             return await _run_all(importer, sources, names, http)
         finally:
@@ -124,24 +122,6 @@ async def _run_all(
         except TributaryError as exc:
             worst = max(worst, failed(name, exc))
     return worst
-
-
-async def _loop(
-    importer: Importer,
-    sources: dict[str, SourceSpec],
-    names: Sequence[str],
-    http: httpx.AsyncClient,
-    interval: float,
-) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    while not stop.is_set():
-        await _run_all(importer, sources, names, http)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-    return EXIT_OK
 
 
 def main() -> None:
