@@ -9,7 +9,7 @@ STAMP := .venv/.installed-stamp
 LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml) \
 	tools/kinesis-local/package-lock.json
 
-.PHONY: help install demo test up curate query lint fmt bench compose-tool
+.PHONY: help install demo test up curate query status lint fmt bench compose-tool
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,6 +37,10 @@ curate: $(STAMP) ## Curate raw → curated Parquet on the running stack (make up
 query: $(STAMP) ## DuckDB over the curated zone of the running stack: make query SQL="select …"
 	@test -f $(STACK_ENV) || { echo "no $(STACK_ENV): start the stack with 'make up' first"; exit 2; }
 	source $(STACK_ENV) && $(VENV_PY) -m tributary_curate query "$(or $(SQL),select count(*) from posts)"
+
+status: $(STAMP) ## Tables of the lake, shards, importer and curate state (the running stack, or AWS)
+	@if [ -f $(STACK_ENV) ] && [ -z "$$AWS_PROFILE$$AWS_ACCESS_KEY_ID" ]; then source $(STACK_ENV); fi; \
+		$(VENV_PY) -m tributary_stack status
 
 # Debian's docker-compose validates docker-compose.yml offline (no Docker engine needed).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

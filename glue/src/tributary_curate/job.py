@@ -19,9 +19,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from tributary.batch import decode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
 from tributary.layout import RAW_SUFFIX, Zone, partition_prefix
@@ -274,7 +277,7 @@ class CurateJob:
                 RawObject(
                     key,
                     body,
-                    0,
+                    pq.read_metadata(pa.BufferReader(body)).num_rows,  # rows, like raw's records
                     f"run {run}",
                     f"run {run}",
                     {"writer": "curate"},
@@ -289,7 +292,8 @@ class CurateJob:
                 continue
             digest = hashlib.sha256(body).hexdigest()[:16]
             key = f"{prefix}curate-r{run:06d}-{digest}{RAW_SUFFIX}"
-            await self._lake.put(RawObject(key, body, 0, f"run {run}", f"run {run}"))
+            lines = len(decode_ndjson_gz(body))
+            await self._lake.put(RawObject(key, body, lines, f"run {run}", f"run {run}"))
         return published
 
     async def _update_catalog(

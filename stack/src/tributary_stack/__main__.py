@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from tributary.log import configure_logging
+from tributary.settings import CommonSettings
+from tributary_importer.settings import ImporterSettings
+from tributary_importer.source import load_sources
 from tributary_stack import demo
 from tributary_stack.settings import StackSettings
 from tributary_stack.stack import LocalStack
+from tributary_stack.status import status
 
 
 def _up(settings: StackSettings) -> int:
@@ -57,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run the stack in the foreground until Ctrl+C")
     sub.add_parser("demo", help="run the pipeline once end to end and print a summary")
+    sub.add_parser("status", help="tables of the lake, shards, importer and curate state")
     args = parser.parse_args(argv)
     configure_logging("stack", "WARNING")
+    if args.command == "status":
+        common = CommonSettings()
+        sources = list(load_sources(ImporterSettings().sources_config))
+        print(asyncio.run(status(common, sources)))
+        return 0
     settings = StackSettings()
     if args.command == "up":
         return _up(settings)
