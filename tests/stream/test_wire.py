@@ -198,6 +198,12 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
             for ends in (more_last, during_last):
                 last = {k: max(last.get(k, 0), ends.get(k, 0)) for k in {*last, *ends}}
             await wait_checkpointed(lake, last, within=120)
+            # On a loaded machine the woken zombie may notice its last lost leases only now.
+            log = tmp_path / "worker-1.log"
+            for _ in range(60):
+                if log.read_text().count('"reason":"LEASE_LOST"') >= 4:
+                    break
+                await asyncio.sleep(0.5)
         finally:
             fleet.stop()
     assert proxy.injected["s3.down"] > 0
