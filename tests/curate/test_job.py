@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
 from tests.curate.lake import envelope, land, post
+from tributary.batch import decode_ndjson_gz
 from tributary.dataset import DatasetRegistry
 from tributary.testing import FakeClock, MemoryRawWriter
 from tributary_curate.bookmark import MemoryBookmarkStore
@@ -37,14 +39,10 @@ def curated_rows(lake: MemoryRawWriter, dataset: str) -> list[dict[str, Any]]:
 
 
 def quarantined(lake: MemoryRawWriter, dataset: str) -> list[dict[str, Any]]:
-    import gzip
-
-    import orjson
-
     lines = []
     for key, obj in lake.objects.items():
         if key.startswith(f"quarantine/{dataset}/"):
-            lines += [orjson.loads(x) for x in gzip.decompress(obj.body).splitlines() if x]
+            lines += [orjson.loads(x) for x in decode_ndjson_gz(obj.body)]
     return lines
 
 

@@ -151,7 +151,7 @@ class CurateJob:
         self._progress(f"{dataset.name}: run {run}, {len(new)} new raw objects; staging")
         paths = await self._staging.inputs(new)
         now = self._clock.now()
-        result = await self._transform_and_write(dataset, run, paths, now)
+        result = await self._transform_and_write(dataset, paths)
         await self._step("after_write")
         published = await self._publish(dataset, run, now)
         await self._step("after_publish")
@@ -182,9 +182,7 @@ class CurateJob:
 
     # ---- Spark ---------------------------------------------------------------------------------
 
-    async def _transform_and_write(
-        self, dataset: Dataset, run: int, paths: list[str], now: datetime
-    ) -> _Written:
+    async def _transform_and_write(self, dataset: Dataset, paths: list[str]) -> _Written:
         spark, curated = self._spark, dataset.curated
         raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
         lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))

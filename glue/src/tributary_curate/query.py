@@ -11,6 +11,7 @@ import duckdb
 
 from tributary.layout import Zone
 from tributary.raw_writer import RawWriter
+from tributary_curate.staging import write_atomically
 
 SYNC_CONCURRENCY = 16
 
@@ -25,7 +26,7 @@ async def sync_curated(lake: RawWriter, cache: Path) -> int:
     async def fetch(key: str) -> None:
         async with gate:
             body = await lake.get(key)
-        await asyncio.to_thread(_write, cache / key, body)
+        await asyncio.to_thread(write_atomically, cache / key, body)
 
     await asyncio.gather(*(fetch(k) for k in missing))
     return len(missing)
@@ -38,13 +39,6 @@ def _prune(cache: Path, keys: list[str]) -> list[str]:
         if path not in wanted:
             path.unlink()
     return [k for k in keys if not (cache / k).exists()]
-
-
-def _write(path: Path, body: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(body)
-    tmp.replace(path)
 
 
 def connect(cache: Path) -> duckdb.DuckDBPyConnection:

@@ -32,7 +32,7 @@ class LocalStaging:
             if not path.exists():
                 async with gate:
                     body = await self._lake.get(key)
-                await asyncio.to_thread(_write_atomically, path, body)
+                await asyncio.to_thread(write_atomically, path, body)
             return str(path)
 
         return list(await asyncio.gather(*(fetch(k) for k in keys)))
@@ -82,7 +82,8 @@ class S3Staging:
         return found
 
 
-def _write_atomically(path: Path, body: bytes) -> None:
+def write_atomically(path: Path, body: bytes) -> None:
+    """Write `body` to `path` through a temporary file, so no reader sees half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(body)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 import pandas as pd
@@ -23,7 +22,7 @@ from pyspark.sql.pandas.functions import pandas_udf
 
 from tributary.curated import CuratedSpec, ExtraFields, NestedMode
 from tributary.dataset import Dataset
-from tributary.envelope import ENVELOPE_VERSION
+from tributary.envelope import ENVELOPE_VERSION, BadEnvelopeError, Envelope
 from tributary.schema import FieldSpec, FieldType, RecordValidator, SchemaSpec
 
 STAGE = "curate"
@@ -70,21 +69,6 @@ def problem_line(dataset: str, errors: Column) -> Column:
     return F.when(F.size(errors) > 0, line)
 
 
-def _envelope_problem(obj: Any, dataset: str) -> str | None:
-    if not isinstance(obj, dict):
-        return "the line is not a JSON object"
-    if obj.get("v") != ENVELOPE_VERSION:
-        return f"unsupported envelope version {obj.get('v')!r}"
-    for name in ("id", "source", "received_at"):
-        if not isinstance(obj.get(name), str) or not obj[name]:
-            return f"envelope field {name!r} must be a non-empty string"
-    if obj.get("dataset") != dataset:
-        return f"envelope of dataset {obj.get('dataset')!r} under raw/{dataset}/"
-    if "data" not in obj:
-        return "envelope field 'data' is missing"
-    return None
-
-
 def line_errors(
     dataset: str, schema: SchemaSpec
 ) -> Callable[[Iterator[pd.Series]], Iterator[pd.Series]]:
@@ -95,24 +79,24 @@ def line_errors(
 
     def errors_of(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         validator = RecordValidator(SchemaSpec.model_validate_json(schema_json))
-        is_valid, loads, dumps = validator.is_valid, orjson.loads, orjson.dumps
+        is_valid, dumps = validator.is_valid, orjson.dumps
         for values in batches:
             out: list[str | None] = []
             for value in values:
-                try:
-                    obj = loads(value)
-                except orjson.JSONDecodeError as exc:
-                    out.append(dumps([{"field": "", "message": f"not JSON: {exc.msg}"}]).decode())
+                try:  # the envelope's own parser: the same checks as everywhere else
+                    envelope = Envelope.from_json(value)
+                except BadEnvelopeError as exc:
+                    out.append(dumps([{"field": "", "message": str(exc)}]).decode())
                     continue
-                reason = _envelope_problem(obj, dataset)
-                if reason is None and is_valid(obj["data"]):
-                    out.append(None)
-                elif reason is not None:
+                if envelope.dataset != dataset:
+                    reason = f"envelope of dataset {envelope.dataset!r} under raw/{dataset}/"
                     out.append(dumps([{"field": "", "message": reason}]).decode())
+                elif is_valid(envelope.data):
+                    out.append(None)
                 else:
                     errors = [
                         {"field": f"data.{e.field}" if e.field else "data", "message": e.message}
-                        for e in validator.errors(obj["data"])
+                        for e in validator.errors(envelope.data)
                     ]
                     out.append(dumps(errors).decode())
             yield pd.Series(out, dtype=object)

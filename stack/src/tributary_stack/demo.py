@@ -124,18 +124,8 @@ def post_all(stack: LocalStack) -> tuple[dict[str, Tally], list[list[object]]]:
 
 def run_importer(stack: LocalStack) -> dict[str, int]:
     """`python -m tributary_importer run --once` against the fake API: records per source."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tributary_importer", "run", "--once"],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"the importer failed ({result.returncode}): {result.stderr}")
     counts = {}
-    for line in result.stdout.splitlines():
+    for line in _cli(stack, "tributary_importer", "run", "--once", timeout=300).splitlines():
         match = re.match(r"^(\w+): (\d+) new records", line)
         if match:
             counts[match[1]] = int(match[2])
