@@ -9,7 +9,8 @@ curated:
   drop: [body]
   filter: "user_id > 0"     # a Spark SQL condition; rows that fail it are dropped (counted)
   extra_fields: ignore      # fields in raw the schema does not declare: `ignore`, or `carry`
-                            # them in one map<string,string> column `_extra` (values as JSON)
+                            # them in one map<string,string> column `_extra` (strings as
+                            # they are, numbers/objects/arrays as JSON text)
   partition_by: _received_at  # a timestamp column (default: the envelope's arrival time):
                             # year/month/day partitions of the curated table
   dedupe_lookback_days: 7   # a late duplicate is dropped if its twin landed this many days back

@@ -1,11 +1,16 @@
-"""Read back what landed: every record on a stream, every line under a lake prefix."""
+"""Read back what landed: every record on a stream, every line or Parquet table under a lake
+prefix."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
@@ -56,9 +61,9 @@ async def read_stream(settings: AwsSettings) -> list[StreamRecord]:
     return out
 
 
-async def read_lines(settings: AwsSettings, prefix: str) -> dict[str, list[bytes]]:
-    """The NDJSON lines of every gzip object under `prefix` in the lake bucket, by key."""
-    out: dict[str, list[bytes]] = {}
+async def read_objects(settings: AwsSettings, prefix: str) -> dict[str, bytes]:
+    """The bodies of every object under `prefix` in the lake bucket, by key."""
+    out: dict[str, bytes] = {}
     async with AwsClients(settings) as clients:
         s3 = await clients.s3()
         bucket = settings.lake_bucket
@@ -67,8 +72,20 @@ async def read_lines(settings: AwsSettings, prefix: str) -> dict[str, list[bytes
         ):
             for obj in page.get("Contents", []):
                 body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
-                out[obj["Key"]] = decode_ndjson_gz(body)
+                out[obj["Key"]] = body
     return out
+
+
+async def read_lines(settings: AwsSettings, prefix: str) -> dict[str, list[bytes]]:
+    """The NDJSON lines of every gzip object under `prefix` in the lake bucket, by key."""
+    objects = await read_objects(settings, prefix)
+    return {key: decode_ndjson_gz(body) for key, body in objects.items()}
+
+
+async def read_parquet(settings: AwsSettings, prefix: str) -> dict[str, pa.Table]:
+    """Every Parquet file under `prefix` in the lake bucket as a table, by key."""
+    objects = await read_objects(settings, prefix)
+    return {key: pq.read_table(io.BytesIO(body)) for key, body in objects.items()}
 
 
 async def wait_checkpointed(

@@ -1,10 +1,17 @@
-"""The embedded stack: moto server + bootstrap + the services as child processes."""
+"""The embedded stack: moto server + bootstrap + the services as child processes.
+
+With `fault_proxy=True` the services reach moto through a `FaultProxy` (`stack.proxy.faults`
+breaks S3 or Kinesis for them), and `kill9` / `restart` crash and bring back any service: the
+chaos test of the whole pipeline drives the stack this way.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -12,7 +19,8 @@ from tributary.bootstrap import bootstrap
 from tributary.dataset import DatasetRegistry
 from tributary.settings import AwsSettings, CommonSettings
 from tributary_api.auth import hash_key
-from tributary_stack.moto import MotoServer, free_port
+from tributary_stack.faultproxy import FaultProxy
+from tributary_stack.moto import MotoProcess, MotoServer, free_port
 from tributary_stack.process import ManagedProcess
 from tributary_stack.settings import StackSettings
 
@@ -25,19 +33,47 @@ LOCAL_CREDENTIALS = {
 LOCAL_KEY_NAME = "local-dev"
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """How to (re)start one service: `python -m module args…`, ready when `ready_url` answers."""
+
+    module: str
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    ready_url: str | None = None
+
+
 class LocalStack:
     """Start with `start()` (or `with`), stop with `stop()`; `env` is what the services get."""
 
     def __init__(
-        self, settings: StackSettings, out: TextIO | None = None, log_level: str = "INFO"
+        self,
+        settings: StackSettings,
+        out: TextIO | None = None,
+        log_level: str = "INFO",
+        *,
+        moto_process: bool = False,
+        fault_proxy: bool = False,
     ) -> None:
         self.settings = settings
         self._out = out
         self._log_level = log_level
-        self.moto = MotoServer(settings.host, settings.aws_port)
+        self.moto: MotoServer | MotoProcess = (
+            MotoProcess(settings.host, settings.aws_port)
+            if moto_process
+            else MotoServer(settings.host, settings.aws_port)
+        )
+        self.proxy = FaultProxy(self.moto.endpoint, settings.host) if fault_proxy else None
         self.api_port = settings.api_port or free_port(settings.host)
         self.fakeapi_port = settings.fakeapi_port or free_port(settings.host)
-        self.processes: list[ManagedProcess] = []
+        self.services: dict[str, ManagedProcess] = {}
+        self._specs: dict[str, ServiceSpec] = {}
+        self.restarts = 0
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        """The running services, in start order."""
+        return list(self.services.values())
 
     @property
     def api_url(self) -> str:
@@ -52,7 +88,7 @@ class LocalStack:
             **LOCAL_CREDENTIALS,
             "AWS_REGION": s.region,
             "AWS_DEFAULT_REGION": s.region,
-            "AWS_ENDPOINT_URL": self.moto.endpoint,
+            "AWS_ENDPOINT_URL": (self.proxy or self.moto).endpoint,
             "LAKE_BUCKET": s.lake_bucket,
             "STREAM_NAME": s.stream_name,
             "LEASE_TABLE": s.lease_table,
@@ -70,6 +106,9 @@ class LocalStack:
             "FAKEAPI_HOST": s.host,
             "FAKEAPI_PORT": str(self.fakeapi_port),
             "LOG_LEVEL": self._log_level,
+            # Per stack (`make up`, the demo, a test), so they never share Spark's staging.
+            "CURATE_WORK_DIR": str(s.env_file.parent / f"{s.env_file.stem}-curate"),
+            "CURATE_QUERY_CACHE": str(s.env_file.parent / f"{s.env_file.stem}-curated-cache"),
             # Local-friendly consumer timings (the defaults suit AWS): quick flushes and pickup.
             "IDLE_FLUSH_S": "1",
             "LEASE_FAILOVER_S": "6",
@@ -77,7 +116,7 @@ class LocalStack:
         }
 
     def aws_settings(self) -> AwsSettings:
-        """Settings for clients in this process that talk to the stack's AWS."""
+        """Settings for clients in this process that talk to the stack's AWS (never proxied)."""
         return AwsSettings.model_validate(
             {
                 "AWS_REGION": self.settings.region,
@@ -97,50 +136,63 @@ class LocalStack:
         return {common.crawler_for(name): name for name in registry}
 
     def start(self) -> LocalStack:
-        """moto, bootstrap, API; returns once the API is ready."""
+        """moto, bootstrap, the services; returns once the API and the fake API are ready."""
         for name, value in LOCAL_CREDENTIALS.items():
             os.environ[name] = value
         self.moto.start()
+        if self.proxy is not None:
+            self.proxy.start()
         asyncio.run(bootstrap(self.aws_settings(), self.settings.shards, self.crawlers()))
-        child_env = {**os.environ, **self.env}
-        api = ManagedProcess.python_module("api", "tributary_api", [], child_env, self._out)
-        self.processes.append(api.start())
-        api.wait_http(f"{self.api_url}/readyz")
-        fakeapi = ManagedProcess.python_module(
-            "fakeapi", "tributary_fakeapi", [], child_env, self._out
-        )
-        self.processes.append(fakeapi.start())
-        fakeapi.wait_http(f"http://{self.settings.host}:{self.fakeapi_port}/__admin/stats")
+        host = self.settings.host
+        specs = {
+            "api": ServiceSpec("tributary_api", ready_url=f"{self.api_url}/readyz"),
+            "fakeapi": ServiceSpec(
+                "tributary_fakeapi", ready_url=f"http://{host}:{self.fakeapi_port}/__admin/stats"
+            ),
+        }
         if self.settings.importer_loop:
             interval = str(self.settings.importer_interval_s)
-            self.processes.append(
-                ManagedProcess.python_module(
-                    "importer",
-                    "tributary_importer",
-                    ["run", "--loop", "--interval", interval],
-                    child_env,
-                    self._out,
-                ).start()
+            specs["importer"] = ServiceSpec(
+                "tributary_importer", ("run", "--loop", "--interval", interval)
             )
         if self.settings.curate_loop:  # Spark local, one JVM, between runs mostly idle
-            self.processes.append(
-                ManagedProcess.python_module(
-                    "curate",
-                    "tributary_curate",
-                    ["run", "--loop", "--interval", str(self.settings.curate_interval_s)],
-                    child_env,
-                    self._out,
-                ).start()
+            interval = str(self.settings.curate_interval_s)
+            specs["curate"] = ServiceSpec(
+                "tributary_curate", ("run", "--loop", "--interval", interval)
             )
         for n in range(1, self.settings.consumers + 1):
-            worker_env = {**child_env, "WORKER_ID": f"local-stream-{n}"}
-            self.processes.append(
-                ManagedProcess.python_module(
-                    f"stream-{n}", "tributary_stream", [], worker_env, self._out
-                ).start()
+            specs[f"stream-{n}"] = ServiceSpec(
+                "tributary_stream", env=(("WORKER_ID", f"local-stream-{n}"),)
             )
+        for name, spec in specs.items():
+            self._specs[name] = spec
+            self.start_service(name)
         self.write_env_file()
         return self
+
+    def start_service(self, name: str) -> ManagedProcess:
+        """Start the service `name` (again); waits until it is ready when it has a probe."""
+        spec = self._specs[name]
+        env = {**os.environ, **self.env, **dict(spec.env)}
+        if name in self.services and "WORKER_ID" in env:  # a restart is a new worker, as on ECS
+            self.restarts += 1
+            env["WORKER_ID"] += f"-r{self.restarts}"
+        process = ManagedProcess.python_module(name, spec.module, spec.args, env, self._out)
+        self.services[name] = process.start()
+        if spec.ready_url:
+            process.wait_http(spec.ready_url)
+        return process
+
+    def kill9(self, name: str) -> None:
+        """SIGKILL the service `name`: no drain, no checkpoint, no goodbye."""
+        process = self.services[name]
+        process.signal(signal.SIGKILL)
+        process.stop(timeout=5)
+
+    def restart(self, name: str) -> ManagedProcess:
+        """SIGTERM (if still running) and start `name` again."""
+        self.services[name].stop()
+        return self.start_service(name)
 
     def write_env_file(self) -> Path:
         """Write `export NAME=value` lines that other shells and commands can source."""
@@ -151,10 +203,12 @@ class LocalStack:
         return path
 
     def stop(self) -> None:
-        """Stop services in reverse order (each drains on SIGTERM), then moto."""
+        """Stop services in reverse order (each drains on SIGTERM), then the proxy and moto."""
         for process in reversed(self.processes):
             process.stop()
-        self.processes.clear()
+        self.services.clear()
+        if self.proxy is not None:
+            self.proxy.stop()
         self.moto.stop()
 
     def __enter__(self) -> LocalStack:
