@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from moto.kinesis.models import Shard
 from moto.server import ThreadedMotoServer
+from moto.server import main as moto_main
 
 from tributary.errors import ConfigError
 
@@ -34,6 +40,40 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+_KINESIS_SHARD_LOCK = threading.RLock()
+
+
+def make_kinesis_thread_safe() -> None:
+    """Serialize moto's Kinesis shard reads and writes (idempotent).
+
+    moto's threaded server runs requests at once, and its shard numbers a new record
+    max + 1 without a lock ("not safe for concurrency", says its source): two PutRecords at once
+    can get the same sequence number, and one record silently replaces the other though both
+    were acknowledged (40 concurrent 100-record calls lost 14 here). Real Kinesis has no such
+    race; without this, the embedded stack would lose acknowledged records under load.
+    """
+    if getattr(Shard, "_tributary_serialized", False):
+        return
+    for name in ("put_record", "get_records", "get_sequence_number_at"):
+        setattr(Shard, name, _serialized(getattr(Shard, name)))
+    setattr(Shard, "_tributary_serialized", True)  # noqa: B010 - moto's class, our mark
+
+
+def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _KINESIS_SHARD_LOCK:
+            return method(*args, **kwargs)
+
+    return locked
+
+
+def serve_moto_process() -> None:
+    """The entry of `MotoProcess`: moto's own server main, with Kinesis made thread-safe."""
+    make_kinesis_thread_safe()
+    moto_main()
 
 
 class MotoServer:
@@ -62,6 +102,7 @@ class MotoServer:
                 ) from exc
         # werkzeug logs every request at INFO: one line per AWS call drowns the stack's output.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        make_kinesis_thread_safe()
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         wait_for_port(self.host, self.port)
@@ -99,7 +140,7 @@ class MotoProcess:
             [
                 sys.executable,
                 "-c",
-                "from moto.server import main; main()",
+                "from tributary_stack.moto import serve_moto_process; serve_moto_process()",
                 "-H",
                 self.host,
                 "-p",
