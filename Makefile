@@ -62,8 +62,5 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: $(STAMP) ## Run the benchmarks (prints tables with same-run baselines)
-	$(VENV_PY) bench/api.py
-	$(VENV_PY) bench/stream.py
-	$(VENV_PY) bench/importer.py
-	$(VENV_PY) bench/curate.py
+bench: $(STAMP) ## Run every benchmark; writes BENCHMARKS.md and the README headline table
+	$(VENV_PY) bench/report.py

@@ -28,6 +28,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "stack" / "src"))
 
+from report import Report, Table, met, save  # noqa: E402
 from tributary.bootstrap import bootstrap  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary.table import render  # noqa: E402
@@ -81,8 +82,8 @@ def _median(
     """Median req/s of the runs, their spread (max-min over median), median p50/p99, non-202s."""
     rates = sorted(int(r["requests"]) / seconds for r in runs)  # type: ignore[call-overload]
     mid = rates[len(rates) // 2]
-    p50 = statistics.median(float(r["p50_ms"]) for r in runs)  # type: ignore[arg-type]
-    p99 = statistics.median(float(r["p99_ms"]) for r in runs)  # type: ignore[arg-type]
+    p50 = statistics.median(float(r["p50_ms"]) for r in runs)
+    p99 = statistics.median(float(r["p99_ms"]) for r in runs)
     bad = sum(
         int(r["requests"]) - int(r["statuses"].get("202", 0))  # type: ignore[call-overload,attr-defined]
         for r in runs
@@ -219,6 +220,61 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     print(render(headers, rows, title=title))
+
+    def cell(target: str, batch: int) -> dict[str, object]:
+        return next(r for r in results if r["target"] == target and r["batch"] == batch)
+
+    at = 100 if 100 in batches else batches[0]
+    bare, memory, kinesis = (cell(t, at) for t in ("bare", "api/memory", "api/kinesis"))
+    memory_ratio = float(memory["ratio_vs_bare"])
+    memory_rate = float(memory["records_per_s"])
+    bare_rate = float(bare["records_per_s"])
+    kinesis_rate = float(kinesis["records_per_s"])
+    save(
+        Report(
+            name="api",
+            setup=(
+                f"A closed-loop load generator in its own process (bench/loadgen.py: keep-alive, "
+                f"{args.connections} connections, loopback) against three servers under identical "
+                "uvicorn settings (1 worker, no access log): **bare** = a FastAPI endpoint that "
+                "only parses the body with orjson and answers 202 (bench/bare_app.py, the "
+                "baseline); **api/memory** = the API with its in-memory sink (auth, validation, "
+                "envelopes: the service's own cost); **api/kinesis** = the API putting every "
+                "batch on moto's Kinesis before answering. Each cell is the median of "
+                f"{args.rounds} interleaved {args.seconds:g} s runs; spread = (max − min) / "
+                "median."
+            ),
+            tables=[Table(title.strip(), headers, rows)],
+            headline=[
+                [
+                    "HTTP API",
+                    f"records/s per worker, {at}-record batches, in-memory sink",
+                    f"{memory_rate:,.0f}",
+                    f"{bare_rate:,.0f} (parse-only FastAPI)",
+                    f"{memory_ratio:.2f}",
+                    "≥ 20,000/s and ≥ 0.7× bare",
+                    met(memory_rate >= 20_000 and memory_ratio >= 0.7),
+                ],
+                [
+                    "HTTP API",
+                    f"records/s, {at}-record batches, acked after moto Kinesis PutRecords",
+                    f"{kinesis_rate:,.0f}",
+                    f"{bare_rate:,.0f} (parse-only FastAPI)",
+                    f"{kinesis_rate / bare_rate:.2f}",
+                    "— (bounded by moto)",
+                    "—",
+                ],
+            ],
+            notes=[
+                "The API's own cost per record is validation (a generated predicate), the id and "
+                "partition key, and encoding the envelope, plus the garbage collection these "
+                "allocations cause; the baseline only parses.",
+                "End to end on moto, Kinesis PutRecords bounds everything (moto puts a few "
+                "thousand records/s, and the embedded AWS serializes its shard writes); real "
+                "Kinesis scales with shards.",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTS = 100
 
+from report import Report, Table, met, save  # noqa: E402
 from tributary.batch import encode_ndjson_gz  # noqa: E402
 from tributary.clock import SystemClock  # noqa: E402
 from tributary.dataset import DatasetRegistry  # noqa: E402
@@ -201,6 +202,52 @@ def main() -> None:
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"runs": runs, "median_seconds": med}, indent=2))
+    ratio, duck = med["ours"] / med["bare"], med["duckdb"] / med["bare"]
+    save(
+        Report(
+            name="curate",
+            setup=(
+                f"{args.records:,} generated `posts` envelopes (~300 B; 1% invalid, 1% duplicated "
+                f"in a later object) in {OBJECTS} gzip raw objects on local disk, Spark "
+                f"`local[*]`, one session, a warm-up first, median of {args.rounds} interleaved "
+                "rounds. **bare Spark** (the baseline) = `spark.read.json(files).write.parquet()` "
+                "(schema inferred, no validation, no dedupe); **tributary** = the real CurateJob "
+                "(stage → validate → type → map → dedupe → anti-join → Parquet → publish "
+                "create-only → catalog (in memory) → bookmark); **DuckDB** = `COPY (SELECT * FROM "
+                "read_json(files)) TO … (FORMAT parquet)`, the single-node reference."
+            ),
+            tables=[Table(title.strip(), headers, table)],
+            headline=[
+                [
+                    "curate job",
+                    f"seconds for {args.records:,} raw records → curated Parquet",
+                    f"{med['ours']:.1f}",
+                    f"{med['bare']:.1f} (bare Spark read.json → parquet)",
+                    f"{ratio:.2f}",
+                    "≤ 1.5× bare Spark",
+                    met(ratio <= 1.5),
+                ],
+                [
+                    "curate job",
+                    "DuckDB doing the bare format switch (reference)",
+                    f"{med['duckdb']:.1f}",
+                    f"{med['bare']:.1f} (bare Spark)",
+                    f"{duck:.2f}",
+                    "—",
+                    "—",
+                ],
+            ],
+            notes=[
+                f"Ours quarantined {ours['quarantined']:,.0f} records with reasons and dropped "
+                f"{ours['duplicates']:,.0f} duplicates; the bare switch keeps everything.",
+                "Where ours spends beyond the baseline: validation with the registry's own "
+                "validator in Python workers (a pandas UDF), typing with from_json, and caching "
+                "the typed rows for the counts, the dedupe window and the write.",
+                "DuckDB converts several times faster than Spark on one node; Spark is what "
+                "scales out on Glue.",
+            ],
+        )
+    )
     sys.stdout.flush()
 
 

@@ -208,7 +208,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--out", type=Path)
@@ -223,6 +223,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    from report import Report, Table, met, save
     from tributary.table import render
     from tributary_stack.moto import free_port
     from tributary_stack.process import ManagedProcess
@@ -290,23 +291,61 @@ def main() -> None:
         f"{args.rounds}); {platform.machine()} x{os.cpu_count()}, "
         f"Python {platform.python_version()}"
     )
-    print(
-        render(
-            [
-                "importer",
-                "records",
-                "seconds",
-                "records/s",
-                "× dlt",
-                "records/CPU-s",
-                "× dlt",
-                "peak RSS MB",
-                "× dlt",
-                "working MB",
-                "× dlt",
+    headers = [
+        "importer",
+        "records",
+        "seconds",
+        "records/s",
+        "× dlt",
+        "records/CPU-s",
+        "× dlt",
+        "peak RSS MB",
+        "× dlt",
+        "working MB",
+        "× dlt",
+    ]
+    print(render(headers, rows, title=title))
+    ours, dlt = out["ours"], out["dlt"]
+    speed = (ours["records"] / ours["seconds"]) / dlt_rate
+    peak = ours["peak_mb"] / dlt["peak_mb"]
+    save(
+        Report(
+            name="importer",
+            setup=(
+                f"{RECORDS:,} photos from the fake API (FAKEAPI_SCALE=20) in {RECORDS // PAGE:,} "
+                f"pages of {PAGE}, to local disk, beside dlt's REST API source (filesystem "
+                "destination, jsonl) following the same Link header. Each tool runs in its own "
+                "process from its own minimal virtualenv (only what it installs in production); "
+                f"median of {args.rounds} interleaved runs. Peak RSS is the process's VmHWM; "
+                "working memory = peak RSS − RSS right after its imports."
+            ),
+            tables=[Table(title.strip(), headers, rows)],
+            headline=[
+                [
+                    "importer",
+                    "records/s, 100k records in 1,000 pages (Link header)",
+                    f"{ours['records'] / ours['seconds']:,.0f}",
+                    f"{dlt_rate:,.0f} (dlt rest_api)",
+                    f"{speed:.2f}",
+                    "≥ 2×",
+                    met(speed >= 2),
+                ],
+                [
+                    "importer",
+                    "peak RSS MB (same import)",
+                    f"{ours['peak_mb']:.0f}",
+                    f"{dlt['peak_mb']:.0f} (dlt rest_api)",
+                    f"{peak:.2f}",
+                    "≤ 0.5×",
+                    met(peak <= 0.5),
+                ],
             ],
-            rows,
-            title=title,
+            notes=[
+                "Where our time goes, per page: httpx (the required client) ≈ 1.6 ms of CPU, "
+                "creating the page's file ≈ 1 ms in this VM (one object per page, metadata in an "
+                "xattr), gzip ≈ 0.35 ms, 100 envelopes ≈ 0.6 ms; the fake API's server side "
+                "≈ 0.6 ms per page.",
+            ],
         )
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
