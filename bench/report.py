@@ -53,6 +53,12 @@ class Report:
     headline: list[list[Any]]
     notes: list[str] = field(default_factory=list)
     finished: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    commit: str = field(default_factory=lambda: _commit())
+
+
+def _commit() -> str:
+    """The code measured: the commit, `-dirty` when the tree had uncommitted changes."""
+    return _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
 
 
 def save(report: Report) -> Path:
@@ -106,14 +112,12 @@ def machine() -> list[list[str]]:
     if meminfo.exists():
         found = re.search(r"MemTotal:\s*(\d+) kB", meminfo.read_text())
         memory = f"{int(found[1]) / 1024**2:.0f} GiB" if found else memory
-    commit = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     return [
         ["CPU", f"{cpu}, {os.cpu_count()} logical cores"],
         ["memory", memory],
         ["OS", f"{platform.system()} {platform.release()} ({platform.machine()})"],
         ["Python", platform.python_version()],
         ["Java (Spark)", _first_line(["java", "-version"]) if shutil.which("java") else "none"],
-        ["commit", commit],
     ]
 
 
@@ -152,7 +156,11 @@ def assemble(reports: dict[str, Report], seconds: dict[str, float]) -> str:
         if report is None:
             continue
         took = f", {seconds[name]:.0f} s" if name in seconds else ""
-        out += ["", f"## {name} (`bench/{name}.py`, run {report.finished}{took})", ""]
+        out += [
+            "",
+            f"## {name} (`bench/{name}.py` at {report.commit}, run {report.finished}{took})",
+            "",
+        ]
         out += [report.setup, ""]
         for table in report.tables:
             if table.title:
