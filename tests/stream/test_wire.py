@@ -188,7 +188,10 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
             zombie.signal(signal.SIGSTOP)
             fleet.start()
             more, more_last = await put_load(lake, 3_000, offset=3_000)
-            await asyncio.sleep(5)  # > failover (3 s): the second worker takes every lease
+            # Failover: the second worker takes every lease. Waiting for it, not a fixed sleep:
+            # on a loaded machine its start-up can eat the pause, and a zombie woken before the
+            # takeover simply renews the leases it still holds.
+            await wait_owned(lake, "worker-2", 4)
             proxy.faults.down = {"s3"}
             zombie.signal(signal.SIGCONT)  # wakes up holding stale leases and buffers
             during, during_last = await put_load(lake, 2_000, offset=6_000)
