@@ -1,5 +1,5 @@
 """The embedded AWS keeps every acknowledged Kinesis record when PutRecords calls overlap (moto
-alone numbers them max + 1 without a lock and overwrites some; see make_kinesis_thread_safe)."""
+alone numbers them max + 1 without a lock and overwrites some; see fix_moto_kinesis)."""
 
 from __future__ import annotations
 

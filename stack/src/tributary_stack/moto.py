@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from moto.kinesis.models import Shard
+from moto.kinesis.models import Record, Shard
 from moto.server import ThreadedMotoServer
 from moto.server import main as moto_main
 
@@ -45,20 +46,32 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
 _KINESIS_SHARD_LOCK = threading.RLock()
 
 
-def make_kinesis_thread_safe() -> None:
-    """Serialize moto's Kinesis shard reads and writes (idempotent).
+def fix_moto_kinesis() -> None:
+    """Make moto's Kinesis shards safe under concurrency and linear in cost (idempotent).
 
-    moto's threaded server runs requests at once, and its shard numbers a new record
-    max + 1 without a lock ("not safe for concurrency", says its source): two PutRecords at once
-    can get the same sequence number, and one record silently replaces the other though both
-    were acknowledged (40 concurrent 100-record calls lost 14 here). Real Kinesis has no such
-    race; without this, the embedded stack would lose acknowledged records under load.
+    - A race: moto's threaded server runs requests at once, and its shard numbers a new record
+      max + 1 without a lock ("not safe for concurrency", says its source): two PutRecords at
+      once can get the same sequence number, and one record silently replaces the other though
+      both were acknowledged (40 concurrent 100-record calls lost 14 here). Shard reads and
+      writes are serialized.
+    - A quadratic cost: it finds that max by copying every key of the shard, per record put, and
+      GetRecords walks the shard from its first record on every call. Keys are ascending
+      integers (every record is appended as max + 1), so the last key is O(1) and a GetRecords
+      start is a bisection.
+    Real Kinesis has neither problem; without this, the embedded stack would lose acknowledged
+    records under load and slow down as the stream grows.
     """
-    if getattr(Shard, "_tributary_serialized", False):
+    if getattr(Shard, "_tributary_fixed", False):
         return
-    for name in ("put_record", "get_records", "get_sequence_number_at"):
-        setattr(Shard, name, _serialized(getattr(Shard, name)))
-    setattr(Shard, "_tributary_serialized", True)  # noqa: B010 - moto's class, our mark
+    replacements: dict[str, Callable[..., Any]] = {
+        "put_record": _put_record,
+        "get_records": _get_records,
+        "get_max_sequence_number": _max_sequence_number,
+        "get_sequence_number_at": Shard.get_sequence_number_at,  # moto's own, serialized
+    }
+    for name, method in replacements.items():
+        setattr(Shard, name, _serialized(method))
+    setattr(Shard, "_tributary_fixed", True)  # noqa: B010 - moto's class, our mark
 
 
 def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,9 +83,35 @@ def _serialized(method: Callable[..., Any]) -> Callable[..., Any]:
     return locked
 
 
+def _max_sequence_number(shard: Shard) -> int:
+    return next(reversed(shard.records), 0)
+
+
+def _put_record(shard: Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
+    sequence_number = _max_sequence_number(shard) + 1
+    shard.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
+    return str(sequence_number)
+
+
+def _get_records(
+    shard: Shard, last_sequence_id: str, limit: int | None
+) -> tuple[list[Record], int, int]:
+    """moto's semantics: records after `last_sequence_id` (up to `limit`), the last sequence
+    number returned (or the one given), and ms between the last returned and the newest."""
+    after = int(last_sequence_id)
+    keys = list(shard.records)  # ascending; a C-speed copy, then a bisection
+    start = bisect.bisect_right(keys, after)
+    chosen = keys[start : start + limit] if limit else keys[start:]
+    if not chosen:
+        return [], after, 0
+    results = [shard.records[k] for k in chosen]
+    newest = shard.records[keys[-1]]
+    return results, chosen[-1], int((newest.created_at - results[-1].created_at) * 1000)
+
+
 def serve_moto_process() -> None:
-    """The entry of `MotoProcess`: moto's own server main, with Kinesis made thread-safe."""
-    make_kinesis_thread_safe()
+    """The entry of `MotoProcess`: moto's own server main, with its Kinesis fixed."""
+    fix_moto_kinesis()
     moto_main()
 
 
@@ -102,7 +141,7 @@ class MotoServer:
                 ) from exc
         # werkzeug logs every request at INFO: one line per AWS call drowns the stack's output.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        make_kinesis_thread_safe()
+        fix_moto_kinesis()
         self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
         self._server.start()
         wait_for_port(self.host, self.port)
