@@ -14,10 +14,12 @@ LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyprojec
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# --compile-bytecode: every process (services, Spark's Python workers) starts from cached
+# bytecode, even where PYTHONDONTWRITEBYTECODE is set, as it is on the development VM.
 $(STAMP): $(LOCKED)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	npm ci --prefix tools/kinesis-local --no-audit --no-fund --loglevel=error
 	@touch $@
 
