@@ -26,7 +26,7 @@ from tests.stack.conftest import stack_settings
 from tributary.aws import AwsClients
 from tributary.settings import AwsSettings
 from tributary_stack.demo import run_curate
-from tributary_stack.inspect import read_lines, read_parquet, read_stream, wait_checkpointed
+from tributary_stack.inspect import read_lines, read_parquet, wait_consumed
 from tributary_stack.process import ManagedProcess
 from tributary_stack.stack import LocalStack
 
@@ -178,17 +178,6 @@ def kill_curate_after_publish(stack: LocalStack, out: TextIO) -> None:
     assert not asyncio.run(keys("_state/curate/posts/")), "the crashed run moved its bookmark"
 
 
-def drain(aws: AwsSettings) -> set[int]:
-    """Wait until the consumers have checkpointed the whole stream; the ids on it."""
-    last: dict[str, int] = {}
-    ids = set()
-    for record in asyncio.run(read_stream(aws)):
-        last[record.shard_id] = max(last.get(record.shard_id, 0), int(record.sequence_number))
-        ids.add(int(record.envelope.id))
-    asyncio.run(wait_checkpointed(aws, last, within=180))
-    return ids
-
-
 def raw_ids(aws: AwsSettings) -> set[int]:
     lines = asyncio.run(read_lines(aws, "raw/posts/"))
     return {int(orjson.loads(line)["id"]) for batch in lines.values() for line in batch}
@@ -223,7 +212,7 @@ def test_kill_9_and_aws_outages_across_the_pipeline_lose_and_duplicate_nothing(
         asyncio.run(load_under_chaos())
         took["load"] = time.monotonic() - started
         aws = stack.aws_settings()
-        in_stream = drain(aws)
+        in_stream = {int(r.envelope.id) for r in asyncio.run(wait_consumed(aws, within=180))}
         in_raw = raw_ids(aws)
         took["drain"] = time.monotonic() - started - sum(took.values())
         kill_curate_after_publish(stack, out)

@@ -23,7 +23,7 @@ from tributary.envelope import Envelope
 from tributary.settings import AwsSettings
 from tributary_stack import samples
 from tributary_stack.demo import run_curate, run_importer
-from tributary_stack.inspect import read_lines, read_parquet, read_stream, wait_checkpointed
+from tributary_stack.inspect import read_lines, read_parquet, wait_consumed
 from tributary_stack.stack import LocalStack
 
 pytestmark = pytest.mark.timeout(420)
@@ -43,14 +43,6 @@ def post(stack: LocalStack, dataset: str, body: bytes, **headers: str) -> dict[s
     assert response.status_code in (202, 422), response.text
     result: dict[str, Any] = response.json()
     return result
-
-
-def drain_stream(aws: AwsSettings) -> None:
-    """Until the consumers' checkpoints cover everything on the stream."""
-    last: dict[str, int] = {}
-    for record in asyncio.run(read_stream(aws)):
-        last[record.shard_id] = max(last.get(record.shard_id, 0), int(record.sequence_number))
-    asyncio.run(wait_checkpointed(aws, last, within=120))
 
 
 def curated_tables(aws: AwsSettings, dataset: str) -> dict[str, pa.Table]:
@@ -118,7 +110,7 @@ def test_posted_and_imported_records_reach_curated_once_with_the_mapped_schema(
 
         imported = run_importer(stack)
         assert set(imported) == {"posts", "comments", "items"}
-        drain_stream(aws)
+        asyncio.run(wait_consumed(aws, within=120))
         raw = asyncio.run(read_lines(aws, "raw/"))
         from_importer: dict[str, Counter[str]] = defaultdict(Counter)
         for lines in raw.values():

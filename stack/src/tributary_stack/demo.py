@@ -30,7 +30,7 @@ from tributary.envelope import Envelope
 from tributary.layout import Zone
 from tributary.table import render
 from tributary_stack import samples
-from tributary_stack.inspect import read_lines, read_stream, wait_checkpointed
+from tributary_stack.inspect import read_lines, wait_consumed
 from tributary_stack.stack import LocalStack
 
 
@@ -191,13 +191,8 @@ def run(stack: LocalStack) -> int:
         )
     )
     aws = stack.aws_settings()
-    stream = asyncio.run(read_stream(aws))
-    last: dict[str, str] = {}
-    for record in stream:
-        if int(record.sequence_number) > int(last.get(record.shard_id, "0")):
-            last[record.shard_id] = record.sequence_number
     started = time.monotonic()
-    asyncio.run(wait_checkpointed(aws, last, within=120))
+    stream = asyncio.run(wait_consumed(aws, within=120))
     timings["Kinesis → consumer → raw (catch-up)"] = time.monotonic() - started
     quarantine = asyncio.run(read_lines(aws, f"{Zone.QUARANTINE}/"))
     in_stream = Counter(r.envelope.dataset for r in stream)

@@ -88,6 +88,16 @@ async def read_parquet(settings: AwsSettings, prefix: str) -> dict[str, pa.Table
     return {key: pq.read_table(io.BytesIO(body)) for key, body in objects.items()}
 
 
+async def wait_consumed(settings: AwsSettings, within: float) -> list[StreamRecord]:
+    """Every record on the stream now, returned once the consumers' checkpoints cover them."""
+    records = await read_stream(settings)
+    last: dict[str, int] = {}
+    for record in records:
+        last[record.shard_id] = max(last.get(record.shard_id, 0), int(record.sequence_number))
+    await wait_checkpointed(settings, last, within)
+    return records
+
+
 async def wait_checkpointed(
     settings: AwsSettings, last: Mapping[str, int | str], within: float
 ) -> None:
