@@ -12,13 +12,7 @@ from tributary_stack.settings import StackSettings
 def stack_settings(tmp_path: Path, **update: Any) -> StackSettings:
     """The stack's defaults with free ports, no importer/curate loops (tests drive them)."""
     defaults: dict[str, Any] = {
-        "aws_port": 0,
-        "api_port": 0,
-        "fakeapi_port": 0,
-        "importer_loop": False,
-        "curate_loop": False,
-        "env_file": tmp_path / "stack.env",
         "datasets_config": REPO / "config" / "datasets.yaml",
         "sources_config": REPO / "config" / "sources.yaml",
     }
-    return StackSettings().model_copy(update={**defaults, **update})
+    return StackSettings().one_off(tmp_path / "stack.env").model_copy(update={**defaults, **update})

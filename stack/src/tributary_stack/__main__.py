@@ -73,17 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = StackSettings()
     if args.command == "up":
         return _up(settings)
-    # The demo uses free ports, so it runs beside a `make up` without a clash.
-    demo_settings = settings.model_copy(
-        update={
-            "aws_port": 0,
-            "api_port": 0,
-            "fakeapi_port": 0,
-            "importer_loop": False,
-            "curate_loop": False,
-            "env_file": Path(".local/demo.env"),
-        }
-    )
+    demo_settings = settings.one_off(Path(".local/demo.env"))
     log_path = Path(".local/demo.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log_file:

@@ -40,3 +40,17 @@ class StackSettings(BaseSettings):
     sources_config: Path = Field(
         default=Path("config/sources.yaml"), validation_alias="SOURCES_CONFIG"
     )
+
+    def one_off(self, env_file: Path) -> StackSettings:
+        """These settings for a run that drives the pipeline itself (the demo, a test): free
+        ports, so it runs beside a `make up`; no importer or curate loop; its own env file."""
+        return self.model_copy(
+            update={
+                "aws_port": 0,
+                "api_port": 0,
+                "fakeapi_port": 0,
+                "importer_loop": False,
+                "curate_loop": False,
+                "env_file": env_file,
+            }
+        )

@@ -1,8 +1,8 @@
 """The embedded stack: moto server + bootstrap + the services as child processes.
 
 With `fault_proxy=True` the services reach moto through a `FaultProxy` (`stack.proxy.faults`
-breaks S3 or Kinesis for them), and `kill9` / `restart` crash and bring back any service: the
-chaos test of the whole pipeline drives the stack this way.
+breaks S3 or Kinesis for them), and `kill9` / `start_service` crash and bring back any service:
+the chaos test of the whole pipeline drives the stack this way.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class LocalStack:
         self.fakeapi_port = settings.fakeapi_port or free_port(settings.host)
         self.services: dict[str, ManagedProcess] = {}
         self._specs: dict[str, ServiceSpec] = {}
-        self.restarts = 0
+        self._restarts = 0
 
     @property
     def processes(self) -> list[ManagedProcess]:
@@ -175,8 +175,8 @@ class LocalStack:
         spec = self._specs[name]
         env = {**os.environ, **self.env, **dict(spec.env)}
         if name in self.services and "WORKER_ID" in env:  # a restart is a new worker, as on ECS
-            self.restarts += 1
-            env["WORKER_ID"] += f"-r{self.restarts}"
+            self._restarts += 1
+            env["WORKER_ID"] += f"-r{self._restarts}"
         process = ManagedProcess.python_module(name, spec.module, spec.args, env, self._out)
         self.services[name] = process.start()
         if spec.ready_url:
@@ -188,11 +188,6 @@ class LocalStack:
         process = self.services[name]
         process.signal(signal.SIGKILL)
         process.stop(timeout=5)
-
-    def restart(self, name: str) -> ManagedProcess:
-        """SIGTERM (if still running) and start `name` again."""
-        self.services[name].stop()
-        return self.start_service(name)
 
     def write_env_file(self) -> Path:
         """Write `export NAME=value` lines that other shells and commands can source."""
