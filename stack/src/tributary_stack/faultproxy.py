@@ -103,6 +103,8 @@ class FaultProxy:
         body = b""
         while True:
             message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client died mid-request (kill -9): like a network, forward nothing
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
