@@ -11,6 +11,9 @@ Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from tributary.aws import AwsClients
-from tributary.cli import EXIT_OK, every, run_and_exit
+from tributary.cli import EXIT_OK, EXIT_RETRY, every, run_and_exit
 from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError
 from tributary.log import configure_logging
@@ -134,11 +137,29 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             print(results_table(results), flush=True)
             return code
 
+        from tributary_curate.stopping import STOPPED, stop_on_signal
+
+        stop = stop_on_signal(spark)
         try:
             if not args.loop:
                 return await once()
-            return await every(args.interval or settings.interval_s, once)
+            return await every(args.interval or settings.interval_s, once, signals=False)
+        except STOPPED:
+            if not stop.requested:
+                raise
+            # The Spark error may come first: take the task's pending cancellation here, not
+            # in the clean-up below.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+            print(
+                "curate: stopped; Spark's jobs cancelled (the next run redoes what this one "
+                "did not finish, without duplicates)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_OK if args.loop else EXIT_RETRY
         finally:
+            stop.uninstall()
             spark.stop()
 
 

@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from moto.server import main as moto_main
 
 from tributary.errors import ConfigError
+from tributary_stack.process import die_with_parent
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -187,15 +188,20 @@ class MotoProcess:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),  # dies with whoever started it, even by SIGKILL
         )
         wait_for_port(self.host, self.port)
         return self
 
     def stop(self) -> None:
-        """Terminate it."""
+        """Terminate it (SIGKILL after 10 s)."""
         if self._proc is not None:
             self._proc.terminate()
-            self._proc.wait(10)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
             self._proc = None
 
     def __enter__(self) -> MotoProcess:
@@ -247,6 +253,7 @@ class KinesisLocal:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),  # dies with whoever started it, even by SIGKILL
         )
         wait_for_port(self.host, self.port, timeout=30)
         return self

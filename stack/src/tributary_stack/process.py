@@ -1,24 +1,55 @@
-"""Child processes of the local stack, with prefixed output and a clean stop."""
+"""Child processes of the local stack, with prefixed output, a bounded stop, and no orphans."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 import httpx
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child get SIGKILL when its parent dies (Linux), else None.
+
+    Children run in their own session (so Ctrl+C reaches only the stack), which also means
+    nothing kills them when the stack is killed: a SIGKILLed `make up` or test run would leave
+    its services holding the ports. `PR_SET_PDEATHSIG` survives exec, so the service itself
+    carries it. It fires when the *thread* that spawned the child ends: start services from a
+    thread that lives as long as the stack (the main thread does). A JVM the service starts in
+    turn is not covered by it; PySpark's gateway exits when its parent's stdin pipe closes.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not in the child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+class StartCancelled(Exception):
+    """A stop was requested while the stack was starting."""
 
 
 class ManagedProcess:
     """A child process whose output lines are echoed as `<name> | <line>`.
 
     The child gets its own session, so Ctrl+C in the terminal reaches only the stack, which then
-    stops children in order with SIGTERM (SIGKILL after `stop_timeout`).
+    stops it (`terminate`, `wait`, `kill`, or `stop` for all three); and it dies with the stack
+    (`die_with_parent`).
     """
 
     def __init__(
@@ -66,6 +97,7 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # one prctl call, looked up before the fork
         )
         self._pump = threading.Thread(target=self._echo, name=f"echo-{self.name}", daemon=True)
         self._pump.start()
@@ -80,10 +112,19 @@ class ManagedProcess:
                 self._out.write(self._prefix + line + "\n")
                 self._out.flush()
 
-    def wait_http(self, url: str, timeout: float = 30.0, ok: tuple[int, ...] = (200,)) -> None:
-        """Block until GET `url` answers with a status in `ok`; fail fast if the child exits."""
+    def wait_http(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        ok: tuple[int, ...] = (200,),
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Block until GET `url` answers with a status in `ok`; fail fast if the child exits,
+        and give up (StartCancelled) as soon as `cancelled()` is true."""
         deadline = time.monotonic() + timeout
         while True:
+            if cancelled():
+                raise StartCancelled(f"stopped while waiting for {self.name}")
             if self.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with code {self.poll()} during start-up")
             try:
@@ -104,19 +145,38 @@ class ManagedProcess:
         if self._proc is not None and self._proc.poll() is None:
             os.kill(self._proc.pid, sig)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM: every service drains on it); returns at once."""
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the child; returns at once."""
+        self.signal(signal.SIGKILL)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the child to exit; True when it has."""
+        if self._proc is None:
+            return True
+        try:
+            self._proc.wait(max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self) -> int | None:
+        """After the child has exited: finish echoing its output; its exit code."""
         if self._proc is None:
             return None
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        self._proc.wait()
         if self._pump is not None:
             self._pump.join(timeout=5)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
         return self._proc.returncode
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+        self.terminate()
+        if not self.wait(timeout):
+            self.kill()
+        return self.close()
