@@ -71,9 +71,9 @@ class StopRequest:
         # No locks and as few bytecodes as can be (a signal may land inside this handler too):
         # one byte into a non-blocking pipe. A full pipe means the watcher has bytes to read
         # already, which is all a stop needs.
-        try:
+        try:  # noqa: SIM105 - contextlib.suppress would cost bytecodes here
             os.write(self._write_fd, b"\x01")
-        except BlockingIOError:  # noqa: SIM105 - contextlib.suppress costs bytecodes here
+        except BlockingIOError:
             pass
 
     def _watch(self) -> None:
