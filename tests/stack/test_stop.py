@@ -174,10 +174,12 @@ def test_stop_by_sigterm_or_sigint_at_any_moment_is_bounded_and_leaves_nothing(
     for round_ in range(20):
         sig = signal.SIGTERM if round_ % 2 else signal.SIGINT
         moment = MOMENTS[round_ % 3]
-        sup = Supervisor(tmp_path).start()
+        # Spark's JVM costs a core for seconds: only where the moment involves curate.
+        sup = Supervisor(tmp_path, curate=moment != "up").start(STACK_CONSUMERS="1")
         supervisors.append(sup)
-        if moment == "starting":
-            time.sleep(rng.uniform(0.3, 3.0))
+        if moment == "starting":  # moto, bootstrap, services starting one after another
+            sup.wait_for("starting the embedded stack")
+            time.sleep(rng.uniform(0, 3.0))
         elif moment == "up":
             sup.wait_for("Ctrl+C stops everything")
             time.sleep(rng.uniform(0, 2))

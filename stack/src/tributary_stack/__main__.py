@@ -25,6 +25,7 @@ from tributary_stack.status import status
 def _up(settings: StackSettings) -> int:
     stop = StopRequest().install()  # first: a Ctrl+C during start-up stops cleanly too
     stop.on_request(lambda count: _say_stopping(count, settings.stop_timeout_s))
+    print("starting the embedded stack… (Ctrl+C stops it, also now)", flush=True)
     stack = LocalStack(settings)
     try:
         stack.start(cancelled=lambda: stop.requested)
