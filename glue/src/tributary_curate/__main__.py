@@ -137,9 +137,9 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             print(results_table(results), flush=True)
             return code
 
-        from tributary_curate.stopping import STOPPED, stop_on_signal
+        from tributary_curate.stopping import STOPPED, SparkStopper
 
-        stop = stop_on_signal(spark)
+        stop = SparkStopper(spark).install()
         try:
             if not args.loop:
                 return await once()
@@ -159,7 +159,7 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             )
             return EXIT_OK if args.loop else EXIT_RETRY
         finally:
-            stop.uninstall()
+            stop.close()
             spark.stop()
 
 

@@ -24,26 +24,45 @@ from tributary.stop import StopRequest
 STOPPED = (asyncio.CancelledError, Py4JError)
 
 
-def stop_on_signal(spark: SparkSession) -> StopRequest:
-    """From now on SIGTERM / SIGINT cancel Spark's jobs and the current task (installed)."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
+class SparkStopper:
+    """SIGTERM / SIGINT cancel Spark's jobs and the current task; `close()` before spark.stop()."""
 
-    def keep_cancelling() -> None:
-        while True:
-            try:
-                spark.sparkContext.cancelAllJobs()
-            except Py4JError:  # the session is gone: nothing is left to cancel
-                return
-            time.sleep(0.25)
+    def __init__(self, spark: SparkSession) -> None:
+        self._spark = spark
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._closed = threading.Event()
+        self._lock = threading.Lock()  # no cancelAllJobs in flight while the session stops
+        self._request = StopRequest()
+        self._request.on_request(self._cancel)
 
-    def cancel(count: int) -> None:
+    def install(self) -> SparkStopper:
+        """Handle the signals from now on."""
+        self._request.install()
+        return self
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop signal arrived."""
+        return self._request.requested
+
+    def close(self) -> None:
+        """Stop cancelling and put the previous signal handlers back."""
+        with self._lock:
+            self._closed.set()
+        self._request.uninstall()
+
+    def _cancel(self, count: int) -> None:
         if count > 1:
             return
-        if task is not None:
-            loop.call_soon_threadsafe(task.cancel)
-        threading.Thread(target=keep_cancelling, name="cancel-spark", daemon=True).start()
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        threading.Thread(target=self._keep_cancelling, name="cancel-spark", daemon=True).start()
 
-    stop = StopRequest()
-    stop.on_request(cancel)
-    return stop.install()
+    def _keep_cancelling(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                self._spark.sparkContext.cancelAllJobs()
+            time.sleep(0.25)

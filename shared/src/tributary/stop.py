@@ -3,13 +3,14 @@
 A Python signal handler runs on the main thread between two bytecodes, wherever that thread is:
 possibly inside `threading.Event.wait`, holding the event's lock. A handler that takes a lock
 (`Event.set()` does) can then wait for itself forever, and every further signal stacks another
-blocked handler. So the handler here only counts and writes one byte to a non-blocking pipe; a
-watcher thread reads the pipe and does the rest (sets an event, runs the callbacks), as ordinary
+blocked handler. So the handler here only writes one byte to a non-blocking pipe; a watcher
+thread reads the pipe and does the rest (counts, sets an event, runs the callbacks), as ordinary
 thread code that may take locks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -85,4 +86,12 @@ class StopRequest:
                 self._seen += 1
                 self._requested.set()
                 for callback in self._callbacks:
-                    callback(self._seen)
+                    self._run(callback)
+
+    def _run(self, callback: Callable[[int], None]) -> None:
+        # The watcher is a thread's top level: a failing callback is logged, and the next
+        # signal (a second Ctrl+C) still works.
+        try:
+            callback(self._seen)
+        except Exception:  # the watcher thread's top level: log, and keep watching
+            logging.getLogger(__name__).exception("stop callback %r failed", callback)

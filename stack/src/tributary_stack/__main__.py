@@ -16,6 +16,7 @@ from tributary.stop import StopRequest
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import load_sources
 from tributary_stack import demo
+from tributary_stack.orphans import exit_with_parent
 from tributary_stack.process import StartCancelled
 from tributary_stack.settings import StackSettings
 from tributary_stack.stack import LocalStack
@@ -23,7 +24,10 @@ from tributary_stack.status import status
 
 
 def _up(settings: StackSettings) -> int:
-    stop = StopRequest().install()  # first: a Ctrl+C during start-up stops cleanly too
+    # First: a Ctrl+C during start-up stops cleanly too; SIGHUP is a closed terminal; a killed
+    # parent (`make`, a shell) becomes a SIGTERM.
+    stop = StopRequest((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)).install()
+    exit_with_parent(signal.SIGTERM)
     stop.on_request(lambda count: _say_stopping(count, settings.stop_timeout_s))
     print("starting the embedded stack… (Ctrl+C stops it, also now)", flush=True)
     stack = LocalStack(settings)
@@ -98,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = StackSettings()
     if args.command == "up":
         return _up(settings)
-    # SIGTERM unwinds the demo like Ctrl+C does (the stack stops on the way out).
+    # SIGTERM (also: our parent died) unwinds the demo like Ctrl+C (the stack stops on the way).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    exit_with_parent(signal.SIGTERM)
     demo_settings = settings.one_off(Path(".local/demo.env"))
     log_path = Path(".local/demo.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

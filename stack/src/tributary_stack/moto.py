@@ -20,7 +20,7 @@ from moto.server import ThreadedMotoServer
 from moto.server import main as moto_main
 
 from tributary.errors import ConfigError
-from tributary_stack.process import die_with_parent
+from tributary_stack.orphans import popen
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -176,7 +176,7 @@ class MotoProcess:
 
     def start(self) -> MotoProcess:
         """Spawn `moto_server` and wait for its port."""
-        self._proc = subprocess.Popen(
+        self._proc = popen(
             [
                 sys.executable,
                 "-c",
@@ -188,7 +188,6 @@ class MotoProcess:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(),  # dies with whoever started it, even by SIGKILL
         )
         wait_for_port(self.host, self.port)
         return self
@@ -247,13 +246,12 @@ class KinesisLocal:
             "UPDATE_STREAM_DURATION": "100ms",
             "LOG_LEVEL": "WARN",
         }
-        self._proc = subprocess.Popen(
+        self._proc = popen(
             ["node", "main.js"],
             cwd=package,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(),  # dies with whoever started it, even by SIGKILL
         )
         wait_for_port(self.host, self.port, timeout=30)
         return self

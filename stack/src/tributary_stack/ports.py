@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -33,13 +34,17 @@ class Holder:
 
 
 def is_free(host: str, port: int) -> bool:
-    """True when a server could bind host:port now (SO_REUSEADDR, as the servers bind)."""
-    with socket.socket() as probe:
+    """True when a server could bind host:port now (SO_REUSEADDR, as the servers bind); other
+    bind errors (a host that is not this machine's) are raised, not taken for "in use"."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host, port))
-        except OSError:
-            return False
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise ConfigError(f"cannot bind {host}:{port}: {exc} (is STACK_HOST right?)") from exc
         return True
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -14,30 +13,7 @@ from typing import TextIO
 
 import httpx
 
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` that makes the child get SIGKILL when its parent dies (Linux), else None.
-
-    Children run in their own session (so Ctrl+C reaches only the stack), which also means
-    nothing kills them when the stack is killed: a SIGKILLed `make up` or test run would leave
-    its services holding the ports. `PR_SET_PDEATHSIG` survives exec, so the service itself
-    carries it. It fires when the *thread* that spawned the child ends: start services from a
-    thread that lives as long as the stack (the main thread does). A JVM the service starts in
-    turn is not covered by it; PySpark's gateway exits when its parent's stdin pipe closes.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not in the child
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died between fork and prctl
-            os._exit(1)
-
-    return preexec
+from tributary_stack.orphans import popen
 
 
 class StartCancelled(Exception):
@@ -47,9 +23,9 @@ class StartCancelled(Exception):
 class ManagedProcess:
     """A child process whose output lines are echoed as `<name> | <line>`.
 
-    The child gets its own session, so Ctrl+C in the terminal reaches only the stack, which then
-    stops it (`terminate`, `wait`, `kill`, or `stop` for all three); and it dies with the stack
-    (`die_with_parent`).
+    The child gets its own session (and process group), so Ctrl+C in the terminal reaches only
+    the stack, which then stops it (`terminate`, `wait`, `kill`, or `stop` for all three); and
+    it dies with the stack (`orphans.popen`).
     """
 
     def __init__(
@@ -90,14 +66,13 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         """Spawn the child and start echoing its output."""
-        self._proc = subprocess.Popen(
+        self._proc = popen(
             self._argv,
             env=self._env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent(),  # one prctl call, looked up before the fork
         )
         self._pump = threading.Thread(target=self._echo, name=f"echo-{self.name}", daemon=True)
         self._pump.start()
@@ -150,8 +125,9 @@ class ManagedProcess:
         self.signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        """SIGKILL the child; returns at once."""
-        self.signal(signal.SIGKILL)
+        """SIGKILL the child's whole process group (a JVM it started, Spark's workers, …)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)  # its own session: group id = its pid
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the child to exit; True when it has."""
@@ -163,14 +139,15 @@ class ManagedProcess:
             return False
         return True
 
-    def close(self) -> int | None:
-        """After the child has exited: finish echoing its output; its exit code."""
+    def close(self, timeout: float = 5.0) -> int | None:
+        """After the child has exited: finish echoing its output (up to `timeout`; a grandchild
+        may still hold the pipe, and then the echo thread is left to end on its own)."""
         if self._proc is None:
             return None
         self._proc.wait()
         if self._pump is not None:
-            self._pump.join(timeout=5)
-        if self._proc.stdout is not None:
+            self._pump.join(timeout=max(timeout, 0.0))
+        if self._proc.stdout is not None and not (self._pump and self._pump.is_alive()):
             self._proc.stdout.close()
         return self._proc.returncode
 

@@ -241,7 +241,7 @@ class LocalStack:
             if process.poll() is None:
                 print(f"{process.name} did not stop in time: SIGKILL", flush=True)
                 process.kill()
-            process.close()
+            process.close(timeout=max(deadline - time.monotonic(), 1.0))
         self.services.clear()
         if self.proxy is not None:
             self.proxy.stop()
