@@ -12,11 +12,8 @@ import pytest
 
 from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
 from tests.importer.test_import import fake_url  # noqa: F401 - the module-scoped fixture
-from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
 from tributary.settings import AwsSettings
-from tributary_importer.state import SourceState, StateConflictError
-from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stack.inspect import read_lines
 from tributary_stack.moto import MotoServer
 
@@ -92,18 +89,6 @@ async def test_exit_codes_a_scheduler_can_act_on(cli_env: dict[str, str], tmp_pa
         {**cli_env, "FAKEAPI_URL": "http://127.0.0.1:9"}, "run", "--once", "--source", "posts"
     )
     assert down.returncode == 1, down.stderr  # transient: the scheduler retries later
-
-
-async def test_dynamodb_state_store_is_conditional(lake: AwsSettings) -> None:
-    async with AwsClients(lake) as clients:
-        store = DynamoDbStateStore(await clients.dynamodb(), lake.state_table)
-        fresh = await store.get("src")
-        saved = await store.put(SourceState("src", fresh.version, cursor="5", seen={"a@5": "5"}))
-        assert (await store.get("src")) == saved
-        with pytest.raises(StateConflictError, match="another run"):
-            await store.put(SourceState("src", fresh.version, cursor="6"))
-        await store.delete("src")
-        assert (await store.get("src")).version == 0
 
 
 def test_loop_runs_again_and_stops_cleanly_on_sigterm(cli_env: dict[str, str]) -> None:

@@ -25,6 +25,8 @@ from tributary_importer.fetch import SourceClient
 from tributary_importer.run import Importer
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import SourceSpec, load_sources
+from tributary_importer.state import SourceState
+from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 
 
@@ -56,6 +58,15 @@ def _progress(source: str, pages: int, records: int) -> None:
     sys.stderr.flush()
 
 
+def _show(state: SourceState) -> str:
+    """A source's state as JSON; the look-back ids (possibly 100,000s) as a count."""
+    doc = state.document()
+    doc["seen"] = {"ids": len(state.seen)}
+    return orjson.dumps(
+        {"source": state.source, "version": state.version, **doc}, option=orjson.OPT_INDENT_2
+    ).decode()
+
+
 async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
     sources = load_sources(settings.sources_config)
     # `backfill --source` names one source; `run` and `state` take it repeatedly (a list).
@@ -67,24 +78,19 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
         raise PermanentError(f"unknown source(s) {unknown}; known: {sorted(sources)}")
     metrics = EmfMetrics(settings.metrics_namespace, "importer")
     async with AwsClients(settings) as clients, httpx.AsyncClient() as http:
-        store = DynamoDbStateStore(await clients.dynamodb(), settings.state_table)
+        s3 = await clients.s3()
+        store = DynamoDbStateStore(
+            await clients.dynamodb(), settings.state_table, S3StateBlobs(s3, settings.lake_bucket)
+        )
         if args.command == "state":
             for name in names:
                 if args.action == "reset":
                     await store.delete(name)
                     print(f"{name}: state reset; the next run imports from the start")
                 else:
-                    state = await store.get(name)
-                    print(
-                        orjson.dumps(
-                            {"source": name, "version": state.version, **state.document()},
-                            option=orjson.OPT_INDENT_2,
-                        ).decode()
-                    )
+                    print(_show(await store.get(name)))
             return EXIT_OK
-        importer = Importer(
-            S3RawWriter(await clients.s3(), settings.lake_bucket), store, SystemClock(), metrics
-        )
+        importer = Importer(S3RawWriter(s3, settings.lake_bucket), store, SystemClock(), metrics)
         if sys.stderr.isatty():
             importer.progress = _progress
         try:
