@@ -6,6 +6,9 @@ and fault knobs (rate limit with Retry-After, random 5xx, slow responses, trunca
 - `GET /cursor/{resource}?limit=N&cursor=C` — `{"data": [...], "next_cursor": C | null}`.
 - `GET /changes/items?updated_since=T&_page=&_limit=` — items with `updated_at >= T`, oldest
   first (then by id).
+- `GET /changes/mixed?updated_since=T&seq_since=N&_page=&_limit=` — the same items with
+  `updated_at` in mixed ISO-8601 spellings (offsets, fractions) and an integer `seq` past 2^53;
+  filtered by instant and by integer, oldest first.
 - `POST /__admin/advance` — new and changed items; `PUT /__admin/faults` — fault knobs;
   `GET /__admin/stats` — request counts.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from tributary_fakeapi.data import Dataset
+from tributary_fakeapi.data import Dataset, mixed_item
 
 
 class Faults(BaseModel):
@@ -179,6 +183,22 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             (i for i in rows if i["updated_at"] >= updated_since),
             key=lambda i: (i["updated_at"], i["id"]),
         )
+        return truncated(page_response(request, items))
+
+    @app.get("/changes/mixed")
+    async def mixed(request: Request, updated_since: str = "", seq_since: int = 0) -> Response:
+        rows = await resource_rows(request, "items")
+        if isinstance(rows, Response):
+            return rows
+        since = datetime.fromisoformat(updated_since) if updated_since else None
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        served = sorted((mixed_item(i) for i in rows), key=lambda p: (p[0], p[1]["id"]))
+        items = [
+            item
+            for at, item in served
+            if (since is None or at >= since) and item["seq"] >= seq_since
+        ]
         return truncated(page_response(request, items))
 
     @app.get("/{resource}")
