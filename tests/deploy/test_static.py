@@ -279,5 +279,5 @@ def test_task_policy_covers_every_aws_call_and_writes_only_its_prefixes(name: st
             text = str(s["Resource"])
             prefixes = set(re.findall(r"\$\{Bucket\}/([a-z_/]+)/\*", text))
             assert prefixes, text
-            own = {"state/importer"} if name == "importer" else set()  # its look-back blobs
+            own = {"_state/importer"} if name == "importer" else set()  # its look-back blobs
             assert prefixes <= {"raw", "quarantine"} | own, text

@@ -26,18 +26,20 @@ def failed(name: str, exc: TributaryError) -> int:
     return EXIT_RETRY
 
 
-async def every(interval: float, once: Callable[[], Awaitable[object]]) -> int:
-    """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a run in
-    progress finishes first); EXIT_OK."""
+async def every(interval: float, once: Callable[[], Awaitable[int]]) -> int:
+    """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a pass in
+    progress finishes first). Failures do not stop the loop (the next pass retries); the exit
+    code is that of the last pass, so a supervisor sees whether the loop ended healthy."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    code = EXIT_OK
     while not stop.is_set():
-        await once()
+        code = await once()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-    return EXIT_OK
+    return code
 
 
 def run_and_exit(main: Coroutine[Any, Any, int]) -> NoReturn:

@@ -17,7 +17,7 @@ from tributary.aws import translate_aws_error
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-BLOB_PREFIX = "state/importer/"
+BLOB_PREFIX = "_state/importer/"  # beside the curate job's _state/curate/
 
 
 class StateBlobs(Protocol):
@@ -60,7 +60,7 @@ class MemoryStateBlobs:
 
 
 class S3StateBlobs:
-    """`StateBlobs` in the lake bucket, under `state/importer/`."""
+    """`StateBlobs` in the lake bucket, under `_state/importer/`."""
 
     def __init__(self, s3: S3Client, bucket: str) -> None:
         self._s3 = s3
