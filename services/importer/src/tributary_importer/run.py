@@ -4,7 +4,7 @@
    incremental lower bound = cursor − look-back) with a conditional write, before fetching.
 2. Resuming an interrupted run: list its objects (same window, same hour partition — the start
    time is part of the run) and read their ids back, so nothing lands twice even if the source's
-   pages shifted in between.
+   pages shifted in between. Those ids are held in memory for the rest of the run.
 3. Fetch page by page; each page's new records become one create-only object
    `raw/<dataset>/…/importer-<source>-<window>-p<NNNNN>.ndjson.gz`. Records already landed (by the
    interrupted attempt, or at the cursor's boundary by the previous run) are skipped.
@@ -116,9 +116,12 @@ class Importer:
         prefix = (
             f"{partition_prefix(Zone.RAW, spec.dataset, started)}importer-{name}-{run.window}-p"
         )
-        # Dedupe with bounded memory: the previous run's boundary ids, whatever an interrupted
-        # attempt of this run landed (read back below), and the last two pages (a record that
-        # moves while we page — it changed, or others were inserted — lands on a neighbour).
+        # Dedupe: the previous run's look-back ids (bounded by the look-back window), the last
+        # two pages (a record that moves while we page — it changed, or others were inserted —
+        # lands on a neighbour) and, on resume only, every id the interrupted attempt landed
+        # (read back below). That last set is NOT bounded: it grows with what the interrupted
+        # attempt landed (~110 bytes per id of ~30 characters), because a source need not
+        # order its records by cursor, so any of them may come back on any page.
         earlier: set[str] = set(state.seen)
         previous_page: set[str] = set()
         tail: dict[str, str] = dict(state.seen)
