@@ -177,3 +177,36 @@ async def test_a_source_whose_look_back_holds_50k_ids_advances_on_dynamodb(
         second = await importer.run_once(client)
     assert second.records == 0  # every record in the look-back was recognised
     assert second.skipped == 50_050
+
+
+class RacingBlobs(MemoryStateBlobs):
+    """Blobs where, the first time a reader fetches one, a writer stores the next version
+    (which prunes the blob being read) just before the read arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writer: StateStore | None = None
+
+    async def get(self, key: str) -> bytes | None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            current = await writer.get("race")
+            await writer.put(replace_seen(current, look_back(20_000)))
+        return await super().get(key)
+
+
+@pytest.mark.parametrize("backend", ["memory", "dynamodb"])
+async def test_a_reader_racing_a_writer_gets_the_new_version_not_a_missing_blob(
+    backend: str, lake: AwsSettings
+) -> None:
+    blobs = RacingBlobs()
+    async with AwsClients(lake) as clients:
+        store: StateStore = (
+            MemoryStateStore(blobs)
+            if backend == "memory"
+            else DynamoDbStateStore(await clients.dynamodb(), lake.state_table, blobs)
+        )
+        await store.put(SourceState("race", 0, seen=look_back(10_000)))
+        blobs.writer = store
+        read = await store.get("race")
+    assert (read.version, len(read.seen)) == (2, 20_000)

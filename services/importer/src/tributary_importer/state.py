@@ -26,6 +26,10 @@ class StateConflictError(PermanentError):
     """Someone else changed the state since we read it (another run of the same source)."""
 
 
+class StateBlobMissingError(PermanentError):
+    """The state names a look-back blob that is missing or not what was written."""
+
+
 class StateTooLargeError(PermanentError):
     """The state item would pass DynamoDB's 400 KB item limit; nothing was stored."""
 
@@ -136,7 +140,7 @@ class StateCodec:
             body = await self._blobs.get(ref["key"])
             seen = gzip.decompress(body) if body is not None else None
             if seen is None or hashlib.sha256(seen).hexdigest() != ref["sha256"]:
-                raise PermanentError(
+                raise StateBlobMissingError(
                     f"importer state of {source} names the look-back blob {ref['key']}, which "
                     f"is {'missing' if seen is None else 'not what was written'}; "
                     f"`state reset --source {source}` imports the source from the start"
@@ -196,7 +200,12 @@ class MemoryStateStore:
         stored = self.items.get(item_key(source))
         if stored is None:
             return SourceState(source)
-        return await self._codec.decode(source, *stored)
+        try:
+            return await self._codec.decode(source, *stored)
+        except StateBlobMissingError:
+            if self.items.get(item_key(source)) == stored:
+                raise
+            return await self.get(source)  # a writer moved on (and pruned) while we read
 
     async def put(self, state: SourceState) -> SourceState:
         """Blob first, then the item, conditional on the version and within the size limit."""

@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tributary.aws import error_code, translate_aws_error
 from tributary_importer.state import (
     SourceState,
+    StateBlobMissingError,
     StateCodec,
     StateConflictError,
     item_key,
@@ -32,6 +33,20 @@ class DynamoDbStateStore:
 
     async def get(self, source: str) -> SourceState:
         """GetItem, strongly consistent (and the blob it names)."""
+        item = await self._item(source)
+        if item is None:
+            return SourceState(source)
+        try:
+            return await self._codec.decode(source, *item)
+        except StateBlobMissingError:
+            again = await self._item(source)
+            if again is None or again == item:
+                raise
+            # A writer moved on (and pruned the blob we were about to read): read its version.
+            return await self._codec.decode(source, *again)
+
+    async def _item(self, source: str) -> tuple[int, str] | None:
+        """(version, doc) of the stored item, or None."""
         try:
             response = await self._db.get_item(
                 TableName=self._table, ConsistentRead=True, Key={"pk": {"S": item_key(source)}}
@@ -40,8 +55,8 @@ class DynamoDbStateStore:
             raise _translate(exc) from exc
         item = response.get("Item")
         if item is None:
-            return SourceState(source)
-        return await self._codec.decode(source, int(item["version"]["N"]), item["doc"]["S"])
+            return None
+        return int(item["version"]["N"]), item["doc"]["S"]
 
     async def put(self, state: SourceState) -> SourceState:
         """The blob, then PutItem conditional on the version read."""
