@@ -164,6 +164,13 @@ def test_a_secret_with_a_default_or_a_literal_is_refused(
         assert "sources.posts.auth.secret must be a bare ${VARIABLE} with no default" in (
             result.stderr
         )
+    sources.write_text(
+        "sources:\n  posts:\n    base_url: http://x\n    path: /posts\n"
+        "    dataset: posts\n    auth: {kind: bearer}\n"
+    )
+    result = cli({**cli_env, "SOURCES_CONFIG": str(sources)}, "run", "--once")
+    assert result.returncode == 2
+    assert "sources.posts.auth.kind is 'bearer' but it names no secret" in result.stderr
 
 
 def test_urls_are_redacted_in_logs_and_errors(

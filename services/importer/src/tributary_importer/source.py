@@ -168,8 +168,8 @@ class DeclaredSource:
         if self.unset:
             raise ConfigError(
                 f"source {self.name!r} needs environment variable(s) {', '.join(self.unset)}, "
-                "which are not set (on AWS the importer's Copilot manifest sets them from SSM; "
-                "locally the stack's environment does)"
+                "which are not set (on AWS the importer's Copilot manifest sets them, secrets "
+                "from SSM; locally the stack's environment does)"
             )
         return self.spec
 
@@ -199,8 +199,15 @@ def _check_secret(name: str, source: Any) -> None:
     """A secret is a bare `${VAR}`: a default or a literal would be sent when the deployment
     lacks the real one."""
     auth = source.get("auth") if isinstance(source, dict) else None
-    secret = auth.get("secret") if isinstance(auth, dict) else None
+    if not isinstance(auth, dict):
+        return
+    secret = auth.get("secret")
     if not secret:
+        if auth.get("kind", AuthKind.NONE.value) != AuthKind.NONE.value:
+            raise ConfigError(
+                f"sources.{name}.auth.kind is {auth['kind']!r} but it names no secret; "
+                'add secret: "${VARIABLE}" (read from the environment)'
+            )
         return
     match = _VAR.fullmatch(str(secret))
     if match is None or match[2] is not None:
