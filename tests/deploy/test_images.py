@@ -205,6 +205,7 @@ async def test_importer_image_install_runs_once(moto: MotoServer, tmp_path: Path
             LAKE_BUCKET=lake.lake_bucket,
             STATE_TABLE=lake.state_table,
             FAKEAPI_URL=url,
+            VENDOR_API_KEY="test-vendor-key",  # sources.yaml has no default for a secret
             SOURCES_CONFIG=str(REPO / "config" / "sources.yaml"),
         )
         result = run(venv, cmd, env)

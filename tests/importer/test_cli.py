@@ -8,15 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
 from tests.importer.test_import import fake_url  # noqa: F401 - the module-scoped fixture
-from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
 from tributary.settings import AwsSettings
-from tributary_importer.state import SourceState, StateConflictError
-from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stack.inspect import read_lines
 from tributary_stack.moto import MotoServer
 
@@ -31,6 +29,7 @@ async def cli_env(moto: MotoServer, fake_url: str) -> dict[str, str]:  # noqa: F
         "LAKE_BUCKET": lake.lake_bucket,
         "STATE_TABLE": lake.state_table,
         "FAKEAPI_URL": fake_url,
+        "VENDOR_API_KEY": "test-vendor-key",  # the local stack's environment sets one too
         "DATASETS_CONFIG": str(DATASETS_CONFIG),
         "SOURCES_CONFIG": str(REPO / "config" / "sources.yaml"),
         "LOG_LEVEL": "WARNING",
@@ -94,33 +93,112 @@ async def test_exit_codes_a_scheduler_can_act_on(cli_env: dict[str, str], tmp_pa
     assert down.returncode == 1, down.stderr  # transient: the scheduler retries later
 
 
-async def test_dynamodb_state_store_is_conditional(lake: AwsSettings) -> None:
-    async with AwsClients(lake) as clients:
-        store = DynamoDbStateStore(await clients.dynamodb(), lake.state_table)
-        fresh = await store.get("src")
-        saved = await store.put(SourceState("src", fresh.version, cursor="5", seen={"a@5": "5"}))
-        assert (await store.get("src")) == saved
-        with pytest.raises(StateConflictError, match="another run"):
-            await store.put(SourceState("src", fresh.version, cursor="6"))
-        await store.delete("src")
-        assert (await store.get("src")).version == 0
+def loop_until(
+    env: dict[str, str], marker: str, passes: int, *args: str, stream: str = "stdout"
+) -> int:
+    """Run `run --loop` until `marker` starts `passes` lines of `stream`, SIGTERM it; its code."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tributary_importer", "run", "--loop", "--interval", "0.5", *args],
+        env=env,
+        stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL,
+        text=True,
+    )
+    lines = process.stdout if stream == "stdout" else process.stderr
+    assert lines is not None
+    runs = 0
+    try:
+        for line in lines:
+            runs += line.startswith(marker)
+            if runs == passes:
+                break
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+        lines.close()
+        assert runs == passes
 
 
 def test_loop_runs_again_and_stops_cleanly_on_sigterm(cli_env: dict[str, str]) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tributary_importer", "run", "--loop", "--interval", "0.5"],
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    # The second pass finds posts again (a full-refresh source).
+    assert loop_until(cli_env, "posts: ", 2) == 0
+
+
+def test_loop_exits_with_the_code_of_its_last_pass(cli_env: dict[str, str]) -> None:
+    """It used to exit 0 whatever happened: a supervisor could not tell a broken loop."""
+    missing = {k: v for k, v in cli_env.items() if k != "VENDOR_API_KEY"}
+    # posts cannot run (no secret); comments keeps importing on every pass meanwhile.
+    args = ("--source", "posts", "--source", "comments")
+    assert loop_until(missing, "comments: ", 2, *args) == 2
+    down = {**cli_env, "FAKEAPI_URL": "http://127.0.0.1:9"}
+    assert loop_until(down, "comments: failed", 1, "--source", "comments", stream="stderr") == 1
+
+
+def test_a_missing_secret_fails_its_source_with_exit_2_naming_the_variable(
+    cli_env: dict[str, str],
+) -> None:
+    for env in (
+        {k: v for k, v in cli_env.items() if k != "VENDOR_API_KEY"},
+        {**cli_env, "VENDOR_API_KEY": ""},  # empty counts as unset
+    ):
+        result = cli(env, "run", "--once", "--source", "posts", "--source", "comments")
+        assert result.returncode == 2, result.stderr
+        assert "source 'posts' needs environment variable(s) VENDOR_API_KEY" in result.stderr
+        assert "posts: " not in result.stdout  # nothing sent with an empty or development key
+        assert "comments: 500 new records" in result.stdout or "comments: 0 new" in result.stdout
+
+
+def test_a_secret_with_a_default_or_a_literal_is_refused(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    for secret in ("${VENDOR_API_KEY:-local-vendor-key}", "hunter2"):
+        sources = tmp_path / "sources.yaml"
+        sources.write_text(
+            "sources:\n  posts:\n    base_url: http://x\n    path: /posts\n"
+            f"    dataset: posts\n    auth: {{kind: header, secret: '{secret}'}}\n"
+        )
+        result = cli({**cli_env, "SOURCES_CONFIG": str(sources)}, "run", "--once")
+        assert result.returncode == 2
+        assert "sources.posts.auth.secret must be a bare ${VARIABLE} with no default" in (
+            result.stderr
+        )
+    sources.write_text(
+        "sources:\n  posts:\n    base_url: http://x\n    path: /posts\n"
+        "    dataset: posts\n    auth: {kind: bearer}\n"
     )
-    assert process.stdout is not None
-    runs = 0
-    for line in process.stdout:  # the second pass finds posts again (a full-refresh source)
-        runs += line.startswith("posts: ")
-        if runs == 2:
-            break
-    process.send_signal(signal.SIGTERM)
-    code = process.wait(timeout=60)
-    process.stdout.close()
-    assert code == 0
+    result = cli({**cli_env, "SOURCES_CONFIG": str(sources)}, "run", "--once")
+    assert result.returncode == 2
+    assert "sources.posts.auth.kind is 'bearer' but it names no secret" in result.stderr
+
+
+def test_urls_are_redacted_in_logs_and_errors(
+    cli_env: dict[str, str],
+    fake_url: str,  # noqa: F811 - the module-scoped fixture
+    tmp_path: Path,
+) -> None:
+    """A vendor's next-page link carries a token: neither httpx's request log, the retry log
+    nor the failure message may show it."""
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(
+        "sources:\n  signed:\n    base_url: ${FAKEAPI_URL}\n    path: /signed/posts\n"
+        "    dataset: posts\n    params: {_page: '1', api_key: '${VENDOR_API_KEY}'}\n"
+        "    max_attempts: 2\n    pagination: {kind: link_header, page_param: _page,\n"
+        "                 size_param: _limit, page_size: 10}\n"
+    )
+    env = {**cli_env, "SOURCES_CONFIG": str(sources), "LOG_LEVEL": "INFO"}
+    httpx.put(f"{fake_url}/__admin/faults", json={"fail_from_page": 3})
+    try:
+        result = cli(env, "run", "--once")
+    finally:
+        httpx.put(f"{fake_url}/__admin/faults", json={})
+    assert result.returncode == 1, result.stderr  # page 3 kept failing: transient
+    output = result.stdout + result.stderr
+    assert "HTTP Request: GET" in output  # httpx did log the requests, and page 2 was fetched
+    assert "_page=2" in output
+    assert "tok-" not in output
+    assert "test-vendor-key" not in output
+    assert "token=***" in output
+    assert "signed: failed, retry later: GET http://127.0.0.1" in result.stderr
+    assert "_page=3&_limit=10&token=***" in result.stderr  # the failing page, redacted

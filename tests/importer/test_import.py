@@ -16,6 +16,7 @@ from tests.conftest import fake_vendor_api
 from tributary.batch import decode_ndjson_gz
 from tributary.errors import PermanentError
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
+from tributary_importer.cursor import cursor_key
 from tributary_importer.fetch import MIN_PAUSE_S, SourceClient, retry_after_seconds
 from tributary_importer.run import Importer
 from tributary_importer.source import SourceSpec
@@ -258,8 +259,67 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(None) == MIN_PAUSE_S
 
 
-def test_cursor_values_order_numbers_numerically() -> None:
-    from tributary_importer.run import cursor_key
-
+def test_cursor_values_order_integers_exactly_and_timestamps_as_instants() -> None:
     assert cursor_key("9") < cursor_key("10")
+    assert cursor_key("9007199254740992") < cursor_key("9007199254740993")  # 2^53, 2^53 + 1
+    assert cursor_key("1000000000000000001") < cursor_key("1000000000000000002")
+    assert cursor_key("1.5") < cursor_key("2") < cursor_key("2.25")
     assert cursor_key("2026-01-01T00:00:09Z") < cursor_key("2026-01-01T00:00:10Z")
+    assert cursor_key("2026-01-01T00:00:01Z") < cursor_key("2026-01-01T00:00:01.250Z")
+    assert cursor_key("2026-01-01T02:00:00+02:00") == cursor_key("2026-01-01T00:00:00Z")
+    assert cursor_key("2026-01-01T02:00:00+02:00") < cursor_key("2026-01-01T01:00:00Z")
+    assert cursor_key("2026-01-01T00:00:00") == cursor_key("2026-01-01T00:00:00+00:00")
+    assert cursor_key("2026-01-01T00:00:00.1234567Z") < cursor_key("2026-01-01T00:00:00.1234568Z")
+    assert cursor_key("2026-01-01T00:00:00.123456Z") == cursor_key("2026-01-01T00:00:00.1234560Z")
+    assert cursor_key("abc") < cursor_key("abd")
+
+
+def mixed(url: str, field: str, param: str, initial: str) -> SourceSpec:
+    return spec(
+        url,
+        "/changes/mixed",
+        dataset="items",
+        pagination={
+            "kind": "page_number",
+            "page_param": "_page",
+            "size_param": "_limit",
+            "page_size": 7,
+        },
+        incremental={"field": field, "param": param, "initial": initial},
+    )
+
+
+async def test_timestamp_cursors_compare_as_instants_across_formats_and_offsets(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    """The vendor spells `updated_at` three ways (Z, +02:00, milliseconds): as text,
+    "…T02:00:49+02:00" sorts after "…T00:00:50.250Z", the cursor stops short, and the next run
+    lands the records past it again."""
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    run = importer(writer, store)
+    client = SourceClient(
+        "mixed", mixed(fake_url, "updated_at", "updated_since", "2026-01-01T00:00:00Z"), http
+    )
+    served = (await http.get(f"{fake_url}/changes/mixed")).json()
+    first = await run.run_once(client)
+    assert first.records == len(served)
+    assert first.cursor == served[-1]["updated_at"]  # the latest instant, not the largest text
+    assert (await run.run_once(client)).records == 0
+    await http.post(f"{fake_url}/__admin/advance", params={"changed": 3, "added": 4})
+    assert (await run.run_once(client)).records == 7
+    assert max(landed(writer).values()) == 1
+
+
+async def test_integer_cursors_compare_exactly_past_2_to_the_53(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    run = importer(writer, store)
+    client = SourceClient("seq", mixed(fake_url, "seq", "seq_since", "0"), http)
+    served = (await http.get(f"{fake_url}/changes/mixed")).json()
+    top = max(r["seq"] for r in served)
+    first = await run.run_once(client)
+    assert first.cursor == str(top)  # as floats, all of 10^18 + 1 … 10^18 + n are one value
+    second = await run.run_once(client)
+    assert (second.records, second.skipped) == (0, 1)  # only the boundary record is re-read
+    assert max(landed(writer).values()) == 1

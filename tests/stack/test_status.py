@@ -13,6 +13,7 @@ from tributary.s3_writer import S3RawWriter
 from tributary.settings import CommonSettings
 from tributary_curate.bookmark import S3BookmarkStore
 from tributary_importer.state import SourceState
+from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stack.moto import MotoServer
 from tributary_stack.status import status
@@ -50,7 +51,11 @@ async def test_status_tables(moto: MotoServer) -> None:
         await leases.create(Lease(shard, None, 0, Checkpoint.TRIM_HORIZON))
         taken = await leases.take((await leases.list_leases())[0], "worker-a")
         assert taken is not None
-        store = DynamoDbStateStore(await clients.dynamodb(), lake.state_table)
+        store = DynamoDbStateStore(
+            await clients.dynamodb(),
+            lake.state_table,
+            S3StateBlobs(await clients.s3(), lake.lake_bucket),
+        )
         await store.put(
             replace(
                 SourceState("posts"),

@@ -6,6 +6,11 @@ and fault knobs (rate limit with Retry-After, random 5xx, slow responses, trunca
 - `GET /cursor/{resource}?limit=N&cursor=C` — `{"data": [...], "next_cursor": C | null}`.
 - `GET /changes/items?updated_since=T&_page=&_limit=` — items with `updated_at >= T`, oldest
   first (then by id).
+- `GET /changes/mixed?updated_since=T&seq_since=N&_page=&_limit=` — the same items with
+  `updated_at` in mixed ISO-8601 spellings (offsets, fractions) and an integer `seq` past 2^53;
+  filtered by instant and by integer, oldest first.
+- `GET /signed/{resource}?_page=&_limit=` — json-server paging whose next links carry a
+  `token` (as some vendors sign them); a page past the first without the right token is 403.
 - `POST /__admin/advance` — new and changed items; `PUT /__admin/faults` — fault knobs;
   `GET /__admin/stats` — request counts.
 """
@@ -14,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from tributary_fakeapi.data import Dataset
+from tributary_fakeapi.data import Dataset, mixed_item
 
 
 class Faults(BaseModel):
@@ -33,11 +40,17 @@ class Faults(BaseModel):
     error_rate: float = Field(default=0.0, ge=0, le=1)  # share of 503 answers
     slow_ms: int = Field(default=0, ge=0)
     truncate_rate: float = Field(default=0.0, ge=0, le=1)  # share of bodies cut in half
+    fail_from_page: int = Field(default=0, ge=0)  # 503 for every _page >= this (0: off)
     seed: int = 11
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def page_token(page: int) -> str:
+    """The token a signed next link carries for `page` (what a test must never see logged)."""
+    return "tok-" + hashlib.sha256(f"fakeapi-page-{page}".encode()).hexdigest()[:24]
 
 
 def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
@@ -73,6 +86,10 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             state["tokens"] = tokens - 1
         if faults.slow_ms:
             await asyncio.sleep(faults.slow_ms / 1000)
+        page = request.query_params.get("_page", "")
+        if faults.fail_from_page and page.isdigit() and int(page) >= faults.fail_from_page:
+            state["injected"]["503"] = state["injected"].get("503", 0) + 1
+            return _json({"error": "upstream unavailable"}, 503)
         if faults.error_rate and state["rng"].random() < faults.error_rate:
             state["injected"]["503"] = state["injected"].get("503", 0) + 1
             return _json({"error": "upstream unavailable"}, 503)
@@ -100,8 +117,11 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             return _json({"error": f"no resource {name!r}"}, 404)
         return data.resources[name]
 
-    def page_response(request: Request, items: list[dict[str, Any]]) -> Response:
-        """json-server slicing: _page/_limit (Link, X-Total-Count), _start/_end/_limit."""
+    def page_response(
+        request: Request, items: list[dict[str, Any]], signed: bool = False
+    ) -> Response:
+        """json-server slicing: _page/_limit (Link, X-Total-Count), _start/_end/_limit; with
+        `signed`, links carry the page's token."""
         q = request.query_params
         total = len(items)
         headers = {
@@ -111,11 +131,12 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
         if "_page" in q:
             page, limit = max(1, int(q["_page"])), int(q.get("_limit", "10"))
             last = max(1, -(-total // limit))
-            base = str(request.url.remove_query_params(["_page", "_limit"]))
+            base = str(request.url.remove_query_params(["_page", "_limit", "token"]))
             sep = "&" if "?" in base else "?"
 
             def link(p: int, rel: str) -> str:
-                return f'<{base}{sep}_page={p}&_limit={limit}>; rel="{rel}"'
+                token = f"&token={page_token(p)}" if signed else ""
+                return f'<{base}{sep}_page={p}&_limit={limit}{token}>; rel="{rel}"'
 
             links = [link(1, "first")]
             if page > 1:
@@ -130,6 +151,16 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             end = int(q["_end"]) if "_end" in q else start + int(q.get("_limit", "10"))
             return _json(items[start:end], headers=headers)
         return _json(items, headers=headers)
+
+    @app.get("/signed/{resource}")
+    async def signed(resource: str, request: Request) -> Response:
+        items = await resource_rows(request, resource)
+        if isinstance(items, Response):
+            return items
+        page = int(request.query_params.get("_page", "1"))
+        if page > 1 and request.query_params.get("token") != page_token(page):
+            return _json({"error": "missing or wrong page token"}, 403)
+        return truncated(page_response(request, items, signed=True))
 
     @app.get("/__admin/stats")
     async def stats() -> Response:
@@ -179,6 +210,22 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             (i for i in rows if i["updated_at"] >= updated_since),
             key=lambda i: (i["updated_at"], i["id"]),
         )
+        return truncated(page_response(request, items))
+
+    @app.get("/changes/mixed")
+    async def mixed(request: Request, updated_since: str = "", seq_since: int = 0) -> Response:
+        rows = await resource_rows(request, "items")
+        if isinstance(rows, Response):
+            return rows
+        since = datetime.fromisoformat(updated_since) if updated_since else None
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        served = sorted((mixed_item(i) for i in rows), key=lambda p: (p[0], p[1]["id"]))
+        items = [
+            item
+            for at, item in served
+            if (since is None or at >= since) and item["seq"] >= seq_since
+        ]
         return truncated(page_response(request, items))
 
     @app.get("/{resource}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 _WORDS = (
@@ -46,6 +46,8 @@ BASE_COUNTS = {
     "todos": 200,
 }
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+SEQ_BASE = 10**18  # past 2^53: floats cannot tell these sequence numbers apart
+PLUS_TWO = timezone(timedelta(hours=2))
 
 
 def _text(rng: random.Random, words: int) -> str:
@@ -140,3 +142,19 @@ class Dataset:
             items[index] = self._item(items[index]["id"], self.generation)
         start = len(items) + 1
         items.extend(self._item(i, self.generation) for i in range(start, start + added))
+
+
+def mixed_item(item: dict[str, Any]) -> tuple[datetime, dict[str, Any]]:
+    """`item` as a vendor with untidy timestamps serves it, and its instant: `updated_at` in
+    one of three ISO-8601 spellings (`Z`; a +02:00 offset; milliseconds, a quarter second
+    later), and `seq`, an integer sequence number past 2^53."""
+    at = datetime.fromisoformat(item["updated_at"])
+    match item["id"] % 3:
+        case 0:
+            text = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        case 1:
+            text = at.astimezone(PLUS_TWO).isoformat()
+        case _:
+            at += timedelta(milliseconds=250)
+            text = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return at, {**item, "updated_at": text, "seq": SEQ_BASE + item["id"]}

@@ -28,8 +28,9 @@ async def curate_datasets(
     catalog: Catalog,
     staging_for: Callable[[str], Staging],
 ) -> tuple[list[CurateResult], int]:
-    """Run the job for each dataset (a failure does not stop the others); results and the exit
-    code a scheduler can act on (0 ok, 1 transient, 2 needs a person)."""
+    """Run the job for each dataset; results and the exit code a scheduler can act on (0 ok,
+    1 transient, 2 needs a person). A `TributaryError` in one dataset does not stop the others;
+    any other exception (a Spark or programming fault) ends the whole run."""
     results, worst = [], EXIT_OK
     for name in names:
         job = CurateJob(

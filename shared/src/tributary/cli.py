@@ -27,20 +27,22 @@ def failed(name: str, exc: TributaryError) -> int:
 
 
 async def every(
-    interval: float, once: Callable[[], Awaitable[object]], *, signals: bool = True
+    interval: float, once: Callable[[], Awaitable[int]], *, signals: bool = True
 ) -> int:
-    """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a run in
-    progress finishes first); EXIT_OK. With `signals=False` it leaves the signals to the caller
-    and runs until its task is cancelled."""
+    """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a pass in
+    progress finishes first). Failures do not stop the loop (the next pass retries); the exit
+    code is that of the last pass, so a supervisor sees whether the loop ended healthy. With
+    `signals=False` it leaves the signals to the caller and runs until its task is cancelled."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT) if signals else ():
         loop.add_signal_handler(sig, stop.set)
+    code = EXIT_OK
     while not stop.is_set():
-        await once()
+        code = await once()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
-    return EXIT_OK
+    return code
 
 
 def run_and_exit(main: Coroutine[Any, Any, int]) -> NoReturn:

@@ -1,4 +1,9 @@
-"""The one place that sleeps between attempts: capped exponential backoff with full jitter."""
+"""Retrying a transient failure: capped exponential backoff with full jitter.
+
+Every retry of a failed operation goes through `retry`. Other code sleeps for other reasons:
+pacing (the importer's rate limiter), polling (the stream consumer between reads and after a
+throttled read, bootstrap waiting for the stream), periodic flushes, and the `--loop` commands.
+"""
 
 from __future__ import annotations
 

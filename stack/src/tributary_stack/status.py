@@ -22,6 +22,7 @@ from tributary.raw_writer import META_RECORDS
 from tributary.settings import CommonSettings
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore
+from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore
 
@@ -125,7 +126,11 @@ async def status(settings: CommonSettings, sources: list[str]) -> str:
                 title=f"\nStream {settings.stream_name} (leases in {settings.lease_table})",
             )
         )
-        store = DynamoDbStateStore(await clients.dynamodb(), settings.state_table)
+        store = DynamoDbStateStore(
+            await clients.dynamodb(),
+            settings.state_table,
+            S3StateBlobs(await clients.s3(), settings.lake_bucket),
+        )
         importer_rows = []
         for source in sources:
             state = await store.get(source)

@@ -2,12 +2,16 @@
 range, or show / reset state.
 
 Exit codes: 0 every source imported; 1 a source failed transiently (run again later); 2 a
-permanent error (configuration, a 4xx from the vendor, a malformed resource) that needs a person.
+permanent error (configuration, a missing secret, a 4xx from the vendor, a malformed resource)
+that needs a person. One source failing does not stop the others; the worst code wins.
+`run --loop` keeps going through failures; stopped (SIGTERM, Ctrl+C), it exits with the code of
+its last pass.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -21,10 +25,12 @@ from tributary.errors import PermanentError, TributaryError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
 from tributary.s3_writer import S3RawWriter
-from tributary_importer.fetch import SourceClient
+from tributary_importer.fetch import RedactUrls, SourceClient
 from tributary_importer.run import Importer
 from tributary_importer.settings import ImporterSettings
-from tributary_importer.source import SourceSpec, load_sources
+from tributary_importer.source import DeclaredSource, load_sources
+from tributary_importer.state import SourceState
+from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 
 
@@ -56,8 +62,21 @@ def _progress(source: str, pages: int, records: int) -> None:
     sys.stderr.flush()
 
 
+def _show(state: SourceState) -> str:
+    """A source's state as JSON; the look-back ids (possibly 100,000s) as a count."""
+    doc = state.document()
+    doc["seen"] = {"ids": len(state.seen)}
+    return orjson.dumps(
+        {"source": state.source, "version": state.version, **doc}, option=orjson.OPT_INDENT_2
+    ).decode()
+
+
 async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
     sources = load_sources(settings.sources_config)
+    # httpx logs every request's URL at INFO: redact it as our own messages are redacted.
+    logging.getLogger("httpx").addFilter(
+        RedactUrls(frozenset().union(*(s.spec.loggable_params() for s in sources.values())))
+    )
     # `backfill --source` names one source; `run` and `state` take it repeatedly (a list).
     names: Sequence[str] = (
         [args.source] if isinstance(args.source, str) else args.source or list(sources)
@@ -67,29 +86,24 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
         raise PermanentError(f"unknown source(s) {unknown}; known: {sorted(sources)}")
     metrics = EmfMetrics(settings.metrics_namespace, "importer")
     async with AwsClients(settings) as clients, httpx.AsyncClient() as http:
-        store = DynamoDbStateStore(await clients.dynamodb(), settings.state_table)
+        s3 = await clients.s3()
+        store = DynamoDbStateStore(
+            await clients.dynamodb(), settings.state_table, S3StateBlobs(s3, settings.lake_bucket)
+        )
         if args.command == "state":
             for name in names:
                 if args.action == "reset":
                     await store.delete(name)
                     print(f"{name}: state reset; the next run imports from the start")
                 else:
-                    state = await store.get(name)
-                    print(
-                        orjson.dumps(
-                            {"source": name, "version": state.version, **state.document()},
-                            option=orjson.OPT_INDENT_2,
-                        ).decode()
-                    )
+                    print(_show(await store.get(name)))
             return EXIT_OK
-        importer = Importer(
-            S3RawWriter(await clients.s3(), settings.lake_bucket), store, SystemClock(), metrics
-        )
+        importer = Importer(S3RawWriter(s3, settings.lake_bucket), store, SystemClock(), metrics)
         if sys.stderr.isatty():
             importer.progress = _progress
         try:
             if args.command == "backfill":
-                client = SourceClient(args.source, sources[args.source], http)
+                client = SourceClient(args.source, sources[args.source].ready(), http)
                 result = await importer.backfill(client, args.start, args.end)
                 print(
                     f"\n{args.source}: backfilled {result.records} records in {result.pages} pages"
@@ -107,14 +121,15 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
 
 async def _run_all(
     importer: Importer,
-    sources: dict[str, SourceSpec],
+    sources: dict[str, DeclaredSource],
     names: Sequence[str],
     http: httpx.AsyncClient,
 ) -> int:
     worst = EXIT_OK
     for name in names:
         try:
-            result = await importer.run_once(SourceClient(name, sources[name], http))
+            client = SourceClient(name, sources[name].ready(), http)
+            result = await importer.run_once(client)
             print(
                 f"{name}: {result.records} new records in {result.pages} pages "
                 f"(cursor {result.cursor}{', resumed' if result.resumed else ''})"

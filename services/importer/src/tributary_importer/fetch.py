@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -26,6 +28,37 @@ from tributary.retry import RetryPolicy, retry
 from tributary_importer.source import AuthKind, PaginationKind, SourceSpec
 
 MIN_PAUSE_S = 0.2  # floor for Retry-After: 0 (dlt spun on it)
+REDACTED = "***"
+
+
+def redact_url(url: str | httpx.URL, loggable: Collection[str] = ()) -> str:
+    """`url` fit for a log: no user info, and every query value redacted but the `loggable`
+    ones (a vendor's next-page link may carry a token, a source's params an API key)."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    query = "&".join(
+        f"{k}={v if k in loggable else REDACTED}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class RedactUrls(logging.Filter):
+    """Redacts the URLs httpx logs ("HTTP Request: GET <url> …") before any handler sees them."""
+
+    def __init__(self, loggable: Collection[str]) -> None:
+        super().__init__()
+        self._loggable = frozenset(loggable)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite URL arguments; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(a, self._loggable) if isinstance(a, httpx.URL) else a
+                for a in record.args
+            )
+        return True
 
 
 class RetryableHttpError(TransientError):
@@ -100,6 +133,7 @@ class SourceClient:
     async def _get(self, url: str, params: dict[str, str]) -> tuple[Any, httpx.Headers, int]:
         """GET with retries; returns the parsed body, headers and attempts used."""
         attempts = 0
+        shown = redact_url(httpx.URL(url).copy_merge_params(params), self.spec.loggable_params())
 
         async def attempt() -> tuple[Any, httpx.Headers]:
             nonlocal attempts
@@ -114,17 +148,17 @@ class SourceClient:
                     timeout=self.spec.timeout_s,
                 )
             except httpx.TimeoutException as exc:
-                raise RetryableHttpError(f"{self.name}: timed out on {url}") from exc
+                raise RetryableHttpError(f"{self.name}: timed out on {shown}") from exc
             except httpx.TransportError as exc:
-                raise RetryableHttpError(f"{self.name}: {type(exc).__name__} on {url}") from exc
+                raise RetryableHttpError(f"{self.name}: {type(exc).__name__} on {shown}") from exc
             if response.status_code == 429 or response.status_code >= 500:
                 raise RetryableHttpError(
-                    f"{self.name}: HTTP {response.status_code} on {url}",
+                    f"{self.name}: HTTP {response.status_code} on {shown}",
                     retry_after_seconds(response.headers.get("retry-after")),
                 )
             if response.status_code >= 400:
                 raise PermanentError(
-                    f"{self.name}: HTTP {response.status_code} on {url}: "
+                    f"{self.name}: HTTP {response.status_code} on {shown}: "
                     f"{response.text[:200]} — check the source's URL, auth "
                     "and parameters"
                 )
@@ -132,11 +166,11 @@ class SourceClient:
                 return orjson.loads(response.content), response.headers
             except orjson.JSONDecodeError as exc:
                 raise RetryableHttpError(
-                    f"{self.name}: malformed JSON page from {url} ({exc.msg})"
+                    f"{self.name}: malformed JSON page from {shown} ({exc.msg})"
                 ) from exc
 
         policy = RetryPolicy(max_attempts=self.spec.max_attempts, base_delay=0.2, max_delay=10)
-        body, headers = await retry(attempt, policy, what=f"GET {url}")
+        body, headers = await retry(attempt, policy, what=f"GET {shown}")
         self.retries += attempts - 1
         return body, headers, attempts
 
@@ -146,8 +180,9 @@ class SourceClient:
             if part:
                 found = found.get(part) if isinstance(found, dict) else None
         if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
+            shown = redact_url(url, self.spec.loggable_params())
             raise PermanentError(
-                f"{self.name}: {url} did not return a list of objects at "
+                f"{self.name}: {shown} did not return a list of objects at "
                 f"{self.spec.records_path or 'the top level'}; check records_path"
             )
         return found

@@ -4,7 +4,7 @@
    incremental lower bound = cursor − look-back) with a conditional write, before fetching.
 2. Resuming an interrupted run: list its objects (same window, same hour partition — the start
    time is part of the run) and read their ids back, so nothing lands twice even if the source's
-   pages shifted in between.
+   pages shifted in between. Those ids are held in memory for the rest of the run.
 3. Fetch page by page; each page's new records become one create-only object
    `raw/<dataset>/…/importer-<source>-<window>-p<NNNNN>.ndjson.gz`. Records already landed (by the
    interrupted attempt, or at the cursor's boundary by the previous run) are skipped.
@@ -13,12 +13,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -31,6 +30,7 @@ from tributary.errors import PermanentError
 from tributary.layout import Zone, partition_prefix
 from tributary.metrics import Metrics
 from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
+from tributary_importer.cursor import cursor_key, lower_bound, parse_instant
 from tributary_importer.fetch import SourceClient
 from tributary_importer.state import RunInfo, StateStore
 
@@ -56,25 +56,6 @@ class RunResult:
     skipped: int
     cursor: str | None
     resumed: bool
-
-
-def cursor_key(value: str) -> tuple[int, float, str]:
-    """Order cursor values: numbers numerically ("9" < "10"), anything else (ISO-8601 UTC
-    timestamps) as text."""
-    try:
-        return (0, float(value), "")
-    except ValueError:
-        return (1, 0.0, value)
-
-
-def _lower_bound(cursor: str, lag_s: float) -> str:
-    if not lag_s:
-        return cursor
-    try:
-        at = datetime.fromisoformat(cursor)
-    except ValueError:
-        return cursor  # not a timestamp: no look-back possible
-    return iso_utc(at - timedelta(seconds=lag_s))
 
 
 class Importer:
@@ -124,7 +105,7 @@ class Importer:
         if run is None:
             lower = start
             if inc is not None and lower is None:
-                lower = _lower_bound(state.cursor or inc.initial, inc.lag_s)
+                lower = lower_bound(state.cursor or inc.initial, inc.lag_s)
             now = self._clock.now()
             # Run number + start time: unique even after a state reset, and the same on resume
             # (both are stored with the run).
@@ -135,9 +116,12 @@ class Importer:
         prefix = (
             f"{partition_prefix(Zone.RAW, spec.dataset, started)}importer-{name}-{run.window}-p"
         )
-        # Dedupe with bounded memory: the previous run's boundary ids, whatever an interrupted
-        # attempt of this run landed (read back below), and the last two pages (a record that
-        # moves while we page — it changed, or others were inserted — lands on a neighbour).
+        # Dedupe: the previous run's look-back ids (bounded by the look-back window), the last
+        # two pages (a record that moves while we page — it changed, or others were inserted —
+        # lands on a neighbour) and, on resume only, every id the interrupted attempt landed
+        # (read back below). That last set is NOT bounded: it grows with what the interrupted
+        # attempt landed (~90 bytes per id: bench/importer_resume.py), because a source need
+        # not order its records by cursor, so any of them may come back on any page.
         earlier: set[str] = set(state.seen)
         previous_page: set[str] = set()
         tail: dict[str, str] = dict(state.seen)
@@ -197,13 +181,13 @@ class Importer:
             previous_page = this_page
             self._metrics.add("PagesFetched", 1, source=name)
             if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
-                keep_from = _lower_bound(cursor, inc.lag_s)  # only the look-back is needed
+                keep_from = lower_bound(cursor, inc.lag_s)  # only the look-back is needed
                 tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
             if self.progress is not None:
                 self.progress(name, pages, records)
         await self._step("before_cursor")
         if inc is not None and cursor is not None:
-            keep_from = _lower_bound(cursor, inc.lag_s)
+            keep_from = lower_bound(cursor, inc.lag_s)
             tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
         else:
             tail = {}
@@ -221,10 +205,10 @@ class Importer:
             replace(state, cursor=cursor, seen=tail, run=None, last_run=finished)
         )
         self._metrics.add("ImportRetries", client.retries, source=name)
-        if cursor is not None and advance:
-            with contextlib.suppress(ValueError):  # only timestamp cursors have a lag
-                lag = (self._clock.now() - datetime.fromisoformat(cursor)).total_seconds()
-                self._metrics.gauge("CursorLagSeconds", lag, source=name)
+        instant = parse_instant(cursor) if cursor is not None and advance else None
+        if instant is not None:  # only timestamp cursors have a lag
+            lag = (self._clock.now() - instant[0]).total_seconds()
+            self._metrics.gauge("CursorLagSeconds", lag, source=name)
         await self._step("after_cursor")
         log.info("import run finished", extra={"source": name, **finished, "cursor": cursor})
         return RunResult(name, run.window, pages, records, skipped, cursor, resumed)

@@ -6,23 +6,31 @@ sources:
     base_url: ${FAKEAPI_URL:-http://127.0.0.1:8081}
     path: /posts
     dataset: posts
+    auth: {kind: header, header: X-API-Key, secret: "${VENDOR_API_KEY}"}
     pagination: {kind: page_number, page_param: _page, size_param: _limit, page_size: 50}
   items:
     base_url: ...
     path: /changes/items
     dataset: items
     id_field: id
-    pagination: {kind: link_header, size_param: _limit, page_size: 100, first_page: {_page: 1}}
+    params: {_page: "1"}  # the first page; the Link header names the rest
+    pagination: {kind: link_header, size_param: _limit, page_size: 100}
     incremental: {field: updated_at, param: updated_since, initial: "2026-01-01T00:00:00Z",
                   lag_s: 0}
 ```
-`${VAR}` and `${VAR:-default}` in strings are read from the environment (secrets too).
+`${VAR}` and `${VAR:-default}` in strings are read from the environment (an empty value counts
+as unset). A source that names an unset `${VAR}` without a default loads, but cannot run: the
+run fails with a `ConfigError` naming the variable. A secret must be a bare `${VAR}`: no
+default, no literal value, so a deployment that lacks it fails instead of sending a development
+key (development values live in the local stack's environment).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -62,7 +70,7 @@ class AuthSpec(BaseModel):
 
     kind: AuthKind = AuthKind.NONE
     header: str = "X-API-Key"
-    secret: str = ""  # usually "${VENDOR_API_KEY}"
+    secret: str = ""  # a bare "${VENDOR_API_KEY}" in the file (see the module docstring)
     username: str = ""
 
 
@@ -111,6 +119,17 @@ class SourceSpec(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=6, ge=1, le=20)
 
+    def loggable_params(self) -> frozenset[str]:
+        """Query parameters whose values may appear in logs (`page_param`, `size_param`,
+        `offset_param` and the cursor's lower bound; a `link_header` source may name its
+        vendor's page parameter in `page_param` for this); every other value in a logged URL is
+        redacted."""
+        paging = self.pagination
+        names = {paging.page_param, paging.size_param, paging.offset_param}
+        if self.incremental is not None:
+            names.add(self.incremental.param)
+        return frozenset(names)
+
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
@@ -135,25 +154,92 @@ class SourcesSpec(BaseModel):
         return value
 
 
-def _expand(value: Any, env: dict[str, str]) -> Any:
+@dataclass(frozen=True, slots=True)
+class DeclaredSource:
+    """A source from the file: its spec, and the environment variables it names that are
+    unset (it cannot run until they are set)."""
+
+    name: str
+    spec: SourceSpec
+    unset: tuple[str, ...] = ()
+
+    def ready(self) -> SourceSpec:
+        """The spec of a source that can run; `ConfigError` naming what it lacks otherwise."""
+        if self.unset:
+            raise ConfigError(
+                f"source {self.name!r} needs environment variable(s) {', '.join(self.unset)}, "
+                "which are not set (on AWS the importer's Copilot manifest sets them, secrets "
+                "from SSM; locally the stack's environment does)"
+            )
+        return self.spec
+
+
+def _expand(value: Any, env: Mapping[str, str], unset: list[str]) -> Any:
+    """`value` with `${VAR}` / `${VAR:-default}` filled in; names of unset variables without a
+    default are appended to `unset` (they expand to "")."""
+
+    def fill(match: re.Match[str]) -> str:
+        found = env.get(match[1]) or match[2]
+        if found is None:
+            if match[1] not in unset:
+                unset.append(match[1])
+            return ""
+        return found
+
     if isinstance(value, str):
-        return _VAR.sub(lambda m: env.get(m[1], m[2] if m[2] is not None else ""), value)
+        return _VAR.sub(fill, value)
     if isinstance(value, dict):
-        return {k: _expand(v, env) for k, v in value.items()}
+        return {k: _expand(v, env, unset) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, env) for v in value]
+        return [_expand(v, env, unset) for v in value]
     return value
 
 
-def load_sources(path: Path, env: dict[str, str] | None = None) -> dict[str, SourceSpec]:
+def _check_secret(name: str, source: Any) -> None:
+    """A secret is a bare `${VAR}`: a default or a literal would be sent when the deployment
+    lacks the real one."""
+    auth = source.get("auth") if isinstance(source, dict) else None
+    if not isinstance(auth, dict):
+        return
+    secret = auth.get("secret")
+    if not secret:
+        if auth.get("kind", AuthKind.NONE.value) != AuthKind.NONE.value:
+            raise ConfigError(
+                f"sources.{name}.auth.kind is {auth['kind']!r} but it names no secret; "
+                'add secret: "${VARIABLE}" (read from the environment)'
+            )
+        return
+    match = _VAR.fullmatch(str(secret))
+    if match is None or match[2] is not None:
+        raise ConfigError(
+            f"sources.{name}.auth.secret must be a bare ${{VARIABLE}} with no default "
+            f"(got {'a default' if match is not None else 'a literal value'}); secrets come "
+            "from the environment, development values from the local stack's environment"
+        )
+
+
+def load_sources(path: Path, env: Mapping[str, str] | None = None) -> dict[str, DeclaredSource]:
     """Parse the sources file; `ConfigError` names the file and the bad entry."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read sources file {path}: {exc}; set SOURCES_CONFIG") from exc
+    env = os.environ if env is None else env
+    unset: dict[str, list[str]] = {}
+    if isinstance(raw, dict) and isinstance(raw.get("sources"), dict):
+        expanded = {}
+        for name, source in raw["sources"].items():
+            _check_secret(str(name), source)
+            expanded[name] = _expand(source, env, unset.setdefault(str(name), []))
+        raw = {**raw, "sources": expanded}
     try:
-        spec = SourcesSpec.model_validate(_expand(raw, dict(os.environ) if env is None else env))
+        spec = SourcesSpec.model_validate(raw)
     except ValidationError as exc:
         problems = describe_problems(exc.errors())
-        raise ConfigError(f"{path}: invalid sources: {problems}") from exc
-    return dict(spec.sources)
+        missing = sorted({v for names in unset.values() for v in names})
+        hint = f" (unset environment variables: {', '.join(missing)})" if missing else ""
+        raise ConfigError(f"{path}: invalid sources: {problems}{hint}") from exc
+    return {
+        name: DeclaredSource(name, source, tuple(unset.get(name, ())))
+        for name, source in spec.sources.items()
+    }

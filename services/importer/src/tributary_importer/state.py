@@ -1,18 +1,37 @@
 """Importer state per source: the cursor, the ids at its boundary, and the run in progress.
 
 Written with a conditional version check, so two runs of one source cannot both advance it.
+The stored item stays far below DynamoDB's 400 KB item limit whatever the look-back holds: a
+look-back set larger than `INLINE_SEEN_BYTES` goes to a state blob (`state_blob`), written
+before the item that names it.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
+import orjson
+
 from tributary.errors import PermanentError
+from tributary_importer.state_blob import BLOB_PREFIX, MemoryStateBlobs, StateBlobs
+
+MAX_ITEM_BYTES = 400 * 1024  # DynamoDB refuses a larger item (names and values, UTF-8)
+INLINE_SEEN_BYTES = 32 * 1024  # a larger look-back set is stored as a blob
 
 
 class StateConflictError(PermanentError):
     """Someone else changed the state since we read it (another run of the same source)."""
+
+
+class StateBlobMissingError(PermanentError):
+    """The state names a look-back blob that is missing or not what was written."""
+
+
+class StateTooLargeError(PermanentError):
+    """The state item would pass DynamoDB's 400 KB item limit; nothing was stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,39 +76,154 @@ class SourceState:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StateItem:
+    """The stored form of one version: the table item's attributes and the blob it names."""
+
+    pk: str
+    version: int
+    doc: str
+    blob_key: str | None = None
+    blob: bytes = b""
+
+    def size(self) -> int:
+        """The item's size as DynamoDB counts it: attribute names plus values (UTF-8; a number
+        as its digits, which is at least what DynamoDB counts)."""
+        return (
+            len("pk")
+            + len(self.pk.encode())
+            + len("version")
+            + len(str(self.version))
+            + len("doc")
+            + len(self.doc.encode())
+        )
+
+
+def item_key(source: str) -> str:
+    """The state table's hash key for a source."""
+    return f"importer#{source}"
+
+
+class StateCodec:
+    """Turns a state into its stored form and back, and keeps its blobs tidy.
+
+    Both stores use it, so the in-memory store holds exactly what the table would.
+    """
+
+    def __init__(self, blobs: StateBlobs) -> None:
+        self._blobs = blobs
+
+    def encode(self, state: SourceState) -> StateItem:
+        """The item that stores `state` as version `state.version + 1`."""
+        version = state.version + 1
+        doc = state.document()
+        seen = orjson.dumps(doc["seen"])
+        if len(seen) <= INLINE_SEEN_BYTES:
+            return StateItem(item_key(state.source), version, orjson.dumps(doc).decode())
+        digest = hashlib.sha256(seen).hexdigest()
+        key = f"{BLOB_PREFIX}{state.source}/v{version:010d}-{digest[:16]}.json.gz"
+        del doc["seen"]
+        doc["seen_blob"] = {"key": key, "ids": len(state.seen), "sha256": digest}
+        body = gzip.compress(seen, compresslevel=6, mtime=0)
+        return StateItem(item_key(state.source), version, orjson.dumps(doc).decode(), key, body)
+
+    async def write_blob(self, item: StateItem) -> None:
+        """Make the item's blob durable (before the item is written)."""
+        if item.blob_key is not None:
+            await self._blobs.put(item.blob_key, item.blob)
+
+    async def decode(self, source: str, version: int, doc_text: str) -> SourceState:
+        """The state a stored item holds (reading its blob)."""
+        doc = orjson.loads(doc_text)
+        ref = doc.pop("seen_blob", None)
+        if ref is not None:
+            body = await self._blobs.get(ref["key"])
+            seen = gzip.decompress(body) if body is not None else None
+            if seen is None or hashlib.sha256(seen).hexdigest() != ref["sha256"]:
+                raise StateBlobMissingError(
+                    f"importer state of {source} names the look-back blob {ref['key']}, which "
+                    f"is {'missing' if seen is None else 'not what was written'}; "
+                    f"`state reset --source {source}` imports the source from the start"
+                )
+            doc["seen"] = orjson.loads(seen)
+        return SourceState.from_document(source, version, doc)
+
+    async def prune_all(self, source: str) -> None:
+        """Drop every blob of `source` (its state was deleted)."""
+        for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
+            await self._blobs.delete(key)
+
+    async def prune(self, source: str, version: int, keep: str | None) -> None:
+        """Drop the blobs of versions up to `version` other than `keep` (older versions', and
+        those of attempts that lost the conditional write or crashed before it)."""
+        for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
+            name = key.rsplit("/", 1)[-1]
+            if key != keep and name[1:11].isdigit() and int(name[1:11]) <= version:
+                await self._blobs.delete(key)
+
+
+def too_large(item: StateItem, source: str) -> StateTooLargeError:
+    """The error both stores raise for an item over the limit."""
+    return StateTooLargeError(
+        f"state of {source} is {item.size()} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte item "
+        "limit; nothing was stored (is a cursor value or a run summary unusually large?)"
+    )
+
+
 class StateStore(Protocol):
     """Per-source state with optimistic concurrency."""
 
     async def get(self, source: str) -> SourceState:
-        """The stored state, or a fresh one (version 0)."""
+        """The stored state, or a fresh one (version 0). Raises `PermanentError` when the
+        stored state names a look-back blob that is missing or damaged."""
 
     async def put(self, state: SourceState) -> SourceState:
         """Store `state` if the stored version is still `state.version`; returns it with
-        version + 1. Raises `StateConflictError` otherwise."""
+        version + 1. Raises `StateConflictError` otherwise, and `StateTooLargeError` (nothing
+        stored) when the item would pass 400 KB."""
 
     async def delete(self, source: str) -> None:
         """Forget the source (a full re-import follows)."""
 
 
 class MemoryStateStore:
-    """`StateStore` in a dict."""
+    """`StateStore` in a dict, as strict as the table: conditional on the version, and refusing
+    items over 400 KB; large look-back sets go to `blobs` as they do on AWS."""
 
-    def __init__(self) -> None:
-        self.states: dict[str, SourceState] = {}
+    def __init__(self, blobs: StateBlobs | None = None) -> None:
+        self.items: dict[str, tuple[int, str]] = {}  # pk -> (version, doc)
+        self.blobs = blobs if blobs is not None else MemoryStateBlobs()
+        self._codec = StateCodec(self.blobs)
 
     async def get(self, source: str) -> SourceState:
         """Stored or fresh."""
-        return self.states.get(source, SourceState(source))
+        stored = self.items.get(item_key(source))
+        if stored is None:
+            return SourceState(source)
+        try:
+            return await self._codec.decode(source, *stored)
+        except StateBlobMissingError:
+            if self.items.get(item_key(source)) == stored:
+                raise
+            return await self.get(source)  # a writer moved on (and pruned) while we read
 
     async def put(self, state: SourceState) -> SourceState:
-        """Conditional on the version."""
-        current = self.states.get(state.source, SourceState(state.source))
-        if current.version != state.version:
-            raise StateConflictError(f"state of {state.source} changed underneath this run")
-        stored = replace(state, version=state.version + 1)
-        self.states[state.source] = stored
-        return stored
+        """Blob first, then the item, conditional on the version and within the size limit."""
+        item = self._codec.encode(state)
+        await self._codec.write_blob(item)
+        if item.size() > MAX_ITEM_BYTES:
+            raise too_large(item, state.source)
+        current = self.items.get(item.pk, (0, ""))[0]
+        if current != state.version:
+            raise StateConflictError(
+                f"state of {state.source} changed underneath this run; is another run of it "
+                "going on?"
+            )
+        self.items[item.pk] = (item.version, item.doc)
+        await self._codec.prune(state.source, item.version, item.blob_key)
+        return replace(state, version=item.version)
 
     async def delete(self, source: str) -> None:
-        """Forget it."""
-        self.states.pop(source, None)
+        """Forget it, blobs too."""
+        self.items.pop(item_key(source), None)
+        await self._codec.prune_all(source)
