@@ -7,11 +7,9 @@ from collections import Counter
 import pytest
 
 from tests.stream.conftest import Harness, envelope
-from tributary.aws import AwsClients
 from tributary.dataset import DatasetRegistry
 from tributary.errors import ConfigError
-from tributary.settings import AwsSettings
-from tributary_stream.processing import DynamoDbItemSink, body_length, load_processor
+from tributary_stream.processing import body_length, load_processor
 from tributary_stream.testing import MemoryItemSink, MemoryStream
 
 SHARD = "shardId-000000000000"
@@ -41,27 +39,6 @@ def test_processor_config_errors_are_clear() -> None:
     with pytest.raises(ConfigError, match="not an importable 'module:function'"):
         load_processor("nowhere:nothing")
     assert body_length({"dataset": "d", "id": "1", "data": {"x": 1}}) is None
-
-
-async def test_dynamodb_item_sink_upserts(lake: AwsSettings, clients: AwsClients) -> None:
-    dynamodb = await clients.dynamodb()
-    await dynamodb.create_table(
-        TableName="items",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    sink = DynamoDbItemSink(dynamodb, "items")
-    items = [
-        {"dataset": "posts", "id": str(i), "n": i, "tags": ["a"], "ok": True} for i in range(60)
-    ]
-    await sink.put_items(items)
-    await sink.put_items(items[:10])  # a replay: same keys, no new items
-    scan = await dynamodb.scan(TableName="items")
-    assert scan["Count"] == 60
-    stored = {i["pk"]["S"]: i for i in scan["Items"]}
-    assert stored["posts#5"]["n"] == {"N": "5"}
-    assert stored["posts#5"]["tags"] == {"L": [{"S": "a"}]}
 
 
 async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRegistry) -> None:

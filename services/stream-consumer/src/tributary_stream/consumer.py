@@ -254,8 +254,9 @@ class ShardConsumer:
             raise LeaseLostError(self.shard_id)
         # Raw first: lines raw refuses for good are diverted into their quarantine chain,
         # which lands after (every chain is still written in sequence order).
-        for target in sorted(buffer.lines, key=lambda t: t.zone is not Zone.RAW):
-            await self._land(buffer, target)
+        for zone in (Zone.RAW, Zone.QUARANTINE):
+            for target in [t for t in buffer.lines if t.zone is zone]:
+                await self._land(buffer, target)
         if self._processing is not None:
             await self._process(buffer)
         await self._checkpoint(buffer.through)

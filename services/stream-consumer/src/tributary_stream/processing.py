@@ -114,9 +114,14 @@ class DynamoDbItemSink:
                 try:
                     response = await self._db.batch_write_item(RequestItems={self._table: pending})
                 except (ClientError, BotoCoreError) as exc:
-                    raise translate_aws_error(
-                        exc, "BatchWriteItem", "check STREAM_ITEMS_TABLE"
-                    ) from exc
+                    # DynamoDB's message says which rule the call broke (duplicates, size...).
+                    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+                    hint = (
+                        f"{message}; check STREAM_ITEMS_TABLE"
+                        if message
+                        else ("check STREAM_ITEMS_TABLE")
+                    )
+                    raise translate_aws_error(exc, "BatchWriteItem", hint) from exc
                 pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
                 if pending:
                     raise TransientError(f"{len(pending)} items unprocessed")

@@ -52,8 +52,10 @@ class MemoryLeaseStore:
         return [self.leases[k] for k in sorted(self.leases)]
 
     async def create(self, lease: Lease) -> bool:
-        """Create unless present."""
+        """Create unless present; an empty key is refused, as DynamoDB refuses it."""
         self._check()
+        if not lease.key:
+            raise PermanentError("lease table create refused (ValidationException: empty key)")
         if lease.key in self.leases:
             return False
         self.leases[lease.key] = lease
