@@ -32,7 +32,6 @@ T = TypeVar("T")
 
 MAX_THROTTLES = 30  # GetRecords throttled this many times in a row: give the shard a rest
 MAX_EXPIRIES = 3  # fresh iterators that expired at once: something is wrong, step back
-MAX_OWN_FENCES = 5  # checkpoint attempts fenced out by our own renewals
 
 
 class Shutdown(StrEnum):
@@ -124,9 +123,6 @@ class ShardConsumer:
             lander.writer, lease.key, metrics, lander.compresslevel, stage="processing"
         )
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
-        # Held by the worker while one renewal call is in flight (it changes the counter that
-        # checkpoints are fenced on); a checkpoint never holds it across a call, see _checkpoint.
-        self.renewing = asyncio.Lock()
         self.checkpointed_at = clock.monotonic()
         self.active_at = clock.monotonic()  # last turn of the read loop (health signal)
         # Runs in a row that failed without moving the checkpoint (set by the worker's
@@ -350,29 +346,19 @@ class ShardConsumer:
         else:
             self._landed = {}
         landed = dict(self._landed)
-        if not await self._call(partial(self._fenced_checkpoint, checkpoint, landed)):
+        lease = self.lease
+        updated = await self._call(lambda: self._store.checkpoint(lease, checkpoint, landed))
+        if updated is None:
             self.lost.set()
             self._metrics.add("LeasesLost", 1, shard=self.shard_id)
             raise LeaseLostError(self.shard_id)
+        # Only the checkpoint fields: the counter may have moved on meanwhile (renewals).
+        self.lease = replace(
+            self.lease, checkpoint=checkpoint, landed=dict(landed), owner_switches=0
+        )
         self.checkpointed_at = self._clock.monotonic()
         self.strikes = 0
         self._metrics.add("Checkpoints", 1, shard=self.shard_id)
-
-    async def _fenced_checkpoint(self, checkpoint: str, landed: dict[str, str]) -> bool:
-        """One checkpoint, never waiting on renewals: if our own renewal moved the counter
-        meanwhile (the call was fenced out by it), go again with the new counter."""
-        for _ in range(MAX_OWN_FENCES):
-            lease = self.lease
-            if await self._store.checkpoint(lease, checkpoint, landed) is not None:
-                # Only the checkpoint fields: the counter may have moved on (a renewal).
-                self.lease = replace(
-                    self.lease, checkpoint=checkpoint, landed=dict(landed), owner_switches=0
-                )
-                return True
-            async with self.renewing:  # let a renewal in flight finish: did it move the counter?
-                if self.lost.is_set() or self.lease.counter == lease.counter:
-                    return False  # fenced out by someone else: the lease is lost
-        return False
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         return await retry(

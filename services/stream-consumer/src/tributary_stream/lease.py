@@ -1,7 +1,10 @@
 """Leases on shards, KCL 2.x style, and where they are stored.
 
-A lease's `counter` is a fencing token: renew, take, checkpoint and release are conditional on it,
-so a worker that lost a lease can never overwrite the new owner's checkpoint.
+A lease's `counter` is a fencing token: renew, take and release are conditional on it, so a
+worker that lost a lease can never renew or release it again. A checkpoint is fenced on the owner
+and the owner switches instead (a take bumps them, renewals do not), so a checkpoint in flight
+is never fenced out by its own worker's renewals, however slow the table: a worker that lost the
+lease can still never overwrite the new owner's checkpoint.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class LeaseStore(Protocol):
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Store the checkpoint if still held at `lease.counter`; else None (lease lost)."""
+        """Store the checkpoint if `lease.owner` still holds it and nobody took it since
+        (`lease.owner_switches` unchanged; the counter may have moved: renewals); else None."""
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up (owner removed) if still held; True on success."""
@@ -143,15 +147,24 @@ class DynamoDbLeaseStore:
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Checkpoint and landed map, if owner and counter are unchanged."""
-        ok = await self._update(
-            lease,
-            "SET checkpoint = :cp, landedThrough = :landed, ownerSwitchesSinceCheckpoint = :zero",
-            {
-                ":cp": {"S": checkpoint},
-                ":landed": {"M": {k: {"S": v} for k, v in landed.items()}},
-                ":zero": {"N": "0"},
-            },
+        """Checkpoint and landed map, if owner and owner switches are unchanged."""
+        ok = await self._conditional(
+            self._db.update_item(
+                TableName=self._table,
+                Key={"leaseKey": {"S": lease.key}},
+                UpdateExpression=(
+                    "SET checkpoint = :cp, landedThrough = :landed, "
+                    "ownerSwitchesSinceCheckpoint = :zero"
+                ),
+                ConditionExpression="leaseOwner = :me AND ownerSwitchesSinceCheckpoint = :switches",
+                ExpressionAttributeValues={
+                    ":cp": {"S": checkpoint},
+                    ":landed": {"M": {k: {"S": v} for k, v in landed.items()}},
+                    ":zero": {"N": "0"},
+                    ":me": {"S": lease.owner or ""},
+                    ":switches": {"N": str(lease.owner_switches)},
+                },
+            ),
             "checkpoint",
         )
         if not ok:

@@ -88,9 +88,15 @@ class MemoryLeaseStore:
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Store the checkpoint if held."""
+        """Store the checkpoint if owner and owner switches are unchanged."""
         self._check()
-        if not self._held(lease):
+        stored = self.leases.get(lease.key)
+        if (
+            stored is None
+            or lease.owner is None
+            or stored.owner != lease.owner
+            or stored.owner_switches != lease.owner_switches
+        ):
             return None
         updated = replace(
             self.leases[lease.key], checkpoint=checkpoint, landed=dict(landed), owner_switches=0

@@ -204,27 +204,25 @@ class Worker:
         consumer = running.consumer
         if consumer.lost.is_set() or running.task.done():
             return
-        async with consumer.renewing:
-            lease = consumer.lease
-            try:
-                renewed = await asyncio.wait_for(
-                    self._store.renew(lease), self.config.renew_every_s
-                )
-            except (TributaryError, TimeoutError) as exc:
-                self._metrics.add("RenewalFailures", 1, shard=shard_id)
-                self._warn(
-                    f"renew {shard_id}",
-                    "lease renewal failed; retrying next round",
-                    shard=shard_id,
-                    error=str(exc) or type(exc).__name__,
-                )
-                return
-            if renewed is None:
-                log.warning("lease lost", extra={"shard": shard_id})
-                self._metrics.add("LeasesLost", 1)
-                consumer.lost.set()
-            else:  # only the counter: a checkpoint may have landed meanwhile
-                consumer.lease = replace(consumer.lease, counter=renewed.counter)
+        try:
+            renewed = await asyncio.wait_for(
+                self._store.renew(consumer.lease), self.config.renew_every_s
+            )
+        except (TributaryError, TimeoutError) as exc:
+            self._metrics.add("RenewalFailures", 1, shard=shard_id)
+            self._warn(
+                f"renew {shard_id}",
+                "lease renewal failed; retrying next round",
+                shard=shard_id,
+                error=str(exc) or type(exc).__name__,
+            )
+            return
+        if renewed is None:
+            log.warning("lease lost", extra={"shard": shard_id})
+            self._metrics.add("LeasesLost", 1)
+            consumer.lost.set()
+        else:  # only the counter: a checkpoint may have landed meanwhile
+            consumer.lease = replace(consumer.lease, counter=renewed.counter)
 
     async def _heartbeat(self) -> None:
         """Touch the health file while the loops turn (see tributary_stream.health)."""
