@@ -235,7 +235,7 @@ class Worker:
             for s, r in self.running.items()
             if not r.task.done() and now - r.consumer.active_at > self.config.stall_s
         ]
-        if now - self._loop_at > max(30.0, self.config.failover_time_s) or stalled:
+        if now - self._loop_at > max(60.0, 2 * self.config.failover_time_s) or stalled:
             self._warn("health", "worker unhealthy: not touching the health file", stalled=stalled)
             return
         await asyncio.to_thread(path.touch)
