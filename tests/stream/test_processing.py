@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
 
 from tests.stream.conftest import Harness, envelope
+from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import ConfigError
+from tributary.errors import ConfigError, TransientError
+from tributary.testing import MemoryMetrics, MemoryRawWriter
+from tributary_stream.consumer import Limits, ShardConsumer
+from tributary_stream.lander import Lander
+from tributary_stream.lease import Checkpoint, Lease
 from tributary_stream.processing import body_length, load_processor
-from tributary_stream.testing import MemoryItemSink, MemoryStream
+from tributary_stream.route import Router
+from tributary_stream.testing import MemoryItemSink, MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
 
@@ -56,3 +63,32 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
     await h.stop(worker)
     assert h.raw_lines() == Counter(expected)
     assert h.metrics.total("GetRecordsThrottled", shard=SHARD) == 3
+
+
+async def test_endless_throttling_is_bounded_and_handed_to_supervision(
+    registry: DatasetRegistry,
+) -> None:
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    stream.throttle_next(10**6)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    consumer = ShardConsumer(
+        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
+        MemoryLeaseStore(),
+        stream,
+        Router(registry, "kinesis:test", "events"),
+        Lander(MemoryRawWriter(), SHARD, MemoryMetrics()),
+        Limits(10, 1_000_000, 60, 1),
+        SystemClock(),
+        MemoryMetrics(),
+        sleep=sleep,
+    )
+    with pytest.raises(TransientError, match="throttled 30 times in a row"):
+        await asyncio.wait_for(consumer.run(asyncio.Event()), 10)
+    assert len(pauses) == 29
+    assert max(pauses) <= 5  # capped backoff between attempts

@@ -253,7 +253,7 @@ async def test_a_failing_processor_neither_kills_the_worker_nor_stops_raw(
         tmp_path,
         STREAM_PROCESSOR="tests.stream.processors:explode_on_fives",
         STREAM_ITEMS_TABLE=table,
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
     )
     try:
         worker = fleet.start()
