@@ -37,23 +37,29 @@ class SlowLeaseStore(MemoryLeaseStore):
 
 
 async def test_slow_scans_and_checkpoints_lose_no_lease(registry: DatasetRegistry) -> None:
-    store = SlowLeaseStore()
-    h = Harness(registry, MemoryStream(4), store=store, max_records=5)
+    """Worker a's path to the table is slow (its Scan and checkpoint take 3x the renewal
+    interval); b's is not, so b sees at once any lease whose counter a stops moving."""
+    fast = MemoryLeaseStore()
+    slow = SlowLeaseStore()
+    slow.leases = fast.leases  # one table, two connections to it
+    h = Harness(registry, MemoryStream(4), store=slow, max_records=5)
     expected = fill(h.stream, 20)
-    a, b = h.start("a"), h.start("b")
+    a = h.start("a")
+    h.store = fast
+    b = h.start("b")
     await h.wait_for(lambda: len(a.running) == 2 and len(b.running) == 2, within=15)
     await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
-    owners = {lease.key: lease.owner for lease in store.leases.values()}
+    owners = {lease.key: lease.owner for lease in fast.leases.values()}
     taken_before = h.metrics.total("LeasesTaken") + h.metrics.total("LeasesStolen")
     lost_before = h.metrics.total("LeasesLost")  # the balancing steals, before the test
-    store.slow = True
-    for round_ in range(6):  # checkpoints keep coming while the table is slow
+    slow.slow = True
+    for round_ in range(6):  # checkpoints keep coming while a's table is slow
         expected += fill(h.stream, 5, start=100 + round_ * 5)
         await asyncio.sleep(FAILOVER)
     await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected), within=30)
     assert h.metrics.total("LeasesLost") == lost_before
     assert h.metrics.total("LeasesTaken") + h.metrics.total("LeasesStolen") == taken_before
-    assert {lease.key: lease.owner for lease in store.leases.values()} == owners
-    store.slow = False
+    assert {lease.key: lease.owner for lease in fast.leases.values()} == owners
+    slow.slow = False
     await h.stop_all()
     assert h.raw_lines() == Counter(expected)
