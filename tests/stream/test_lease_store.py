@@ -92,3 +92,11 @@ async def test_a_missing_table_is_permanent(lake: AwsSettings) -> None:
         store = DynamoDbLeaseStore(await clients.dynamodb(), "no-such-table")
         with pytest.raises(PermanentError, match="check LEASE_TABLE"):
             await store.list_leases()
+
+
+async def test_a_row_that_is_not_a_lease_is_a_clear_permanent_error(lake: AwsSettings) -> None:
+    async with AwsClients(lake) as clients:
+        db = await clients.dynamodb()
+        await db.put_item(TableName=lake.lease_table, Item={"leaseKey": {"S": "stranger"}})
+        with pytest.raises(PermanentError, match="'stranger' is not a lease"):
+            await DynamoDbLeaseStore(db, lake.lease_table).list_leases()

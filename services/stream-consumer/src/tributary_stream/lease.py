@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import error_code, translate_aws_error
+from tributary.errors import PermanentError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -91,7 +92,7 @@ class DynamoDbLeaseStore:
         try:
             while True:
                 page = await self._db.scan(**kwargs)
-                leases += [_from_item(item) for item in page.get("Items", [])]
+                leases += [_parse(item) for item in page.get("Items", [])]
                 if "LastEvaluatedKey" not in page:
                     return sorted(leases, key=lambda lease: lease.key)
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -238,6 +239,16 @@ def _from_item(item: Mapping[str, Any]) -> Lease:
         owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")),
         landed={k: v["S"] for k, v in item.get("landedThrough", {}).get("M", {}).items()},
     )
+
+
+def _parse(item: Mapping[str, Any]) -> Lease:
+    try:
+        return _from_item(item)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PermanentError(
+            f"lease table row {item.get('leaseKey', {}).get('S')!r} is not a lease ({exc!r}); "
+            "is LEASE_TABLE shared with another application?"
+        ) from exc
 
 
 def _translate(exc: Exception, what: str) -> Exception:

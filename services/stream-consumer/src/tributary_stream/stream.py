@@ -111,6 +111,10 @@ class KinesisStreamReader:
                 kwargs = {"NextToken": token}
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "ListShards") from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise MalformedResponseError(
+                f"ListShards answered an unreadable page ({exc!r})"
+            ) from exc
 
     async def iterator(self, shard_id: str, position: str, timestamp: datetime | None) -> str:
         """GetShardIterator for a checkpoint."""

@@ -238,7 +238,10 @@ class Worker:
         if now - self._loop_at > max(60.0, 2 * self.config.failover_time_s) or stalled:
             self._warn("health", "worker unhealthy: not touching the health file", stalled=stalled)
             return
-        await asyncio.to_thread(path.touch)
+        try:
+            await asyncio.to_thread(path.touch)
+        except OSError as exc:  # the check will report it; renewals must go on
+            self._warn("health file", "cannot touch the health file", error=str(exc))
 
     async def take(self) -> None:
         """Take free or expired leases up to the fair share, else steal one (see coordinator);
