@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from tributary_stream.lander import Lander
 from tributary_stream.lease import Checkpoint, Lease
 from tributary_stream.processing import body_length, load_processor
 from tributary_stream.route import Router
+from tributary_stream.stream import KinesisStreamReader, MalformedResponseError
 from tributary_stream.testing import MemoryItemSink, MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
@@ -92,3 +94,21 @@ async def test_endless_throttling_is_bounded_and_handed_to_supervision(
         await asyncio.wait_for(consumer.run(asyncio.Event()), 10)
     assert len(pauses) == 29
     assert max(pauses) <= 5  # capped backoff between attempts
+
+
+class GarbledKinesis:
+    """Answers GetRecords / ListShards with something that is not their response shape."""
+
+    async def get_records(self, **_: Any) -> dict[str, Any]:
+        return {"Records": [{"Data": b"x"}], "NextShardIterator": "it"}
+
+    async def list_shards(self, **_: Any) -> dict[str, Any]:
+        return {"Shards": [{"NoShardId": True}]}
+
+
+async def test_a_malformed_kinesis_response_is_a_clear_permanent_error() -> None:
+    reader = KinesisStreamReader(GarbledKinesis(), "stream")  # type: ignore[arg-type]
+    with pytest.raises(MalformedResponseError, match="not a GetRecords response"):
+        await reader.get_records("it", 10)
+    with pytest.raises(MalformedResponseError, match="ListShards answered an unreadable page"):
+        await reader.list_shards()
