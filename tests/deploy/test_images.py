@@ -175,7 +175,9 @@ async def test_stream_consumer_image_install_takes_the_leases(
         STREAM_NAME=lake.stream_name,
         LEASE_TABLE=lake.lease_table,
         SHARD_SYNC_S="1",
+        STREAM_HEALTH_FILE=str(tmp_path / "health"),  # the image's, in this test's folder
     )
+    assert final_env["STREAM_HEALTH_FILE"].startswith("/tmp/")
     log = tmp_path / "consumer.log"
     stop_later.append(start(venv, cmd, env, log))
     async with AwsClients(lake) as clients:
@@ -188,6 +190,15 @@ async def test_stream_consumer_image_install_takes_the_leases(
             owners = {i["leaseKey"]["S"] for i in items if "leaseOwner" in i}
             await asyncio.sleep(0.5)
     assert len(owners) == 2, log.read_text()
+    dockerfile = (REPO / "services/stream-consumer/Dockerfile").read_text().replace("\\\n", " ")
+    (check,) = re.findall(r"^HEALTHCHECK .*? CMD (\[.+\])$", dockerfile, re.M)
+    argv = json.loads(check)
+    assert argv[0] == "python"
+    healthy = await asyncio.create_subprocess_exec(
+        str(venv / "bin" / "python"), *argv[1:], env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, complaint = await healthy.communicate()
+    assert healthy.returncode == 0, complaint  # the worker renews: its file is fresh
     stop_later[0].terminate()
     assert stop_later[0].wait(30) in (0, -15), log.read_text()
 

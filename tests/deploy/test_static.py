@@ -3,6 +3,7 @@ the Copilot manifests (fields, paths, variables), and least-privilege IAM."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -210,6 +211,15 @@ def test_scheduled_job_and_scaling() -> None:
     low, high = (int(x) for x in manifest("stream-consumer")["count"]["range"].split("-"))
     assert 1 <= low <= high <= shards["Default"], "more consumers than shards only idle"
     assert manifest("api")["http"]["healthcheck"]["path"] == "/healthz"
+
+
+def test_stream_consumer_health_check_is_the_same_in_docker_and_copilot() -> None:
+    dockerfile = (REPO / "services/stream-consumer/Dockerfile").read_text().replace("\\\n", " ")
+    (docker_cmd,) = re.findall(r"^HEALTHCHECK .*? CMD (\[.+\])$", dockerfile, re.M)
+    check = manifest("stream-consumer")["healthcheck"]
+    assert check["command"] == ["CMD", *json.loads(docker_cmd)]
+    assert check["command"][1:] == ["python", "-m", "tributary_stream.health"]
+    assert "STREAM_HEALTH_FILE=" in dockerfile  # the file the worker touches and this checks
 
 
 def test_every_dataset_has_a_crawler_named_as_the_job_expects() -> None:

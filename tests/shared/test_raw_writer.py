@@ -109,3 +109,11 @@ async def test_keys_and_get(writer: RawWriter) -> None:
     keys = await writer.keys("raw/posts/")
     assert [k.rsplit("-", 1)[1] for k in keys] == ["a.ndjson.gz", "b.ndjson.gz", "c.ndjson.gz"]
     assert decode_ndjson_gz(await writer.get(keys[0])) == [b'{"a":1}', b'{"a":2}']
+
+
+async def test_missing_objects_are_none_on_head_and_permanent_on_get(writer: RawWriter) -> None:
+    key = "quarantine/posts/year=2026/month=01/day=01/hour=00/x-missing.ndjson.gz"
+    assert await writer.head(key) is None
+    with pytest.raises(PermanentError):
+        await writer.get(key)
+    assert await writer.keys("quarantine/posts/") == []

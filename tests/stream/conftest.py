@@ -6,23 +6,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pytest
 
+from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits
+from tributary_stream.processing import DynamoDbItemSink
 from tributary_stream.route import Router
 from tributary_stream.testing import MemoryLeaseStore, MemoryStream
 from tributary_stream.worker import Worker, WorkerConfig
 
 FAILOVER = 0.6
+
+
+@pytest.fixture
+async def items_sink(clients: AwsClients) -> DynamoDbItemSink:
+    """A DynamoDB item sink on a fresh table of the session's moto."""
+    dynamodb = await clients.dynamodb()
+    table = f"items-{uuid.uuid4().hex[:8]}"
+    await dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return DynamoDbItemSink(dynamodb, table)
 
 
 def envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
@@ -62,6 +80,8 @@ class Harness:
                 tick_s=0.02,
                 get_records_limit=37,
                 shutdown_timeout_s=5,
+                restart_backoff_s=0.05,
+                max_backoff_s=0.3,
             ),
             self.store,
             self.stream,

@@ -3,14 +3,18 @@ whatever batches each cuts and however their writes interleave."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tributary.batch import decode_ndjson_gz
-from tributary.layout import Zone
+from tributary.errors import PermanentError
+from tributary.layout import Zone, object_key
+from tributary.raw_writer import RawObject, WriteOutcome
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.lander import Lander, Line
 from tributary_stream.route import Target
@@ -74,3 +78,24 @@ async def test_adopted_object_reaching_past_the_batch_is_remembered() -> None:
     assert landed == {"raw/posts": "19"}
     await second.land(POSTS, lines[3:], landed)  # everything else is skipped, not rewritten
     assert len(writer.objects) == 1
+
+
+class YieldingWriter(MemoryRawWriter):
+    """Gives the event loop a turn on every call, so a looping caller can be timed out."""
+
+    async def put(self, obj: RawObject) -> WriteOutcome:
+        await asyncio.sleep(0)
+        return await super().put(obj)
+
+
+async def test_an_object_that_would_make_no_progress_is_refused_not_looped_on() -> None:
+    """A foreign object at a chain key whose metadata ends before its own first record:
+    adopting it would retry the same key forever."""
+    writer = YieldingWriter()
+    shard = "shardId-000000000000"
+    lines = [Line(str(s), AT, f'{{"s":{s}}}'.encode()) for s in range(10, 20)]
+    key = object_key(Zone.RAW, "posts", AT, shard, "10")
+    writer.objects[key] = RawObject(key, b"", 1, "3", "5")
+    lander = Lander(writer, shard, MemoryMetrics())
+    with pytest.raises(PermanentError, match="before its own first record 10"):
+        await asyncio.wait_for(lander.land(POSTS, lines, {}), 5)

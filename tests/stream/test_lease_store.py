@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tributary.aws import AwsClients
+from tributary.errors import PermanentError
 from tributary.settings import AwsSettings
 from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore, Lease, LeaseStore
 from tributary_stream.testing import MemoryLeaseStore
@@ -70,3 +71,32 @@ async def test_two_workers_racing_for_one_lease(store: LeaseStore) -> None:
     (lease,) = await store.list_leases()
     results = [await store.take(lease, "a"), await store.take(lease, "b")]
     assert [r is not None for r in results] == [True, False]
+
+
+async def test_an_empty_shard_id_is_refused(store: LeaseStore) -> None:
+    with pytest.raises(PermanentError):
+        await store.create(new(key=""))
+
+
+async def test_updates_of_a_lease_that_is_not_there_are_fenced(store: LeaseStore) -> None:
+    ghost = Lease("shardId-000000000009", "w1", 3, "123")
+    assert await store.renew(ghost) is None
+    assert await store.take(ghost, "w2") is None
+    assert await store.checkpoint(ghost, "456", {}) is None
+    assert not await store.release(ghost)
+    assert await store.list_leases() == []
+
+
+async def test_a_missing_table_is_permanent(lake: AwsSettings) -> None:
+    async with AwsClients(lake) as clients:
+        store = DynamoDbLeaseStore(await clients.dynamodb(), "no-such-table")
+        with pytest.raises(PermanentError, match="check LEASE_TABLE"):
+            await store.list_leases()
+
+
+async def test_a_row_that_is_not_a_lease_is_a_clear_permanent_error(lake: AwsSettings) -> None:
+    async with AwsClients(lake) as clients:
+        db = await clients.dynamodb()
+        await db.put_item(TableName=lake.lease_table, Item={"leaseKey": {"S": "stranger"}})
+        with pytest.raises(PermanentError, match="'stranger' is not a lease"):
+            await DynamoDbLeaseStore(db, lake.lease_table).list_leases()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from tests.stream.conftest import Harness, envelope
-from tributary.aws import AwsClients
+from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import ConfigError
-from tributary.settings import AwsSettings
-from tributary_stream.processing import DynamoDbItemSink, body_length, load_processor
-from tributary_stream.testing import MemoryItemSink, MemoryStream
+from tributary.errors import ConfigError, TransientError
+from tributary.testing import MemoryMetrics, MemoryRawWriter
+from tributary_stream.consumer import Limits, ShardConsumer
+from tributary_stream.lander import Lander
+from tributary_stream.lease import Checkpoint, Lease
+from tributary_stream.processing import body_length, load_processor
+from tributary_stream.route import Router
+from tributary_stream.stream import KinesisStreamReader, MalformedResponseError
+from tributary_stream.testing import MemoryItemSink, MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
 
@@ -43,27 +50,6 @@ def test_processor_config_errors_are_clear() -> None:
     assert body_length({"dataset": "d", "id": "1", "data": {"x": 1}}) is None
 
 
-async def test_dynamodb_item_sink_upserts(lake: AwsSettings, clients: AwsClients) -> None:
-    dynamodb = await clients.dynamodb()
-    await dynamodb.create_table(
-        TableName="items",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    sink = DynamoDbItemSink(dynamodb, "items")
-    items = [
-        {"dataset": "posts", "id": str(i), "n": i, "tags": ["a"], "ok": True} for i in range(60)
-    ]
-    await sink.put_items(items)
-    await sink.put_items(items[:10])  # a replay: same keys, no new items
-    scan = await dynamodb.scan(TableName="items")
-    assert scan["Count"] == 60
-    stored = {i["pk"]["S"]: i for i in scan["Items"]}
-    assert stored["posts#5"]["n"] == {"N": "5"}
-    assert stored["posts#5"]["tags"] == {"L": [{"S": "a"}]}
-
-
 async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRegistry) -> None:
     h = Harness(registry, MemoryStream(1))
     expected = [post(i) for i in range(1, 30)]
@@ -79,3 +65,50 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
     await h.stop(worker)
     assert h.raw_lines() == Counter(expected)
     assert h.metrics.total("GetRecordsThrottled", shard=SHARD) == 3
+
+
+async def test_endless_throttling_is_bounded_and_handed_to_supervision(
+    registry: DatasetRegistry,
+) -> None:
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    stream.throttle_next(10**6)
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    consumer = ShardConsumer(
+        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
+        MemoryLeaseStore(),
+        stream,
+        Router(registry, "kinesis:test", "events"),
+        Lander(MemoryRawWriter(), SHARD, MemoryMetrics()),
+        Limits(10, 1_000_000, 60, 1),
+        SystemClock(),
+        MemoryMetrics(),
+        sleep=sleep,
+    )
+    with pytest.raises(TransientError, match="throttled 30 times in a row"):
+        await asyncio.wait_for(consumer.run(asyncio.Event()), 10)
+    assert len(pauses) == 29
+    assert max(pauses) <= 5  # capped backoff between attempts
+
+
+class GarbledKinesis:
+    """Answers GetRecords / ListShards with something that is not their response shape."""
+
+    async def get_records(self, **_: Any) -> dict[str, Any]:
+        return {"Records": [{"Data": b"x"}], "NextShardIterator": "it"}
+
+    async def list_shards(self, **_: Any) -> dict[str, Any]:
+        return {"Shards": [{"NoShardId": True}]}
+
+
+async def test_a_malformed_kinesis_response_is_a_clear_permanent_error() -> None:
+    reader = KinesisStreamReader(GarbledKinesis(), "stream")  # type: ignore[arg-type]
+    with pytest.raises(MalformedResponseError, match="not a GetRecords response"):
+        await reader.get_records("it", 10)
+    with pytest.raises(MalformedResponseError, match="ListShards answered an unreadable page"):
+        await reader.list_shards()

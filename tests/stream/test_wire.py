@@ -7,14 +7,16 @@ import asyncio
 import os
 import random
 import signal
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import pytest
 
-from tests.conftest import DATASETS_CONFIG, lake_settings
+from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
 from tests.stream.conftest import envelope
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
@@ -213,3 +215,94 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
     zombie_log = (tmp_path / "worker-1.log").read_text()
     assert zombie_log.count('"reason":"LEASE_LOST"') == 4  # fenced out of every shard it held
     assert await landed_lines(lake) == Counter(lines + more)
+
+
+async def health(health_file: Path, max_age_s: float) -> int:
+    """Exit status of the container's health-check command."""
+    check = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tributary_stream.health",
+        env={
+            **os.environ,
+            "STREAM_HEALTH_FILE": str(health_file),
+            "STREAM_HEALTH_MAX_AGE_S": str(max_age_s),
+        },
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await check.wait()
+
+
+async def test_a_failing_processor_neither_kills_the_worker_nor_stops_raw(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """The production entry point with a processor that raises for every fifth record: the
+    process lives on, raw gets everything, the failures are quarantined with the exception."""
+    lake = lake_settings(moto.endpoint)
+    await bootstrap(lake, shards=2)
+    table = f"items-{lake.lease_table}"
+    async with AwsClients(lake) as clients:
+        await (await clients.dynamodb()).create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    fleet = Fleet(
+        lake,
+        tmp_path,
+        STREAM_PROCESSOR="tests.stream.processors:explode_on_fives",
+        STREAM_ITEMS_TABLE=table,
+        PYTHONPATH=os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(REPO)) if p),
+    )
+    try:
+        worker = fleet.start()
+        lines, last = await put_load(lake, 1_000)
+        await wait_checkpointed(lake, last, within=120)
+        assert worker.poll() is None, (tmp_path / "worker-1.log").read_text()
+    finally:
+        fleet.stop()
+    assert await landed_lines(lake) == Counter(lines)
+    failures = [
+        orjson.loads(line)
+        for lines_ in (await read_lines(lake, "quarantine/")).values()
+        for line in lines_
+    ]
+    assert sorted(int(f["id"][1:]) for f in failures) == list(range(0, 1_000, 5))
+    assert failures[0]["errors"][0]["message"].startswith(
+        "STREAM_PROCESSOR raised ZeroDivisionError: record r"
+    )
+    async with AwsClients(lake) as clients:
+        scan = await (await clients.dynamodb()).scan(TableName=table, Select="COUNT")
+    assert scan["Count"] == 800
+
+
+async def test_the_health_check_fails_while_the_worker_is_hung(
+    moto: MotoServer, tmp_path: Path
+) -> None:
+    """SIGSTOP stands for a blocked event loop: the health file stops being touched, the
+    container's check fails; SIGCONT and it passes again."""
+    lake = lake_settings(moto.endpoint)
+    await bootstrap(lake, shards=2)
+    health_file = tmp_path / "health"
+    fleet = Fleet(lake, tmp_path, STREAM_HEALTH_FILE=str(health_file))  # failover 3 s
+    assert await health(health_file, 3) == 1  # no file: no worker has renewed anything
+    try:
+        worker = fleet.start()
+        await wait_owned(lake, "worker-1", 2)
+        for _ in range(50):
+            if await health(health_file, 3) == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert await health(health_file, 3) == 0
+        worker.signal(signal.SIGSTOP)
+        await asyncio.sleep(4)
+        assert await health(health_file, 3) == 1
+        worker.signal(signal.SIGCONT)
+        for _ in range(50):
+            if await health(health_file, 3) == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert await health(health_file, 3) == 0
+    finally:
+        fleet.stop()

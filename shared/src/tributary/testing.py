@@ -14,12 +14,14 @@ class MemoryRawWriter:
     """`RawWriter` over a dict, with the same create-only semantics as S3.
 
     `fail_next(n)` makes the next `n` puts raise `SinkUnavailableError` (fault injection);
-    `down = True` makes every call fail until set back.
+    `down = True` makes every call fail until set back; keys under a prefix in `denied` are
+    refused for good, like an S3 AccessDenied (`PermanentError`).
     """
 
     def __init__(self) -> None:
         self.objects: dict[str, RawObject] = {}
         self.down = False
+        self.denied: set[str] = set()
         self._failures_left = 0
 
     def fail_next(self, count: int) -> None:
@@ -36,6 +38,8 @@ class MemoryRawWriter:
     async def put(self, obj: RawObject) -> WriteOutcome:
         """Store `obj` unless the key exists."""
         self._check()
+        if any(obj.key.startswith(prefix) for prefix in self.denied):
+            raise PermanentError(f"put {obj.key} refused (AccessDenied) (fault injected)")
         if obj.key in self.objects:
             return WriteOutcome.ALREADY_EXISTS
         self.objects[obj.key] = obj

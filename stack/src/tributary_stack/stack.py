@@ -117,6 +117,8 @@ class LocalStack:
             "IDLE_FLUSH_S": "1",
             "LEASE_FAILOVER_S": "6",
             "SHARD_SYNC_S": "10",
+            # moto never returns a null iterator at a shard's end: the consumer's fallback.
+            "STREAM_END_ON_EMPTY_CLOSED": "true",
         }
 
     def aws_settings(self) -> AwsSettings:

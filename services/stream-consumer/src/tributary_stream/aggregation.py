@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 
@@ -46,22 +47,33 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
                 raise ValueError("truncated field")
             yield number, buf[pos : pos + length]
             pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
+        elif wire in (1, 5):  # fixed64 / fixed32
+            pos += 8 if wire == 1 else 4
+            if pos > len(buf):
+                raise ValueError("truncated fixed-width field")
         else:
             raise ValueError(f"unsupported wire type {wire}")
 
 
-def deaggregate(data: bytes, partition_key: str) -> list[tuple[str, bytes]]:
+@dataclass(frozen=True, slots=True)
+class Deaggregated:
+    """The user records of one Kinesis record, or the record itself and why it is not usable."""
+
+    records: list[tuple[str, bytes]]  # (partition key, data); empty for an empty aggregate
+    error: str | None = None  # set for a damaged aggregate (records is then the whole record)
+
+
+def deaggregate(data: bytes, partition_key: str) -> Deaggregated:
     """The user records inside `data` as (partition key, data); `[(partition_key, data)]` if
-    it is not a valid aggregated record."""
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 16:
-        return [(partition_key, data)]
+    it is not an aggregated record, with `error` set if it is a damaged one."""
+    whole = [(partition_key, data)]
+    if not data.startswith(MAGIC):
+        return Deaggregated(whole)
+    if len(data) < len(MAGIC) + 16:
+        return Deaggregated(whole, "KPL aggregate: truncated (shorter than its checksum)")
     message, digest = data[len(MAGIC) : -16], data[-16:]
     if hashlib.md5(message, usedforsecurity=False).digest() != digest:
-        return [(partition_key, data)]
+        return Deaggregated(whole, "KPL aggregate: checksum mismatch (MD5 of the protobuf)")
     try:
         keys: list[str] = []
         records: list[tuple[int, bytes]] = []
@@ -76,12 +88,16 @@ def deaggregate(data: bytes, partition_key: str) -> list[tuple[str, bytes]]:
                     elif inner_number == 3 and isinstance(inner, bytes):
                         payload = inner
                 records.append((index, payload))
-        return [
+    except ValueError as exc:
+        return Deaggregated(whole, f"KPL aggregate: truncated or malformed protobuf ({exc})")
+    except UnicodeDecodeError:
+        return Deaggregated(whole, "KPL aggregate: a partition key is not UTF-8")
+    return Deaggregated(
+        [
             (keys[index] if index < len(keys) else partition_key, payload)
             for index, payload in records
         ]
-    except (ValueError, UnicodeDecodeError):
-        return [(partition_key, data)]
+    )
 
 
 def aggregate(records: list[tuple[str, bytes]]) -> bytes:

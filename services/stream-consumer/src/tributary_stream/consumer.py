@@ -6,27 +6,32 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from tributary.clock import Clock
+from tributary.errors import PermanentError, TransientError
 from tributary.layout import Zone
 from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
 from tributary_stream.lander import Lander, Line, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
-from tributary_stream.processing import ItemSink, Processor
+from tributary_stream.processing import ItemRefusedError, ItemSink, Processor, item_key, to_item
+from tributary_stream.quarantine import describe, failure_line
 from tributary_stream.route import Router, Target
 from tributary_stream.settings import StreamSettings
 from tributary_stream.stream import IteratorExpiredError, Record, StreamReader, ThrottledError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+MAX_THROTTLES = 30  # GetRecords throttled this many times in a row: give the shard a rest
+MAX_EXPIRIES = 3  # fresh iterators that expired at once: something is wrong, step back
 
 
 class Shutdown(StrEnum):
@@ -93,6 +98,8 @@ class ShardConsumer:
         shard_closed: Callable[[str], Awaitable[bool]] | None = None,
         processing: tuple[Processor, ItemSink] | None = None,
         initial_timestamp: datetime | None = None,
+        end_on_empty_closed: bool = False,
+        poison_attempts: int = 3,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.lease = lease
@@ -108,13 +115,19 @@ class ShardConsumer:
         self._shard_closed = shard_closed
         self._processing = processing
         self._initial_timestamp = initial_timestamp
+        self._end_on_empty_closed = end_on_empty_closed
+        self._poison_attempts = poison_attempts
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
+        self._failures = Lander(
+            lander.writer, lease.key, metrics, lander.compresslevel, stage="processing"
+        )
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
-        # Renewals (by the worker) and checkpoints (here) are both fenced on the counter and
-        # a renewal changes it: one at a time, so we never fence ourselves out.
-        self.lease_lock = asyncio.Lock()
         self.checkpointed_at = clock.monotonic()
+        self.active_at = clock.monotonic()  # last turn of the read loop (health signal)
+        # Runs in a row that failed without moving the checkpoint (set by the worker's
+        # supervision): on the last allowed attempt, permanent refusals divert to quarantine.
+        self.strikes = 0
 
     @property
     def shard_id(self) -> str:
@@ -122,7 +135,9 @@ class ShardConsumer:
         return self.lease.key
 
     async def run(self, stop: asyncio.Event) -> Shutdown:
-        """Consume until the shard ends, the lease is lost, or `stop` is set."""
+        """Consume until the shard ends, the lease is lost, or `stop` is set; may be called
+        again after it raised (it resumes from the stored checkpoint)."""
+        self._landed = dict(self.lease.landed)
         try:
             return await self._consume(stop)
         except LeaseLostError:
@@ -135,24 +150,37 @@ class ShardConsumer:
         )
         buffer = _Buffer()
         idle_since = self._clock.monotonic()
-        throttled = 0
+        throttled = expired = 0
         while not stop.is_set():
+            self.active_at = self._clock.monotonic()
             if self.lost.is_set():
                 return Shutdown.LEASE_LOST
             try:
                 page = await self._reader.get_records(iterator, self._limit)
-                throttled = 0
-            except ThrottledError:
+                throttled = expired = 0
+            except ThrottledError as exc:
                 throttled += 1
                 self._metrics.add("GetRecordsThrottled", 1, shard=self.shard_id)
+                if throttled >= MAX_THROTTLES:  # someone else reads this shard hard: step back
+                    raise TransientError(
+                        f"GetRecords on {self.shard_id} throttled {throttled} times in a row; "
+                        "another consumer may be reading this shard"
+                    ) from exc
                 await self._sleep(RetryPolicy(base_delay=0.2, max_delay=5).delay(throttled))
                 continue
-            except IteratorExpiredError:
+            except IteratorExpiredError as exc:
+                expired += 1
+                if expired >= MAX_EXPIRIES:  # a fresh iterator that is expired at once
+                    raise TransientError(
+                        f"every new iterator for {self.shard_id} expired at once ({expired}×)"
+                    ) from exc
                 resume = buffer.through or position
                 iterator = await self._call(
                     partial(self._reader.iterator, self.shard_id, resume, None)
                 )
                 continue
+            if page.empty_aggregates:
+                self._metrics.add("EmptyAggregates", page.empty_aggregates, shard=self.shard_id)
             for group in _by_sequence(page.records):
                 if self._should_cut(buffer, group[0]):
                     position = await self._flush(buffer) or position
@@ -163,12 +191,15 @@ class ShardConsumer:
             )
             ended = page.next_iterator is None or bool(page.children)
             if (
-                not ended
+                self._end_on_empty_closed
+                and not ended
                 and not page.records
                 and page.millis_behind == 0
                 and (self._shard_closed is not None and await self._shard_closed(self.shard_id))
             ):
-                ended = True  # emulators that never return a null iterator (moto)
+                # Only for emulators that never return a null iterator (moto): on Kinesis an
+                # empty page can come before more records of a closed shard.
+                ended = True
             if ended:
                 await self._flush(buffer)
                 await self._checkpoint(Checkpoint.SHARD_END)
@@ -203,7 +234,10 @@ class ShardConsumer:
         """Route one Kinesis record (all its sub-records) into the buffer; an aggregate is never
         split across batches, so a checkpoint is always a whole Kinesis record."""
         for record in group:
-            target, line = self._router.route(self.shard_id, record)
+            if record.error is not None:
+                target, line = self._router.reject(self.shard_id, record, record.error)
+            else:
+                target, line = self._router.route(self.shard_id, record)
             if int(record.sequence) > landed_through(self._landed, target):
                 buffer.add(target, Line(record.sequence, record.arrival, line))
         buffer.through = group[-1].sequence
@@ -214,28 +248,96 @@ class ShardConsumer:
             return None
         if self.lost.is_set():
             raise LeaseLostError(self.shard_id)
-        for target, lines in buffer.lines.items():
-            await self._call(partial(self._lander.land, target, lines, self._landed))
+        # Raw first: lines raw refuses for good are diverted into their quarantine chain,
+        # which lands after (every chain is still written in sequence order).
+        for zone in (Zone.RAW, Zone.QUARANTINE):
+            for target in [t for t in buffer.lines if t.zone is zone]:
+                await self._land(buffer, target)
         if self._processing is not None:
             await self._process(buffer)
         await self._checkpoint(buffer.through)
         return buffer.through
 
+    @property
+    def _last_attempt(self) -> bool:
+        return self.strikes + 1 >= self._poison_attempts
+
+    async def _land(self, buffer: _Buffer, target: Target) -> None:
+        lines = buffer.lines[target]
+        try:
+            await self._call(partial(self._lander.land, target, lines, self._landed))
+        except PermanentError as exc:
+            if target.zone is not Zone.RAW or not self._last_attempt:
+                raise  # quarantine itself refused: nothing left to divert to
+            reason = f"raw write refused {self.strikes + 1} times: {describe(exc)}"
+            log.error(
+                "raw write refused; records quarantined",
+                extra={"shard": self.shard_id, "dataset": target.dataset, "error": str(exc)},
+            )
+            self._metrics.add("RecordsQuarantined", len(lines), dataset=target.dataset)
+            aside = Target(Zone.QUARANTINE, target.dataset)
+            diverted = [
+                Line(line.sequence, line.arrival, failure_line(line.line, reason)[1])
+                for line in lines
+                if line.position > landed_through(self._landed, target)
+            ]
+            merged = sorted([*buffer.lines.get(aside, []), *diverted], key=lambda ln: ln.position)
+            buffer.lines[aside] = merged
+            del buffer.lines[target]
+
     async def _process(self, buffer: _Buffer) -> None:
         """The second prong: items derived from the landed raw records, durable before the
-        checkpoint. Upserts by id, so lines an earlier attempt processed are simply redone."""
+        checkpoint. Upserts by id, so lines an earlier attempt processed are simply redone.
+        A record the processor fails on, or whose item cannot be stored, goes to quarantine
+        with the reason; the rest of the batch goes on."""
         assert self._processing is not None
         processor, sink = self._processing
-        items = [
-            item
-            for target, lines in buffer.lines.items()
-            if target.zone is Zone.RAW
-            for line in lines
-            if (item := processor(orjson.loads(line.line))) is not None
-        ]
+        items: dict[str, tuple[dict[str, Any], Line]] = {}  # by item key: the last one wins
+        failed: list[tuple[Line, str]] = []
+        for target, lines in buffer.lines.items():
+            if target.zone is not Zone.RAW:
+                continue
+            for line in lines:
+                try:
+                    item = processor(orjson.loads(line.line))
+                except Exception as exc:  # noqa: BLE001 - user code: isolate the record
+                    failed.append((line, f"STREAM_PROCESSOR raised {describe(exc)}"))
+                    continue
+                if item is None:
+                    continue
+                try:
+                    to_item(item)
+                    items[item_key(item)] = (item, line)
+                except ItemRefusedError as exc:
+                    failed.append((line, f"item not storable: {exc}"))
+                except Exception as exc:  # noqa: BLE001 - a processor's item, not ours
+                    failed.append((line, f"item not storable: {describe(exc)}"))
         if items:
-            await self._call(partial(sink.put_items, items))
-            self._metrics.add("ItemsProcessed", len(items), shard=self.shard_id)
+            try:
+                await self._call(partial(sink.put_items, [item for item, _ in items.values()]))
+                self._metrics.add("ItemsProcessed", len(items), shard=self.shard_id)
+            except PermanentError as exc:
+                if not self._last_attempt:
+                    raise
+                reason = f"items table refused {self.strikes + 1} times: {describe(exc)}"
+                failed += [(line, reason) for _, line in items.values()]
+        if failed:
+            await self._land_failures(failed)
+
+    async def _land_failures(self, failed: list[tuple[Line, str]]) -> None:
+        by_target: dict[Target, list[Line]] = defaultdict(list)
+        for line, reason in sorted(failed, key=lambda f: f[0].position):
+            dataset, quarantined = failure_line(line.line, reason)
+            by_target[Target(Zone.QUARANTINE, dataset)].append(
+                Line(line.sequence, line.arrival, quarantined)
+            )
+        for target, lines in by_target.items():
+            log.warning(
+                "records failed processing; quarantined",
+                extra={"shard": self.shard_id, "dataset": target.dataset, "count": len(lines)},
+            )
+            await self._call(partial(self._failures.land, target, lines, self._landed))
+            self._metrics.add("ProcessingFailures", len(lines), dataset=target.dataset)
 
     async def _checkpoint(self, checkpoint: str) -> None:
         if checkpoint != Checkpoint.SHARD_END:
@@ -244,16 +346,18 @@ class ShardConsumer:
         else:
             self._landed = {}
         landed = dict(self._landed)
-        async with self.lease_lock:
-            updated = await self._call(
-                lambda: self._store.checkpoint(self.lease, checkpoint, landed)
-            )
+        lease = self.lease
+        updated = await self._call(lambda: self._store.checkpoint(lease, checkpoint, landed))
         if updated is None:
             self.lost.set()
             self._metrics.add("LeasesLost", 1, shard=self.shard_id)
             raise LeaseLostError(self.shard_id)
-        self.lease = updated
+        # Only the checkpoint fields: the counter may have moved on meanwhile (renewals).
+        self.lease = replace(
+            self.lease, checkpoint=checkpoint, landed=dict(landed), owner_switches=0
+        )
         self.checkpointed_at = self._clock.monotonic()
+        self.strikes = 0
         self._metrics.add("Checkpoints", 1, shard=self.shard_id)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:

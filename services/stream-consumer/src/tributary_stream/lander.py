@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tributary.batch import encode_ndjson_gz
-from tributary.errors import TransientError
+from tributary.errors import PermanentError, TransientError
 from tributary.layout import object_key
 from tributary.metrics import Metrics, Unit
 from tributary.raw_writer import META_LAST, RawObject, RawWriter, WriteOutcome
@@ -36,20 +36,33 @@ class Line:
         return int(self.sequence)
 
 
-def landed_through(landed: MutableMapping[str, str], target: Target) -> int:
+def landed_through(landed: MutableMapping[str, str], target: Target, stage: str = "") -> int:
     """The last sequence number already landed for `target` beyond the checkpoint (or -1)."""
-    value = landed.get(target.name)
+    value = landed.get(f"{stage}:{target.name}" if stage else target.name)
     return -1 if value is None else int(value)
 
 
 class Lander:
-    """Writes a shard's lines to create-only objects, following each target's chain."""
+    """Writes a shard's lines to create-only objects, following each target's chain.
+
+    A `stage` (e.g. "processing") makes chains of its own: objects `<shardId>.<stage>-<first>`
+    and landed-map entries `<stage>:<zone>/<dataset>`, so they never meet the routed chains.
+    """
 
     def __init__(
-        self, writer: RawWriter, shard_id: str, metrics: Metrics, compresslevel: int = 6
+        self,
+        writer: RawWriter,
+        shard_id: str,
+        metrics: Metrics,
+        compresslevel: int = 6,
+        stage: str = "",
     ) -> None:
+        self.writer = writer
+        self.compresslevel = compresslevel
         self._writer = writer
         self._shard = shard_id
+        self._name = f"{shard_id}.{stage}" if stage else shard_id
+        self._stage = stage
         self._metrics = metrics
         self._level = compresslevel
 
@@ -60,13 +73,12 @@ class Lander:
 
         `lines` are in sequence order. Lines at or before `landed[target]` are skipped.
         """
-        done = landed_through(landed, target)
+        chain = f"{self._stage}:{target.name}" if self._stage else target.name
+        done = landed_through(landed, target, self._stage)
         pending = [line for line in lines if line.position > done]
         while pending:
             first = pending[0]
-            key = object_key(
-                target.zone, target.dataset, first.arrival, self._shard, first.sequence
-            )
+            key = object_key(target.zone, target.dataset, first.arrival, self._name, first.sequence)
             body = encode_ndjson_gz([line.line for line in pending], self._level)
             obj = RawObject(
                 key,
@@ -77,7 +89,7 @@ class Lander:
                 {"shard": self._shard},
             )
             if await self._writer.put(obj) is WriteOutcome.WRITTEN:
-                landed[target.name] = pending[-1].sequence
+                landed[chain] = pending[-1].sequence
                 self._metrics.add("ObjectsWritten", 1, dataset=target.dataset)
                 self._metrics.add("RecordsLanded", len(pending), dataset=target.dataset)
                 self._metrics.add("BytesLanded", len(body), Unit.BYTES, dataset=target.dataset)
@@ -86,7 +98,13 @@ class Lander:
             if info is None or META_LAST not in info.metadata:
                 raise TransientError(f"{key} exists but its metadata is not readable yet")
             end = info.metadata[META_LAST]
+            if not end.isdigit() or int(end) < first.position:
+                # Adopting it would make no progress: the same key, the same answer, forever.
+                raise PermanentError(
+                    f"{key} exists but claims to end at {end!r}, before its own first record "
+                    f"{first.sequence}: not an object of this chain; move it aside"
+                )
             self._metrics.add("ObjectsAdopted", 1, dataset=target.dataset)
-            if int(end) > landed_through(landed, target):
-                landed[target.name] = end
+            if int(end) > landed_through(landed, target, self._stage):
+                landed[chain] = end
             pending = [line for line in pending if line.position > int(end)]

@@ -1,7 +1,10 @@
 """Leases on shards, KCL 2.x style, and where they are stored.
 
-A lease's `counter` is a fencing token: renew, take, checkpoint and release are conditional on it,
-so a worker that lost a lease can never overwrite the new owner's checkpoint.
+A lease's `counter` is a fencing token: renew, take and release are conditional on it, so a
+worker that lost a lease can never renew or release it again. A checkpoint is fenced on the owner
+and the owner switches instead (a take bumps them, renewals do not), so a checkpoint in flight
+is never fenced out by its own worker's renewals, however slow the table: a worker that lost the
+lease can still never overwrite the new owner's checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import error_code, translate_aws_error
+from tributary.errors import PermanentError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -67,7 +71,8 @@ class LeaseStore(Protocol):
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Store the checkpoint if still held at `lease.counter`; else None (lease lost)."""
+        """Store the checkpoint if `lease.owner` still holds it and nobody took it since
+        (`lease.owner_switches` unchanged; the counter may have moved: renewals); else None."""
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up (owner removed) if still held; True on success."""
@@ -87,7 +92,7 @@ class DynamoDbLeaseStore:
         try:
             while True:
                 page = await self._db.scan(**kwargs)
-                leases += [_from_item(item) for item in page.get("Items", [])]
+                leases += [_parse(item) for item in page.get("Items", [])]
                 if "LastEvaluatedKey" not in page:
                     return sorted(leases, key=lambda lease: lease.key)
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
@@ -143,15 +148,24 @@ class DynamoDbLeaseStore:
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Checkpoint and landed map, if owner and counter are unchanged."""
-        ok = await self._update(
-            lease,
-            "SET checkpoint = :cp, landedThrough = :landed, ownerSwitchesSinceCheckpoint = :zero",
-            {
-                ":cp": {"S": checkpoint},
-                ":landed": {"M": {k: {"S": v} for k, v in landed.items()}},
-                ":zero": {"N": "0"},
-            },
+        """Checkpoint and landed map, if owner and owner switches are unchanged."""
+        ok = await self._conditional(
+            self._db.update_item(
+                TableName=self._table,
+                Key={"leaseKey": {"S": lease.key}},
+                UpdateExpression=(
+                    "SET checkpoint = :cp, landedThrough = :landed, "
+                    "ownerSwitchesSinceCheckpoint = :zero"
+                ),
+                ConditionExpression="leaseOwner = :me AND ownerSwitchesSinceCheckpoint = :switches",
+                ExpressionAttributeValues={
+                    ":cp": {"S": checkpoint},
+                    ":landed": {"M": {k: {"S": v} for k, v in landed.items()}},
+                    ":zero": {"N": "0"},
+                    ":me": {"S": lease.owner or ""},
+                    ":switches": {"N": str(lease.owner_switches)},
+                },
+            ),
             "checkpoint",
         )
         if not ok:
@@ -225,6 +239,16 @@ def _from_item(item: Mapping[str, Any]) -> Lease:
         owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")),
         landed={k: v["S"] for k, v in item.get("landedThrough", {}).get("M", {}).items()},
     )
+
+
+def _parse(item: Mapping[str, Any]) -> Lease:
+    try:
+        return _from_item(item)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PermanentError(
+            f"lease table row {item.get('leaseKey', {}).get('S')!r} is not a lease ({exc!r}); "
+            "is LEASE_TABLE shared with another application?"
+        ) from exc
 
 
 def _translate(exc: Exception, what: str) -> Exception:

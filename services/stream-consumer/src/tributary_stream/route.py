@@ -72,6 +72,12 @@ class Router:
         )
         return Target(Zone.RAW, dataset), line
 
+    def reject(self, shard_id: str, record: Record, reason: str) -> tuple[Target, bytes]:
+        """Quarantine `record` with `reason` (one the consumer cannot use, e.g. a damaged
+        KPL aggregate), like poison found by `route`."""
+        record_id = f"{shard_id}-{record.sequence}" + (f".{record.sub}" if record.sub else "")
+        return self._poison(record, record_id, self._default, reason)
+
     def _envelope(
         self, record: Record, record_id: str, obj: dict[str, object]
     ) -> tuple[Target, bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import Field, model_validator
 
@@ -45,6 +46,11 @@ class StreamSettings(CommonSettings):
     processor: str | None = Field(default=None, validation_alias="STREAM_PROCESSOR")
     items_table: str | None = Field(default=None, validation_alias="STREAM_ITEMS_TABLE")
     metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")
+    # Off: a shard ends where Kinesis says (null NextShardIterator / ChildShards). On only for
+    # emulators that never say so (moto): an empty page 0 ms behind on a closed shard ends it.
+    end_on_empty_closed: bool = Field(default=False, validation_alias="STREAM_END_ON_EMPTY_CLOSED")
+    poison_attempts: int = Field(default=3, ge=1, validation_alias="STREAM_POISON_ATTEMPTS")
+    health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
 
     @model_validator(mode="after")
     def _position(self) -> StreamSettings:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import error_code, translate_aws_error
-from tributary.errors import TransientError
+from tributary.errors import PermanentError, TransientError
 from tributary_stream.aggregation import deaggregate
 from tributary_stream.lease import Checkpoint
 
@@ -36,6 +36,7 @@ class Record:
     partition_key: str
     data: bytes
     arrival: datetime
+    error: str | None = None  # a damaged KPL aggregate: `data` is the whole Kinesis record
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,17 @@ class Page:
     next_iterator: str | None
     millis_behind: int
     children: frozenset[str] | None
+    empty_aggregates: int = 0  # KPL aggregates that held no user record (nothing to land)
+
+
+def user_records(sequence: str, partition_key: str, data: bytes, arrival: datetime) -> list[Record]:
+    """The user records of one Kinesis record (deaggregated; a damaged aggregate carries its
+    reason; an empty aggregate gives none)."""
+    parts = deaggregate(data, partition_key)
+    return [
+        Record(sequence, sub, key, payload, arrival, parts.error)
+        for sub, (key, payload) in enumerate(parts.records)
+    ]
 
 
 class ThrottledError(TransientError):
@@ -54,6 +66,10 @@ class ThrottledError(TransientError):
 
 class IteratorExpiredError(TransientError):
     """The shard iterator expired (5 minutes); get a new one from the last position."""
+
+
+class MalformedResponseError(PermanentError):
+    """Kinesis (or whatever answers at its endpoint) sent a response we cannot read."""
 
 
 class StreamReader(Protocol):
@@ -95,6 +111,10 @@ class KinesisStreamReader:
                 kwargs = {"NextToken": token}
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "ListShards") from exc
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise MalformedResponseError(
+                f"ListShards answered an unreadable page ({exc!r})"
+            ) from exc
 
     async def iterator(self, shard_id: str, position: str, timestamp: datetime | None) -> str:
         """GetShardIterator for a checkpoint."""
@@ -126,20 +146,30 @@ class KinesisStreamReader:
             raise _translate(exc, "GetRecords") from exc
         except BotoCoreError as exc:
             raise _translate(exc, "GetRecords") from exc
-        records: list[Record] = []
-        for r in response["Records"]:
-            parts = deaggregate(r["Data"], r["PartitionKey"])
-            for sub, (key, data) in enumerate(parts):
-                records.append(
-                    Record(r["SequenceNumber"], sub, key, data, r["ApproximateArrivalTimestamp"])
+        try:
+            records: list[Record] = []
+            empty = 0
+            for r in response["Records"]:
+                parts = user_records(
+                    r["SequenceNumber"],
+                    r["PartitionKey"],
+                    r["Data"],
+                    r["ApproximateArrivalTimestamp"],
                 )
-        children = response.get("ChildShards")
-        return Page(
-            records,
-            response.get("NextShardIterator"),
-            int(response.get("MillisBehindLatest", 0)),
-            frozenset(c["ShardId"] for c in children) if children else None,
-        )
+                records += parts
+                empty += not parts
+            children = response.get("ChildShards")
+            return Page(
+                records,
+                response.get("NextShardIterator"),
+                int(response.get("MillisBehindLatest", 0)),
+                frozenset(c["ShardId"] for c in children) if children else None,
+                empty,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedResponseError(
+                f"GetRecords answered something that is not a GetRecords response ({exc!r})"
+            ) from exc
 
 
 def _translate(exc: Exception, what: str) -> Exception:

@@ -7,10 +7,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tributary.errors import TransientError
+from tributary.errors import PermanentError, TransientError
 from tributary_stream.aggregation import aggregate
 from tributary_stream.lease import Checkpoint, Lease
-from tributary_stream.stream import IteratorExpiredError, Page, Record, Shard, ThrottledError
+from tributary_stream.processing import BATCH_SIZE, item_key, to_item
+from tributary_stream.stream import (
+    IteratorExpiredError,
+    Page,
+    Record,
+    Shard,
+    ThrottledError,
+    user_records,
+)
 
 
 class MemoryLeaseStore:
@@ -44,8 +52,10 @@ class MemoryLeaseStore:
         return [self.leases[k] for k in sorted(self.leases)]
 
     async def create(self, lease: Lease) -> bool:
-        """Create unless present."""
+        """Create unless present; an empty key is refused, as DynamoDB refuses it."""
         self._check()
+        if not lease.key:
+            raise PermanentError("lease table create refused (ValidationException: empty key)")
         if lease.key in self.leases:
             return False
         self.leases[lease.key] = lease
@@ -78,9 +88,15 @@ class MemoryLeaseStore:
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Store the checkpoint if held."""
+        """Store the checkpoint if owner and owner switches are unchanged."""
         self._check()
-        if not self._held(lease):
+        stored = self.leases.get(lease.key)
+        if (
+            stored is None
+            or lease.owner is None
+            or stored.owner != lease.owner
+            or stored.owner_switches != lease.owner_switches
+        ):
             return None
         updated = replace(
             self.leases[lease.key], checkpoint=checkpoint, landed=dict(landed), owner_switches=0
@@ -179,8 +195,6 @@ class MemoryStream:
 
     async def get_records(self, iterator: str, limit: int) -> Page:
         """Up to `limit` Kinesis records (deaggregated into user records)."""
-        from tributary_stream.aggregation import deaggregate
-
         self.calls += 1
         if self._throttles:
             self._throttles -= 1
@@ -192,27 +206,49 @@ class MemoryStream:
         index = int(index_text)
         records = self.shards[shard_id]
         chunk = records[index : index + limit]
-        out = [
-            Record(r.sequence, sub, key, data, r.arrival)
-            for r in chunk
-            for sub, (key, data) in enumerate(deaggregate(r.data, r.partition_key))
-        ]
+        out: list[Record] = []
+        empty = 0
+        for r in chunk:
+            parts = user_records(r.sequence, r.partition_key, r.data, r.arrival)
+            out += parts
+            empty += not parts
         end = index + len(chunk)
         closed = shard_id in self.children
         if closed and end >= len(records):
-            return Page(out, None, 0, self.children[shard_id])
-        return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None)
+            return Page(out, None, 0, self.children[shard_id], empty)
+        return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None, empty)
 
 
 class MemoryItemSink:
-    """`ItemSink` in a dict keyed like the DynamoDB one (`<dataset>#<id>`)."""
+    """`ItemSink` in a dict keyed like the DynamoDB one (`<dataset>#<id>`), refusing what
+    DynamoDB refuses: repeated keys in one call of 25 (the whole call), unstorable items.
+    `fail_next(n)` injects transient failures, `refuse` a permanent one (a 403, say)."""
 
     def __init__(self) -> None:
         self.items: dict[str, dict[str, object]] = {}
         self.puts = 0
+        self.refuse: str | None = None
+        self._failures = 0
+
+    def fail_next(self, count: int) -> None:
+        """The next `count` calls raise `TransientError`."""
+        self._failures = count
 
     async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
-        """Upsert every item."""
+        """Upsert every item, 25 per call."""
         self.puts += 1
-        for item in items:
-            self.items[f"{item['dataset']}#{item['id']}"] = dict(item)
+        if self.refuse is not None:
+            raise PermanentError(f"BatchWriteItem refused ({self.refuse}) (fault injected)")
+        if self._failures:
+            self._failures -= 1
+            raise TransientError("items table unavailable (fault injected)")
+        for start in range(0, len(items), BATCH_SIZE):
+            chunk = items[start : start + BATCH_SIZE]
+            keyed = [(item_key(item), to_item(item), item) for item in chunk]
+            if len({key for key, _, _ in keyed}) < len(keyed):
+                raise PermanentError(
+                    "BatchWriteItem refused (ValidationException: Provided list of item keys "
+                    "contains duplicates)"
+                )
+            for key, _, item in keyed:
+                self.items[key] = dict(item)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from tributary.clock import Clock
 from tributary.errors import TributaryError
 from tributary.metrics import Metrics, Unit
 from tributary.raw_writer import RawWriter
 from tributary_stream.consumer import Limits, ShardConsumer, Shutdown
-from tributary_stream.coordinator import LeaseObserver, plan_takes
+from tributary_stream.coordinator import LeaseObserver, eligible, plan_takes
 from tributary_stream.lander import Lander
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
 from tributary_stream.processing import ItemSink, Processor
@@ -39,6 +41,17 @@ class WorkerConfig:
     compress_level: int = 6
     shutdown_timeout_s: float = 25.0
     tick_s: float = 0.25
+    end_on_empty_closed: bool = False  # SHARD_END on an empty page of a closed shard (moto)
+    poison_attempts: int = 3  # runs a permanent refusal gets before its records are diverted
+    restart_backoff_s: float = 1.0  # first pause before a failed shard consumer is rerun
+    max_backoff_s: float = 60.0  # cap of every backoff (failed shards, coordination)
+    health_file: Path | None = None  # touched while renewals and shard loops are alive
+    stall_s: float = 300.0  # a shard loop that has not turned for this long is stalled
+
+    @property
+    def renew_every_s(self) -> float:
+        """Renewal interval, and the deadline of each renewal (KCL: failover / 3)."""
+        return self.failover_time_s / 3
 
 
 @dataclass
@@ -74,6 +87,9 @@ class Worker:
         self.running: dict[str, _Running] = {}
         self._closed: set[str] = set()
         self._last_sync = float("-inf")
+        self._loop_at = clock.monotonic()  # last turn of the coordination loop
+        self._coord_failures = 0
+        self._warned: dict[str, float] = {}  # rate limit of repeated warnings, by subject
 
     @property
     def worker_id(self) -> str:
@@ -82,25 +98,62 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain: flush, checkpoint and release every lease."""
+        renewals_done = asyncio.Event()
+        renewer = asyncio.create_task(self._renew_loop(renewals_done), name="lease-renewal")
+        try:
+            await self._coordinate(stop, renewer)
+            await self.drain()  # renewals go on while shards drain
+        finally:
+            renewals_done.set()
+            await renewer
+
+    async def _coordinate(self, stop: asyncio.Event, renewer: asyncio.Task[None]) -> None:
+        """Shard sync and lease taking, backing off while the lease table or stream fails."""
         cfg = self.config
-        next_renew = next_take = self._clock.monotonic()
+        next_take = retry_at = self._clock.monotonic()
         while not stop.is_set():
-            now = self._clock.monotonic()
-            try:
-                if now - self._last_sync >= cfg.shard_sync_s:
-                    await self.sync_shards()
-                if now >= next_renew:
-                    await self.renew()
-                    next_renew = now + cfg.failover_time_s / 3
-                if now >= next_take:
-                    await self.take()
-                    next_take = now + cfg.failover_time_s / 2
-            except TributaryError as exc:  # the lease table or stream hiccuped: next cycle
-                log.warning("coordination cycle failed", extra={"error": str(exc)})
+            if renewer.done():
+                await renewer  # raises what killed it: a worker that cannot renew must die
+                raise RuntimeError("lease renewal stopped")  # pragma: no cover
+            now = self._loop_at = self._clock.monotonic()
+            if now >= retry_at:
+                try:
+                    if now - self._last_sync >= cfg.shard_sync_s:
+                        await self.sync_shards()
+                    if now >= next_take:
+                        await self.take()
+                        next_take = now + cfg.failover_time_s / 2
+                    self._coord_failures = 0
+                except TributaryError as exc:  # the lease table or stream hiccuped: back off
+                    self._coord_failures += 1
+                    self._metrics.add("CoordinationFailures", 1)
+                    pause = self._backoff(self._coord_failures, 0.5)
+                    retry_at = self._clock.monotonic() + pause
+                    self._warn(
+                        "coordination",
+                        "coordination cycle failed; backing off",
+                        error=str(exc),
+                        failures=self._coord_failures,
+                        pause_s=round(pause, 2),
+                    )
             await self.reap()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), cfg.tick_s)
-        await self.drain()
+
+    def _backoff(self, failures: int, base: float) -> float:
+        """Exponential, capped, with jitter in its upper half (never a hot loop)."""
+        ceiling = min(self.config.max_backoff_s, base * 2 ** min(failures - 1, 30))
+        return float(ceiling * random.uniform(0.5, 1.0))
+
+    def _warn(
+        self, subject: str, message: str, *, level: int = logging.WARNING, **extra: object
+    ) -> None:
+        """Log `message`, at most once a minute per `subject` (the metrics count every one)."""
+        now = self._clock.monotonic()
+        if now - self._warned.get(subject, float("-inf")) < 60:
+            return
+        self._warned[subject] = now
+        log.log(level, message, extra={"worker": self.worker_id, **extra})
 
     async def sync_shards(self) -> None:
         """Create a lease for every shard without one; children start at TRIM_HORIZON."""
@@ -125,31 +178,85 @@ class Worker:
             await self.sync_shards()
         return shard_id in self._closed
 
+    async def _renew_loop(self, done: asyncio.Event) -> None:
+        """Renew on a schedule of its own, whatever the coordination loop or shards wait on."""
+        every = self.config.renew_every_s
+        while not done.is_set():
+            started = self._clock.monotonic()
+            await self.renew()
+            await self._heartbeat()
+            pause = max(0.0, started + every - self._clock.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), pause)
+
     async def renew(self) -> None:
-        """Renew every held lease; a failed renewal means it was taken: stop that consumer."""
-        for shard_id, running in list(self.running.items()):
-            consumer = running.consumer
-            if consumer.lost.is_set() or running.task.done():
-                continue
-            async with consumer.lease_lock:
-                renewed = await self._store.renew(consumer.lease)
-                if renewed is None:
-                    log.warning("lease lost", extra={"shard": shard_id})
-                    self._metrics.add("LeasesLost", 1)
-                    consumer.lost.set()
-                else:
-                    consumer.lease = renewed
+        """Renew every held lease at once, each within the renewal deadline; a renewal refused
+        means the lease was taken: stop that consumer. A failed or late one is retried next
+        round (the lease is lost only if another worker takes it meanwhile)."""
+        await asyncio.gather(*(self._renew_one(sid, r) for sid, r in list(self.running.items())))
         self._metrics.gauge("LeasesHeld", len(self.running))
         now = self._clock.monotonic()
         for shard_id, running in self.running.items():
             age = now - running.consumer.checkpointed_at
             self._metrics.gauge("CheckpointAge", age * 1000, Unit.MILLISECONDS, shard=shard_id)
 
+    async def _renew_one(self, shard_id: str, running: _Running) -> None:
+        consumer = running.consumer
+        if consumer.lost.is_set() or running.task.done():
+            return
+        try:
+            renewed = await asyncio.wait_for(
+                self._store.renew(consumer.lease), self.config.renew_every_s
+            )
+        except (TributaryError, TimeoutError) as exc:
+            self._metrics.add("RenewalFailures", 1, shard=shard_id)
+            self._warn(
+                f"renew {shard_id}",
+                "lease renewal failed; retrying next round",
+                shard=shard_id,
+                error=str(exc) or type(exc).__name__,
+            )
+            return
+        if renewed is None:
+            log.warning("lease lost", extra={"shard": shard_id})
+            self._metrics.add("LeasesLost", 1)
+            consumer.lost.set()
+        else:  # only the counter: a checkpoint may have landed meanwhile
+            consumer.lease = replace(consumer.lease, counter=renewed.counter)
+
+    async def _heartbeat(self) -> None:
+        """Touch the health file while the loops turn (see tributary_stream.health)."""
+        path = self.config.health_file
+        if path is None:
+            return
+        now = self._clock.monotonic()
+        stalled = [
+            s
+            for s, r in self.running.items()
+            if not r.task.done() and now - r.consumer.active_at > self.config.stall_s
+        ]
+        if now - self._loop_at > max(60.0, 2 * self.config.failover_time_s) or stalled:
+            self._warn("health", "worker unhealthy: not touching the health file", stalled=stalled)
+            return
+        try:
+            await asyncio.to_thread(path.touch)
+        except OSError as exc:  # the check will report it; renewals must go on
+            self._warn("health file", "cannot touch the health file", error=str(exc))
+
     async def take(self) -> None:
-        """Take free or expired leases up to the fair share, else steal one (see coordinator)."""
+        """Take free or expired leases up to the fair share, else steal one (see coordinator);
+        restart any lease the table says is ours but nothing here consumes (an orphan: its
+        release failed, or a renewal that timed out had in fact gone through)."""
         leases = await self._store.list_leases()
         now = self._clock.monotonic()
         self._observer.observe(leases, now)
+        by_key = {lease.key: lease for lease in leases}
+        for lease in leases:
+            mine = lease.owner == self.worker_id
+            if mine and lease.key not in self.running and eligible(lease, by_key):
+                log.warning("restarting an orphaned lease", extra={"shard": lease.key})
+                self._metrics.add("LeasesRestarted", 1)
+                self._start(lease)
         plan = plan_takes(
             self.worker_id,
             leases,
@@ -191,10 +298,39 @@ class Worker:
             shard_closed=self.shard_closed,
             processing=self._processing,
             initial_timestamp=cfg.initial_timestamp,
+            end_on_empty_closed=cfg.end_on_empty_closed,
+            poison_attempts=cfg.poison_attempts,
         )
         stop = asyncio.Event()
-        task = asyncio.create_task(consumer.run(stop), name=f"shard-{lease.key}")
+        task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
         self.running[lease.key] = _Running(consumer, task, stop)
+
+    async def _supervise(self, consumer: ShardConsumer, stop: asyncio.Event) -> Shutdown:
+        """Run a shard's consumer; when it fails, whatever the failure, log it (rate-limited),
+        count it, back off and run it again from the checkpoint, keeping the lease. Its
+        `strikes` tell it when the last attempt comes (poison is then diverted, see consumer)."""
+        shard = consumer.shard_id
+        while True:
+            try:
+                return await consumer.run(stop)
+            except Exception as exc:  # noqa: BLE001 - the shard's crash boundary: log, rerun
+                consumer.strikes += 1
+                self._metrics.add("ShardFailures", 1, shard=shard)
+                pause = self._backoff(consumer.strikes, self.config.restart_backoff_s)
+                self._warn(
+                    f"shard {shard}",
+                    "shard consumer failed; rerunning it from the checkpoint",
+                    level=logging.ERROR,
+                    shard=shard,
+                    error=f"{type(exc).__name__}: {exc}",
+                    failures=consumer.strikes,
+                    pause_s=round(pause, 2),
+                )
+            await _wait_any(pause, stop, consumer.lost)
+            if consumer.lost.is_set():
+                return Shutdown.LEASE_LOST
+            if stop.is_set():
+                return Shutdown.REQUESTED
 
     async def reap(self) -> None:
         """Forget finished consumers; release leases of shards that ended."""
@@ -202,18 +338,18 @@ class Worker:
             if not running.task.done():
                 continue
             del self.running[shard_id]
-            try:
-                reason = running.task.result()
-            except TributaryError as exc:
-                log.error(
-                    "shard consumer failed; lease released for a retry",
-                    extra={"shard": shard_id, "error": str(exc)},
-                )
-                reason = Shutdown.REQUESTED
+            # Cancelled only when a drain ran out of time; nothing past the checkpoint counts.
+            reason = Shutdown.REQUESTED if running.task.cancelled() else running.task.result()
             log.info("shard consumer stopped", extra={"shard": shard_id, "reason": reason})
             if reason is not Shutdown.LEASE_LOST:
-                with contextlib.suppress(TributaryError):
+                try:
                     await self._store.release(running.consumer.lease)
+                except TributaryError as exc:  # still ours in the table: take() restarts it
+                    self._metrics.add("ReleaseFailures", 1, shard=shard_id)
+                    log.warning(
+                        "lease release failed; it stays ours until restarted or expired",
+                        extra={"shard": shard_id, "error": str(exc)},
+                    )
 
     async def drain(self) -> None:
         """Graceful stop: every consumer flushes and checkpoints, then leases are released."""
@@ -225,3 +361,13 @@ class Worker:
             for task in pending:
                 task.cancel()
         await self.reap()
+
+
+async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
+    """Returns when any of `events` is set, or after `seconds`."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
