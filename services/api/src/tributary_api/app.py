@@ -30,7 +30,8 @@ from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
-from tributary_api.ingest import Ingestor, IngestResult, RecordTooLargeError
+from tributary_api.idempotency import IdempotencyConflictError
+from tributary_api.ingest import Ingestor, IngestRequest, IngestResult, RecordTooLargeError
 from tributary_api.models import (
     INGEST_RESPONSES,
     SECURITY_SCHEMES,
@@ -72,7 +73,13 @@ async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncI
             policy = RetryPolicy(
                 max_attempts=settings.sink_max_attempts, base_delay=0.05, max_delay=1.0
             )
-            sink = KinesisSink(await clients.kinesis(), settings.stream_name, metrics, policy)
+            sink = KinesisSink(
+                await clients.kinesis(),
+                settings.stream_name,
+                metrics,
+                settings.signing_key(),
+                policy,
+            )
         else:
             sink = S3Sink(lake)
         yield Backends(sink, lake)
@@ -82,13 +89,19 @@ class HttpError(Exception):
     """A whole-request refusal, rendered as `ErrorResponse`."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.request_id = request_id
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:
@@ -190,7 +203,10 @@ def create_app(
     @app.exception_handler(HttpError)
     async def _http_error(_: Request, exc: HttpError) -> Response:
         metrics.add("RequestsRefused", 1, code=exc.code)
-        return _json(exc.status, {"error": exc.code, "message": exc.message}, exc.headers)
+        body = {"error": exc.code, "message": exc.message}
+        if exc.request_id is not None:
+            body["request_id"] = exc.request_id
+        return _json(exc.status, body, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -211,19 +227,21 @@ def create_app(
     async def readyz() -> Response:
         """Readiness: the sink and the quarantine store are reachable."""
         wired: Backends = state["backends"]
-        try:
-            async with asyncio.timeout(3):
-                await wired.sink.ping()
-                await wired.quarantine.ping()
-        except (TransientError, PermanentError, TimeoutError) as exc:
-            return _json(
-                503,
-                {
-                    "status": "unavailable",
-                    "sink": settings.sink.value,
-                    "detail": str(exc) or "timed out",
-                },
-            )
+        # Unauthenticated: the answer names the failing component only; the cause (which names
+        # the bucket, and so the account) goes to the log.
+        for component, ping in (("sink", wired.sink.ping), ("quarantine", wired.quarantine.ping)):
+            try:
+                async with asyncio.timeout(3):
+                    await ping()
+            except (TransientError, PermanentError, TimeoutError) as exc:
+                log.warning(
+                    "not ready",
+                    extra={"component": component, "error": str(exc) or "timed out"},
+                )
+                return _json(
+                    503,
+                    {"status": "unavailable", "sink": settings.sink.value, "component": component},
+                )
         return _json(200, {"status": "ready", "sink": settings.sink.value})
 
     @app.post(
@@ -254,7 +272,8 @@ def create_app(
             raise HttpError(
                 404,
                 "unknown_dataset",
-                f"dataset {dataset!r} is not registered; known: {sorted(registry)}",
+                f"dataset {dataset!r} is not registered; this key may write: "
+                f"{sorted(d for d in registry if key.may_write(d))}",
             )
         if not key.may_write(dataset):
             raise HttpError(403, "forbidden", f"API key {key.name!r} may not write {dataset!r}")
@@ -316,12 +335,22 @@ def create_app(
             )
         request_id = idempotency_key or uuid.uuid4().hex
         ingestor: Ingestor = state["ingestor"]
+        ingest_request = IngestRequest(
+            key.name, registry[dataset], records, request_id, idempotency_key is not None
+        )
         try:
             async with asyncio.timeout(settings.sink_timeout_s):
-                result = await ingestor.ingest(key.name, registry[dataset], records, request_id)
+                result = await ingestor.ingest(ingest_request)
         except RecordTooLargeError as exc:
             raise HttpError(413, "record_too_large", str(exc)) from exc
-        except (TransientError, PermanentError, TimeoutError) as exc:
+        except IdempotencyConflictError as exc:
+            raise HttpError(
+                409,
+                "idempotency_key_reused",
+                f"Idempotency-Key {request_id!r} was already used with different records; "
+                "nothing was written. Send new records with a new Idempotency-Key.",
+            ) from exc
+        except (TransientError, TimeoutError) as exc:
             log.warning(
                 "sink failed; request not acknowledged",
                 extra={
@@ -333,9 +362,23 @@ def create_app(
             raise HttpError(
                 503,
                 "sink_unavailable",
-                "records were not made durable; nothing was acknowledged. Retry "
-                "with the same Idempotency-Key.",
+                "records were not acknowledged. Retry with the same Idempotency-Key: a retry "
+                "writes the same ids and object keys, so nothing is duplicated downstream.",
                 retry_after,
+            ) from exc
+        except PermanentError as exc:
+            # A refusal that retrying cannot cure (credentials, permissions, a missing stream):
+            # the operator must act, so the producer is not invited to retry.
+            log.error(
+                "sink refused; request not acknowledged",
+                extra={"dataset": dataset, "request_id": request_id, "error": str(exc)},
+            )
+            raise HttpError(
+                500,
+                "internal_error",
+                f"the server could not store the records (request {request_id}); nothing was "
+                "acknowledged. The operator has been told; retrying will not help until then.",
+                request_id=request_id,
             ) from exc
         status = 202 if result.accepted else 422
         return _json(status, _result_body(result, request_id))

@@ -30,6 +30,9 @@ class ErrorResponse(BaseModel):
 
     error: str = Field(description="Machine-readable code, e.g. 'body_too_large'.")
     message: str = Field(description="What was wrong and what to do.")
+    request_id: str | None = Field(
+        default=None, description="On 500: quote it to the operator; the log has the cause."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -37,7 +40,9 @@ class HealthResponse(BaseModel):
 
     status: str
     sink: str | None = None
-    detail: str | None = None
+    component: str | None = Field(
+        default=None, description="On 503: the component that is not reachable (sink, quarantine)."
+    )
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -55,11 +60,16 @@ INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Malformed body (the message says where) or bad Idempotency-Key."),
     401: _error("Missing or unknown API key."),
     403: _error("The API key may not write this dataset."),
-    404: _error("Unknown dataset."),
+    404: _error("Unknown dataset (the message lists the datasets this key may write)."),
+    409: _error(
+        "`idempotency_key_reused`: the Idempotency-Key was used before with different records; "
+        "nothing was written. An identical retry gets the first answer instead."
+    ),
     413: _error("Body, record count or a record over its limit."),
     415: _error("Unsupported Content-Type or Content-Encoding."),
     422: {"model": IngestResponse, "description": "No record was valid; all are in quarantine."},
     429: {**_error("Rate limit of this API key exceeded."), "headers": RETRY_AFTER},
+    500: _error("The sink refused for good (configuration); quote `request_id` to the operator."),
     503: {
         **_error("Sink unavailable or server at its in-flight bound; nothing acknowledged."),
         "headers": RETRY_AFTER,
