@@ -52,7 +52,7 @@ class InProcessApi:
 
     def claims(self) -> dict[str, RawObject]:
         """Idempotency-Key claims."""
-        return {k: v for k, v in self.quarantine.objects.items() if "/_requests/" in k}
+        return {k: v for k, v in self.quarantine.objects.items() if k.startswith("_idempotency/")}
 
 
 ApiFactory = Callable[..., Any]

@@ -1,8 +1,8 @@
 """Idempotency-Key bookkeeping: a key is bound to the first body sent with it, in the lake.
 
 Each request that carries an Idempotency-Key claims it with a small create-only object
-(`raw/<dataset>/_requests/api-<batch id>.json`, beside the dataset's raw objects and expired with
-them) whose metadata holds the SHA-256 of the records and the time the first attempt was received.
+(`_idempotency/api/<dataset>/<batch id>.json`, outside the zones every reader lists) whose
+metadata holds the SHA-256 of the records and the time the first attempt was received.
 A retry with the same records finds the claim and reuses that time, so it rebuilds the very same
 envelopes and object keys — in whatever UTC hour it arrives — and create-only writes make the
 second attempt a no-op. A reuse of the key with other records gets `IdempotencyConflictError`
@@ -20,11 +20,11 @@ import orjson
 
 from tributary.clock import iso_utc
 from tributary.errors import PermanentError, SinkUnavailableError
-from tributary.layout import Zone
 from tributary.raw_writer import ObjectInfo, RawObject, RawWriter, WriteOutcome
 
 META_DIGEST = "content-sha256"  # user metadata on every object of an idempotent request
 META_RECEIVED_AT = "received-at"
+CLAIM_PREFIX = "_idempotency/api/"
 
 
 class IdempotencyConflictError(PermanentError):
@@ -38,7 +38,7 @@ def content_digest(records: Sequence[Any]) -> str:
 
 def claim_key(dataset: str, batch_id: str) -> str:
     """Where the claim of one (key name, dataset, Idempotency-Key) lives."""
-    return f"{Zone.RAW}/{dataset}/_requests/api-{batch_id}.json"
+    return f"{CLAIM_PREFIX}{dataset}/{batch_id}.json"
 
 
 def check_same_content(info: ObjectInfo | None, digest: str, idempotency_key: str) -> ObjectInfo:
