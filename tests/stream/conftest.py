@@ -16,6 +16,7 @@ import orjson
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import sign_envelope
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.route import Router
@@ -25,7 +26,16 @@ from tributary_stream.worker import Worker, WorkerConfig
 FAILOVER = 0.6
 
 
+SIGNING_KEY = b"stream-test-envelope-signing-key-0123"
+
+
 def envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
+    """An envelope as the API puts it on the stream: signed."""
+    return sign_envelope(unsigned_envelope(dataset, record_id, data), SIGNING_KEY)
+
+
+def unsigned_envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
+    """The envelope as it lands in raw."""
     return orjson.dumps(
         {
             "v": 1,
@@ -65,7 +75,7 @@ class Harness:
             ),
             self.store,
             self.stream,
-            Router(self.registry, "kinesis:test", "events"),
+            Router(self.registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
             self.writer,
             SystemClock(),
             self.metrics,

@@ -6,9 +6,10 @@ from collections import Counter
 
 import pytest
 
-from tests.stream.conftest import Harness, envelope
+from tests.stream.conftest import SIGNING_KEY, Harness, envelope
 from tributary.aws import AwsClients
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import verify_envelope
 from tributary.errors import ConfigError
 from tributary.settings import AwsSettings
 from tributary_stream.processing import DynamoDbItemSink, body_length, load_processor
@@ -34,7 +35,7 @@ async def test_processed_items_are_durable_before_the_checkpoint(
     await h.wait_for(lambda: len(sink.items) == 39 and sum(h.raw_lines().values()) == 39)
     await h.stop(worker)
     assert sink.items["posts#7"] == {"dataset": "posts", "id": "7", "body_length": 7}
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == Counter(verify_envelope(d, SIGNING_KEY) for d in expected)
 
 
 def test_processor_config_errors_are_clear() -> None:
@@ -77,5 +78,5 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
         h.stream.put(SHARD, data)
     await h.wait_for(lambda: sum(h.raw_lines().values()) == 29)
     await h.stop(worker)
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == Counter(verify_envelope(d, SIGNING_KEY) for d in expected)
     assert h.metrics.total("GetRecordsThrottled", shard=SHARD) == 3

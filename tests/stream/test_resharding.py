@@ -11,12 +11,13 @@ from typing import Any
 import orjson
 
 from tests.conftest import lake_settings
-from tests.stream.conftest import envelope
+from tests.stream.conftest import SIGNING_KEY, envelope
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.bootstrap import bootstrap
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import verify_envelope
 from tributary.raw_writer import ObjectInfo, RawObject, WriteOutcome
 from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryMetrics
@@ -73,7 +74,7 @@ async def put_round(
                 if "ErrorCode" in result:
                     retry.append(entry)
                 else:
-                    sent.append(entry["Data"])
+                    sent.append(verify_envelope(entry["Data"], SIGNING_KEY) or b"")
                     shard = result["ShardId"]
                     last[shard] = max(last.get(shard, 0), int(result["SequenceNumber"]))
             if retry:  # a retried entry could overtake its key's later ones: keep it simple
@@ -120,7 +121,7 @@ async def test_split_and_merge_during_consumption(
                     ),
                     store,
                     reader,
-                    Router(registry, "kinesis:test"),
+                    Router(registry, "kinesis:test", signing_key=SIGNING_KEY),
                     writer,
                     SystemClock(),
                     MemoryMetrics(),

@@ -15,9 +15,10 @@ from typing import IO, Any
 import pytest
 
 from tests.conftest import DATASETS_CONFIG, lake_settings
-from tests.stream.conftest import envelope
+from tests.stream.conftest import SIGNING_KEY, envelope
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
+from tributary.envelope import verify_envelope
 from tributary.settings import AwsSettings
 from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.inspect import read_lines, wait_checkpointed
@@ -44,6 +45,7 @@ class Fleet:
             "BATCH_MAX_RECORDS": "1000",
             "METRICS_INTERVAL_S": "3600",
             "AWS_MAX_ATTEMPTS": "5",
+            "ENVELOPE_SIGNING_KEY": SIGNING_KEY.decode(),
             **env,
         }
         self._logs = logs
@@ -100,7 +102,7 @@ async def put_load(
                     if "ErrorCode" in result:
                         failed.append(entry)
                     else:
-                        lines.append(entry["Data"])
+                        lines.append(verify_envelope(entry["Data"], SIGNING_KEY) or b"")
                         shard = result["ShardId"]
                         last[shard] = max(last.get(shard, 0), int(result["SequenceNumber"]))
                 entries = failed

@@ -6,10 +6,11 @@ import socket
 import uuid
 from datetime import datetime
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from tributary.settings import CommonSettings
 from tributary_stream.lease import Checkpoint
+from tributary_stream.route import UnsignedEnvelopes
 
 
 def _default_worker_id() -> str:
@@ -45,6 +46,18 @@ class StreamSettings(CommonSettings):
     processor: str | None = Field(default=None, validation_alias="STREAM_PROCESSOR")
     items_table: str | None = Field(default=None, validation_alias="STREAM_ITEMS_TABLE")
     metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")
+    # The API's key: only envelopes signed with it keep their id, source and received_at.
+    envelope_signing_key: SecretStr | None = Field(
+        default=None, validation_alias="ENVELOPE_SIGNING_KEY"
+    )
+    unsigned_envelopes: UnsignedEnvelopes = Field(
+        default=UnsignedEnvelopes.BARE, validation_alias="STREAM_UNSIGNED_ENVELOPES"
+    )
+
+    def signing_key(self) -> bytes | None:
+        """The envelope signing key as bytes, None when none is configured."""
+        key = self.envelope_signing_key
+        return None if key is None else key.get_secret_value().encode()
 
     @model_validator(mode="after")
     def _position(self) -> StreamSettings:
