@@ -338,10 +338,22 @@ async def test_health_and_openapi(api: InProcessApi) -> None:
     }
     assert (await api.client.get("/readyz")).json() == {"status": "ready", "sink": "memory"}
     spec = (await api.client.get("/openapi.json")).json()
-    operation = spec["paths"]["/v1/datasets/{dataset}/records"]["post"]
-    assert set(operation["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
-    assert {"202", "400", "401", "403", "404", "413", "415", "422", "429", "503"} <= set(
-        operation["responses"]
-    )
+    operation = spec["paths"]["/v1/datasets/posts/records"]["post"]
+    assert set(operation["requestBody"]["content"]) == {"application/json"}
+    assert "application/x-ndjson" in operation["requestBody"]["description"]
+    assert {
+        "202",
+        "400",
+        "401",
+        "403",
+        "404",
+        "409",
+        "413",
+        "415",
+        "422",
+        "429",
+        "500",
+        "503",
+    } <= set(operation["responses"])
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert (await api.client.get("/docs")).status_code == 200

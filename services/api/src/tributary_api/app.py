@@ -39,6 +39,7 @@ from tributary_api.models import (
     IngestResponse,
     ingest_openapi,
 )
+from tributary_api.openapi import OPENAPI_VERSION, per_dataset, to_openapi_30
 from tributary_api.ratelimit import TokenBucketLimiter
 from tributary_api.settings import ApiSettings, SinkKind
 from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
@@ -305,6 +306,8 @@ def create_app(
         if app.openapi_schema is None:
             spec = default_openapi()
             spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            per_dataset(spec, registry, settings.max_records)
+            app.openapi_schema = to_openapi_30({**spec, "openapi": OPENAPI_VERSION})
         return app.openapi_schema or {}
 
     app.openapi = openapi_with_security  # type: ignore[method-assign]
