@@ -60,7 +60,7 @@ def test_every_dataset_has_its_record_schema(api_url: str) -> None:
     assert forms[2]["properties"]["records"]["maxItems"] == 500
 
 
-def test_schemathesis_finds_nothing_with_every_check(api_url: str) -> None:
+def test_schemathesis_finds_nothing_with_every_check(api_url: str, tmp_path: Path) -> None:
     command = [
         str(SCHEMATHESIS),
         "--config-file",
@@ -76,6 +76,8 @@ def test_schemathesis_finds_nothing_with_every_check(api_url: str) -> None:
         "--seed",
         "1",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert " passed" in done.stdout

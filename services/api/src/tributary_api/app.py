@@ -326,7 +326,7 @@ def create_app(
                     f"request body exceeds the limit of {settings.max_body_bytes} bytes",
                 )
             body = await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes)
-            records = parse_records(body, fmt)
+            records = parse_records(body, fmt, settings.max_body_values)
         except BodyError as exc:
             raise HttpError(exc.status, exc.code, str(exc)) from exc
         if len(records) > settings.max_records:

@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tributary.settings import CommonSettings
+from tributary_api.body import DEFAULT_MAX_VALUES
 
 MIN_SIGNING_KEY_CHARS = 32
 
@@ -41,6 +42,10 @@ class ApiSettings(CommonSettings):
         default=5 * 1024 * 1024, gt=0, validation_alias="API_MAX_BODY_BYTES"
     )
     max_records: int = Field(default=500, gt=0, validation_alias="API_MAX_RECORDS")
+    # Bounds the memory one request takes while parsed (~100 bytes per value, whatever the shape).
+    max_body_values: int = Field(
+        default=DEFAULT_MAX_VALUES, gt=0, validation_alias="API_MAX_BODY_VALUES"
+    )
     max_record_bytes: int = Field(
         default=1024 * 1024, gt=0, le=1024 * 1024, validation_alias="API_MAX_RECORD_BYTES"
     )
