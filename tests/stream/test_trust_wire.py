@@ -23,7 +23,10 @@ async def put_direct(lake: AwsSettings, data: bytes) -> None:
 
 
 def test_consumer_trusts_only_envelopes_the_api_signed(
-    lake: AwsSettings, moto: MotoServer, start_api: StartApi, tmp_path: Path
+    lake: AwsSettings,
+    moto: MotoServer,
+    start_api: StartApi,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
 ) -> None:
     api = start_api(lake, moto.endpoint)
     accepted = api.post("events", [{"type": "signup"}], **{"Idempotency-Key": "trust-1"})
@@ -39,9 +42,7 @@ def test_consumer_trusts_only_envelopes_the_api_signed(
         "data": {"type": "forged"},
     }
     asyncio.run(put_direct(lake, orjson.dumps(forged)))
-    fleet = Fleet(
-        lake, tmp_path, ENVELOPE_SIGNING_KEY=SIGNING_KEY, STREAM_DEFAULT_DATASET="events"
-    )
+    fleet = Fleet(lake, tmp_path, ENVELOPE_SIGNING_KEY=SIGNING_KEY, STREAM_DEFAULT_DATASET="events")
     fleet.start()
     try:
         asyncio.run(wait_consumed(lake, within=60))
