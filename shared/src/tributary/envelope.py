@@ -1,4 +1,4 @@
-"""The envelope: the one JSON object every raw line is (README, "Raw layout and envelope").
+"""The envelope: the one JSON object every raw line is (README, "What lands in the lake").
 
 On the stream, the API's envelopes carry an HMAC-SHA256 signature (`sign_envelope`), so the
 consumer can tell them from records that merely look like envelopes: only a holder of the shared
