@@ -182,15 +182,20 @@ def test_sink_outage_is_503_then_recovers(
     assert stream_ids(lake) == Counter(acked)
 
 
-def test_quarantine_outage_acknowledges_nothing(
+def test_lake_outage_acknowledges_nothing_and_the_retry_lands_once(
     lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
 ) -> None:
     api = start_api(lake, proxy.endpoint, AWS_MAX_ATTEMPTS="1")
-    proxy.faults.down = {"s3"}
-    response = api.post("posts", [*samples.posts(3), {"id": "bad"}])
+    proxy.faults.down = {"s3"}  # the Idempotency-Key claim and the quarantine live in S3
+    body = [*samples.posts(3), {"id": "bad"}]
+    response = api.post("posts", body, **{"Idempotency-Key": "lake-down"})
     assert response.status_code == 503
+    assert stream_ids(lake) == Counter()  # refused before the sink: nothing on the stream
     proxy.faults.down = set()
-    assert stream_ids(lake) == Counter()
+    retried = api.post("posts", body, **{"Idempotency-Key": "lake-down"})
+    assert retried.status_code == 202
+    assert stream_ids(lake) == Counter(retried.json()["ids"])
+    assert len(asyncio.run(read_lines(lake, "quarantine/"))) == 1
 
 
 def test_sigterm_drains_in_flight_requests(
