@@ -91,3 +91,16 @@ def test_without_a_key_no_envelope_is_trusted(registry: DatasetRegistry) -> None
 def test_a_bare_record_still_uses_the_dataset_id_field(registry: DatasetRegistry) -> None:
     _, out = router(registry).route(SHARD, record(b'{"type": "x", "id": "own"}'))
     assert orjson.loads(out)["id"] == "own"
+
+
+def test_settings_carry_the_key_and_the_unsigned_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tributary_stream.settings import StreamSettings
+
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", KEY.decode())
+    monkeypatch.setenv("STREAM_UNSIGNED_ENVELOPES", "quarantine")
+    settings = StreamSettings()
+    assert settings.signing_key() == KEY
+    assert settings.unsigned_envelopes is UnsignedEnvelopes.QUARANTINE
+    assert KEY.decode() not in repr(settings)
+    monkeypatch.delenv("ENVELOPE_SIGNING_KEY")
+    assert StreamSettings().signing_key() is None
