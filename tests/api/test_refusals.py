@@ -26,7 +26,7 @@ async def test_a_permanent_sink_error_is_500_with_a_request_id_and_logged(
 
     api.sink.deliver = refuse  # type: ignore[method-assign]
     headers = {**AUTH, "Idempotency-Key": "cfg-1"}
-    with caplog.at_level(logging.ERROR, logger="tributary_api.app"):
+    with caplog.at_level(logging.ERROR, logger="tributary_api"):
         response = await api.client.post(POSTS, json=[post(1)], headers=headers)
     assert response.status_code == 500, response.text
     body = response.json()
@@ -60,7 +60,7 @@ async def test_readyz_names_the_component_and_nothing_else(
         raise PermanentError("head bucket lake-123456789012 refused (AccessDenied)")
 
     api.quarantine.ping = leaky_ping  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, logger="tributary_api.app"):
+    with caplog.at_level(logging.WARNING, logger="tributary_api"):
         response = await api.client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "sink": "memory", "component": "quarantine"}

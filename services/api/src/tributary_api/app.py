@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from tributary.aws import AwsClients
 from tributary.clock import Clock, SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TransientError, describe_problems
+from tributary.errors import PermanentError, TransientError, TributaryError, describe_problems
 from tributary.metrics import EmfMetrics, Metrics
 from tributary.raw_writer import RawWriter
 from tributary.retry import RetryPolicy
@@ -30,8 +30,7 @@ from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
-from tributary_api.idempotency import IdempotencyConflictError
-from tributary_api.ingest import Ingestor, IngestRequest, IngestResult, RecordTooLargeError
+from tributary_api.ingest import Ingestor, IngestRequest, IngestResult
 from tributary_api.models import (
     INGEST_RESPONSES,
     SECURITY_SCHEMES,
@@ -41,6 +40,7 @@ from tributary_api.models import (
 )
 from tributary_api.openapi import OPENAPI_VERSION, per_dataset, to_openapi_30
 from tributary_api.ratelimit import TokenBucketLimiter
+from tributary_api.refusal import HttpError, ingest_refusal
 from tributary_api.settings import ApiSettings, SinkKind
 from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
 
@@ -84,25 +84,6 @@ async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncI
         else:
             sink = S3Sink(lake)
         yield Backends(sink, lake)
-
-
-class HttpError(Exception):
-    """A whole-request refusal, rendered as `ErrorResponse`."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.request_id = request_id
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:
@@ -344,45 +325,8 @@ def create_app(
         try:
             async with asyncio.timeout(settings.sink_timeout_s):
                 result = await ingestor.ingest(ingest_request)
-        except RecordTooLargeError as exc:
-            raise HttpError(413, "record_too_large", str(exc)) from exc
-        except IdempotencyConflictError as exc:
-            raise HttpError(
-                409,
-                "idempotency_key_reused",
-                f"Idempotency-Key {request_id!r} was already used with different records; "
-                "nothing was written. Send new records with a new Idempotency-Key.",
-            ) from exc
-        except (TransientError, TimeoutError) as exc:
-            log.warning(
-                "sink failed; request not acknowledged",
-                extra={
-                    "dataset": dataset,
-                    "request_id": request_id,
-                    "error": str(exc) or "sink timed out",
-                },
-            )
-            raise HttpError(
-                503,
-                "sink_unavailable",
-                "records were not acknowledged. Retry with the same Idempotency-Key: a retry "
-                "writes the same ids and object keys, so nothing is duplicated downstream.",
-                retry_after,
-            ) from exc
-        except PermanentError as exc:
-            # A refusal that retrying cannot cure (credentials, permissions, a missing stream):
-            # the operator must act, so the producer is not invited to retry.
-            log.error(
-                "sink refused; request not acknowledged",
-                extra={"dataset": dataset, "request_id": request_id, "error": str(exc)},
-            )
-            raise HttpError(
-                500,
-                "internal_error",
-                f"the server could not store the records (request {request_id}); nothing was "
-                "acknowledged. The operator has been told; retrying will not help until then.",
-                request_id=request_id,
-            ) from exc
+        except (TributaryError, TimeoutError) as exc:
+            raise ingest_refusal(exc, dataset, request_id, retry_after) from exc
         status = 202 if result.accepted else 422
         return _json(status, _result_body(result, request_id))
 
