@@ -26,7 +26,7 @@ class IngestResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """A request that was refused as a whole; nothing of it was written."""
+    """A request refused as a whole: nothing of it is acknowledged (and for 4xx, written)."""
 
     error: str = Field(description="Machine-readable code, e.g. 'body_too_large'.")
     message: str = Field(description="What was wrong and what to do.")
