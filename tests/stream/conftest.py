@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +33,14 @@ SIGNING_KEY = b"stream-test-envelope-signing-key-0123"
 def envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
     """An envelope as the API puts it on the stream: signed."""
     return sign_envelope(unsigned_envelope(dataset, record_id, data), SIGNING_KEY)
+
+
+_ARRIVED = re.compile(rb',"arrived_at":"[^"]*"\}$')
+
+
+def without_arrival(line: bytes) -> bytes:
+    """A landed API envelope without the `arrived_at` the consumer adds: the API's line."""
+    return _ARRIVED.sub(b"}", line)
 
 
 def unsigned_envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
@@ -106,8 +115,9 @@ class Harness:
             await self.stop(worker)
 
     def raw_lines(self, zone: str = "raw") -> Counter[bytes]:
+        """Landed lines, API envelopes without the consumer's `arrived_at`."""
         return Counter(
-            line
+            without_arrival(line)
             for key, obj in self.writer.objects.items()
             if key.startswith(zone)
             for line in decode_ndjson_gz(obj.body)

@@ -46,7 +46,9 @@ def test_a_signed_api_envelope_passes_through_without_its_signature(
     line = api_envelope()
     target, out = router(registry).route(SHARD, record(sign_envelope(line, KEY)))
     assert (target.zone, target.dataset) == (Zone.RAW, "events")
-    assert out == line
+    assert out == line[:-1] + b',"arrived_at":"2026-03-04T05:06:07.890Z"}'
+    landed = orjson.loads(out)
+    assert landed["received_at"] == "2020-01-01T00:00:00.000Z"  # the API's, trusted
 
 
 @pytest.mark.parametrize(

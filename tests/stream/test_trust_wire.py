@@ -58,6 +58,7 @@ def test_consumer_trusts_only_envelopes_the_api_signed(
     trusted, bare = by_source["api:wire"], by_source[f"kinesis:{lake.stream_name}"]
     assert trusted["id"] == victim
     assert "sig" not in trusted  # raw lines never carry the signature
+    assert trusted["arrived_at"] >= trusted["received_at"]  # and the consumer says when it saw it
     assert bare["id"] != victim  # the forger suppresses nothing at dedupe
     assert bare["received_at"] != "2000-01-01T00:00:00.000Z"  # the arrival Kinesis gave it
     assert bare["data"] == forged

@@ -15,7 +15,7 @@ from typing import IO, Any
 import pytest
 
 from tests.conftest import DATASETS_CONFIG, lake_settings
-from tests.stream.conftest import SIGNING_KEY, envelope
+from tests.stream.conftest import SIGNING_KEY, envelope, without_arrival
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
 from tributary.envelope import verify_envelope
@@ -120,7 +120,8 @@ async def wait_owned(lake: AwsSettings, owner: str, count: int, within: float = 
 
 
 async def landed_lines(lake: AwsSettings) -> Counter[bytes]:
-    return Counter(line for lines in (await read_lines(lake, "raw/")).values() for line in lines)
+    landed = (await read_lines(lake, "raw/")).values()
+    return Counter(without_arrival(line) for lines in landed for line in lines)
 
 
 async def test_workers_share_shards_and_land_everything_once(

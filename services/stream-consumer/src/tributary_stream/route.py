@@ -2,9 +2,10 @@
 
 Envelopes are trusted only from the API: it signs each one (HMAC-SHA256 with the key both share,
 `ENVELOPE_SIGNING_KEY`), and only a record whose signature verifies keeps its `id`, `source` and
-`received_at`. Anything else that looks like an envelope is a bare record (or, by setting, goes to
+`received_at` (the API's receive time), and gains `arrived_at`, the arrival time the consumer
+saw. Anything else that looks like an envelope is a bare record (or, by setting, goes to
 quarantine), so a direct Kinesis producer cannot claim another record's id or a receive time:
-every record the consumer does not trust carries the arrival time Kinesis gave it.
+every line the consumer writes carries the arrival time Kinesis gave the record.
 """
 
 from __future__ import annotations
@@ -124,7 +125,9 @@ class Router:
                 return self._poison(
                     record, record_id, dataset, f"bad envelope: {name!r} must be a non-empty string"
                 )
-        return Target(Zone.RAW, dataset), line  # the API encodes it compact: one line
+        # The API encodes it compact (one line, `}` last); the consumer adds when it saw it.
+        arrived = b',"arrived_at":"' + iso_utc(record.arrival).encode() + b'"}'
+        return Target(Zone.RAW, dataset), line[:-1] + arrived
 
     def _poison(
         self, record: Record, record_id: str, dataset: str | None, reason: str
