@@ -126,6 +126,8 @@ def main() -> None:
         "STREAM_NAME": aws.stream_name,
         "LAKE_BUCKET": aws.lake_bucket,
         "PYTHONPATH": str(ROOT / "bench"),
+        # The Kinesis sink signs every envelope with it (the consumer's key): part of the cost.
+        "ENVELOPE_SIGNING_KEY": "bench-envelope-signing-key-0123456789",
     }
     uvicorn_flags = ["--workers", "1", "--no-access-log", "--log-level", "warning"]
     targets = {

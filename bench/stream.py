@@ -39,6 +39,7 @@ from tributary.aws import AwsClients  # noqa: E402
 from tributary.bootstrap import bootstrap  # noqa: E402
 from tributary.clock import SystemClock  # noqa: E402
 from tributary.dataset import DatasetRegistry  # noqa: E402
+from tributary.envelope import sign_envelope  # noqa: E402
 from tributary.s3_writer import S3RawWriter  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary.table import render  # noqa: E402
@@ -57,8 +58,17 @@ REGISTRY = DatasetRegistry.from_file(ROOT / "config" / "datasets.yaml")
 PAD = "x" * 880
 
 
+# The API signs its envelopes; the consumer trusts only those (ENVELOPE_SIGNING_KEY).
+SIGNING_KEY = "bench-envelope-signing-key-0123456789"
+
+
 def envelope(i: int) -> bytes:
-    """A ~1 KB API envelope."""
+    """A ~1 KB API envelope, signed as the API puts it on the stream."""
+    return sign_envelope(unsigned(i), SIGNING_KEY.encode())
+
+
+def unsigned(i: int) -> bytes:
+    """The envelope as it lands in raw."""
     return orjson.dumps(
         {
             "v": 1,
@@ -83,7 +93,7 @@ def worker(store: Any, reader: Any, writer: Any, worker_id: str = "bench") -> Wo
         ),
         store,
         reader,
-        Router(REGISTRY, "kinesis:bench"),
+        Router(REGISTRY, "kinesis:bench", signing_key=SIGNING_KEY.encode()),
         writer,
         SystemClock(),
         MemoryMetrics(),
@@ -379,6 +389,7 @@ def main() -> None:
             "AWS_DEFAULT_REGION": "us-east-1",
             "LOG_LEVEL": "WARNING",
             "METRICS_INTERVAL_S": "3600",
+            "ENVELOPE_SIGNING_KEY": SIGNING_KEY,
         }
         b = asyncio.run(part_b(moto, args.records, env, args.rounds))
         b_table = Table(

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tributary.dataset import DatasetRegistry
+from tributary.raw_writer import RawObject
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
 from tributary_api.app import create_app
 from tributary_api.auth import hash_key
@@ -44,6 +45,14 @@ class InProcessApi:
 
     def nothing_written(self) -> bool:
         return not self.sink.deliveries and not self.quarantine.objects
+
+    def quarantined(self) -> dict[str, RawObject]:
+        """Quarantine objects (the lake writer also holds the Idempotency-Key claims)."""
+        return {k: v for k, v in self.quarantine.objects.items() if k.startswith("quarantine/")}
+
+    def claims(self) -> dict[str, RawObject]:
+        """Idempotency-Key claims."""
+        return {k: v for k, v in self.quarantine.objects.items() if k.startswith("_idempotency/")}
 
 
 ApiFactory = Callable[..., Any]

@@ -209,7 +209,7 @@ async def test_mixed_request_accepts_valid_quarantines_invalid(api: InProcessApi
     assert {e["source"] for e in envelopes} == {"api:all"}
     assert envelopes[0]["received_at"] == "2026-01-02T03:04:05.000Z"
     assert [r.partition_key for r in delivery.records] == ["1", "1"]
-    (key,) = api.quarantine.objects
+    (key,) = api.quarantined()
     assert key.startswith("quarantine/posts/year=2026/month=01/day=02/hour=03/api-")
     assert api.metrics.total("RecordsAccepted", dataset="posts") == 2
     assert api.metrics.total("RecordsRejected", dataset="posts") == 1
@@ -265,11 +265,23 @@ async def test_sink_failure_is_503_and_nothing_acknowledged(api: InProcessApi) -
     assert (await api.client.get("/readyz")).status_code == 200
 
 
-async def test_quarantine_failure_is_503_and_nothing_delivered(api: InProcessApi) -> None:
-    api.quarantine.fail_next(1)
-    response = await api.client.post(POSTS, json=[post(1), {"bad": True}], headers=AUTH)
-    assert response.status_code == 503
-    assert api.nothing_written()
+async def test_quarantine_failure_is_503_and_the_retry_completes(api: InProcessApi) -> None:
+    headers = {**AUTH, "Idempotency-Key": "q-1"}
+    records = [post(1), {"bad": True}]
+    original = api.sink.deliver
+
+    async def deliver_then_break_quarantine(delivery: Any) -> None:
+        await original(delivery)
+        api.quarantine.fail_next(1)  # the sink succeeded; the quarantine put after it fails
+
+    api.sink.deliver = deliver_then_break_quarantine  # type: ignore[method-assign]
+    refused = await api.client.post(POSTS, json=records, headers=headers)
+    assert refused.status_code == 503
+    assert not api.quarantined()
+    api.sink.deliver = original  # type: ignore[method-assign]
+    retried = await api.client.post(POSTS, json=records, headers=headers)
+    assert retried.status_code == 202
+    assert len(api.quarantined()) == 1
 
 
 async def test_rate_limit_is_429_with_retry_after(make_api: ApiFactory) -> None:
@@ -322,14 +334,26 @@ async def test_health_and_openapi(api: InProcessApi) -> None:
     assert (await api.client.get("/healthz")).json() == {
         "status": "ok",
         "sink": None,
-        "detail": None,
+        "component": None,
     }
     assert (await api.client.get("/readyz")).json() == {"status": "ready", "sink": "memory"}
     spec = (await api.client.get("/openapi.json")).json()
-    operation = spec["paths"]["/v1/datasets/{dataset}/records"]["post"]
-    assert set(operation["requestBody"]["content"]) == {"application/json", "application/x-ndjson"}
-    assert {"202", "400", "401", "403", "404", "413", "415", "422", "429", "503"} <= set(
-        operation["responses"]
-    )
+    operation = spec["paths"]["/v1/datasets/posts/records"]["post"]
+    assert set(operation["requestBody"]["content"]) == {"application/json"}
+    assert "application/x-ndjson" in operation["requestBody"]["description"]
+    assert {
+        "202",
+        "400",
+        "401",
+        "403",
+        "404",
+        "409",
+        "413",
+        "415",
+        "422",
+        "429",
+        "500",
+        "503",
+    } <= set(operation["responses"])
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert (await api.client.get("/docs")).status_code == 200

@@ -37,3 +37,17 @@ def test_bad_settings_fail_at_start_up(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name):
         ApiSettings()
+
+
+def test_the_kinesis_sink_needs_the_envelope_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_SINK", "kinesis")
+    monkeypatch.delenv("ENVELOPE_SIGNING_KEY", raising=False)
+    with pytest.raises(ValidationError, match="API_SINK=kinesis needs ENVELOPE_SIGNING_KEY"):
+        ApiSettings()
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", "too-short")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        ApiSettings()
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", "k" * 32)
+    settings = ApiSettings()
+    assert settings.signing_key() == b"k" * 32
+    assert "kkkk" not in repr(settings)  # a secret: never in logs or reprs

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -7,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tributary.envelope import verify_envelope
 from tributary.errors import PermanentError, RetriesExhaustedError
 from tributary.retry import RetryPolicy
 from tributary.testing import MemoryMetrics, MemoryRawWriter
+from tributary_api.idempotency import IdempotencyConflictError
 from tributary_api.sink import (
     PUT_RECORDS_MAX_BYTES,
     Delivery,
@@ -18,6 +21,8 @@ from tributary_api.sink import (
     S3Sink,
     put_records_chunks,
 )
+
+SIGNING_KEY = b"s" * 32
 
 
 class FakeKinesis:
@@ -58,17 +63,21 @@ def delivery(n: int) -> Delivery:
 async def test_only_failed_entries_are_retried() -> None:
     kinesis = FakeKinesis([{1, 3}, {0}])
     metrics = MemoryMetrics()
-    sink = KinesisSink(kinesis, "s", metrics, RetryPolicy(max_attempts=5), no_sleep)  # type: ignore[arg-type]
+    sink = KinesisSink(kinesis, "s", metrics, SIGNING_KEY, RetryPolicy(max_attempts=5), no_sleep)  # type: ignore[arg-type]
     await sink.deliver(delivery(5))
     assert [len(c) for c in kinesis.calls] == [5, 2, 1]
-    assert kinesis.calls[1] == [b'{"i":1}', b'{"i":3}']
-    assert sorted(kinesis.stored) == sorted(f'{{"i":{i}}}'.encode() for i in range(5))
+    assert [verify_envelope(d, SIGNING_KEY) for d in kinesis.calls[1]] == [b'{"i":1}', b'{"i":3}']
+    assert sorted(verify_envelope(d, SIGNING_KEY) for d in kinesis.stored) == sorted(
+        f'{{"i":{i}}}'.encode() for i in range(5)
+    )
     assert metrics.total("PutRecordsEntriesRetried", dataset="posts") == 3
 
 
 async def test_persistent_partial_failure_is_not_acknowledged() -> None:
     kinesis = FakeKinesis([{0}] * 10)
-    sink = KinesisSink(kinesis, "s", MemoryMetrics(), RetryPolicy(max_attempts=3), no_sleep)  # type: ignore[arg-type]
+    sink = KinesisSink(
+        kinesis, "s", MemoryMetrics(), SIGNING_KEY, RetryPolicy(max_attempts=3), no_sleep
+    )  # type: ignore[arg-type]
     with pytest.raises(RetriesExhaustedError, match="did not accept 1 of 1 records"):
         await sink.deliver(delivery(2))
 
@@ -100,3 +109,16 @@ async def test_s3_sink_refusal_propagates() -> None:
 
     with pytest.raises(PermanentError):
         await S3Sink(Refusing()).deliver(delivery(1))
+
+
+async def test_s3_sink_refuses_an_existing_object_of_other_records() -> None:
+    writer = MemoryRawWriter()
+    sink = S3Sink(writer)
+    first = delivery(3)
+    await sink.deliver(replace(first, digest="a" * 64))
+    await sink.deliver(replace(first, digest="a" * 64))  # a true retry
+    with pytest.raises(IdempotencyConflictError):
+        await sink.deliver(replace(delivery(2), digest="b" * 64))
+    ((_, obj),) = writer.objects.items()
+    assert obj.record_count == 3
+    assert obj.metadata()["content-sha256"] == "a" * 64

@@ -28,6 +28,7 @@ from tributary_stack.moto import MotoServer, free_port
 from tributary_stack.process import ManagedProcess
 
 KEY = "wire-test-key"
+SIGNING_KEY = "wire-test-envelope-signing-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
@@ -63,6 +64,7 @@ def start_api(tmp_path: Path) -> Iterator[StartApi]:
             "API_PORT": str(port),
             "API_SINK_TIMEOUT_S": "8",
             "METRICS_INTERVAL_S": "3600",
+            "ENVELOPE_SIGNING_KEY": SIGNING_KEY,
             **env,
         }
         log = (tmp_path / f"api-{port}.log").open("w")
@@ -180,15 +182,20 @@ def test_sink_outage_is_503_then_recovers(
     assert stream_ids(lake) == Counter(acked)
 
 
-def test_quarantine_outage_acknowledges_nothing(
+def test_lake_outage_acknowledges_nothing_and_the_retry_lands_once(
     lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
 ) -> None:
     api = start_api(lake, proxy.endpoint, AWS_MAX_ATTEMPTS="1")
-    proxy.faults.down = {"s3"}
-    response = api.post("posts", [*samples.posts(3), {"id": "bad"}])
+    proxy.faults.down = {"s3"}  # the Idempotency-Key claim and the quarantine live in S3
+    body = [*samples.posts(3), {"id": "bad"}]
+    response = api.post("posts", body, **{"Idempotency-Key": "lake-down"})
     assert response.status_code == 503
+    assert stream_ids(lake) == Counter()  # refused before the sink: nothing on the stream
     proxy.faults.down = set()
-    assert stream_ids(lake) == Counter()
+    retried = api.post("posts", body, **{"Idempotency-Key": "lake-down"})
+    assert retried.status_code == 202
+    assert stream_ids(lake) == Counter(retried.json()["ids"])
+    assert len(asyncio.run(read_lines(lake, "quarantine/"))) == 1
 
 
 def test_sigterm_drains_in_flight_requests(
@@ -208,3 +215,53 @@ def test_sigterm_drains_in_flight_requests(
     assert api.process.stop(timeout=20) in (0, -signal.SIGTERM)
     proxy.faults.latency_s = 0
     assert stream_ids(lake) == Counter(response.json()["ids"])
+
+
+def test_reused_idempotency_key_is_409_and_writes_nothing_in_s3(
+    lake: AwsSettings, moto: MotoServer, start_api: StartApi
+) -> None:
+    api = start_api(lake, moto.endpoint, API_SINK="s3")
+    first_body = [*samples.posts(3), {"id": "bad"}]
+    first = api.post("posts", first_body, **{"Idempotency-Key": "reuse"})
+    assert first.status_code == 202
+    before = asyncio.run(read_lines(lake, "raw/posts/year="))
+    quarantined = asyncio.run(read_lines(lake, "quarantine/"))
+    reused = api.post(
+        "posts", samples.posts(3, seed=7, first_id=50), **{"Idempotency-Key": "reuse"}
+    )
+    assert reused.status_code == 409, reused.text
+    assert reused.json()["error"] == "idempotency_key_reused"
+    retry = api.post("posts", first_body, **{"Idempotency-Key": "reuse"})
+    assert retry.json() == first.json()
+    assert asyncio.run(read_lines(lake, "raw/posts/year=")) == before
+    assert asyncio.run(read_lines(lake, "quarantine/")) == quarantined
+
+
+def test_missing_credentials_are_500_not_retry(
+    lake: AwsSettings, moto: MotoServer, start_api: StartApi, tmp_path: Path
+) -> None:
+    no_credentials = {
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    api = start_api(lake, moto.endpoint, **no_credentials)
+    response = api.post("posts", samples.posts(2), **{"Idempotency-Key": "no-creds"})
+    assert response.status_code == 500, response.text
+    assert response.json()["request_id"] == "no-creds"
+    assert "Retry-After" not in response.headers
+    log = (tmp_path / f"api-{api.url.rsplit(':', 1)[1]}.log").read_text()
+    assert "NoCredentialsError" in log
+
+
+def test_readyz_does_not_name_the_bucket(
+    lake: AwsSettings, moto: MotoServer, start_api: StartApi
+) -> None:
+    api = start_api(lake, moto.endpoint, API_SINK="s3", LAKE_BUCKET="lake-123456789012-missing")
+    response = httpx.get(f"{api.url}/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable", "sink": "s3", "component": "sink"}
+    assert "123456789012" not in response.text

@@ -3,7 +3,14 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from tributary.envelope import BadEnvelopeError, Envelope, derived_id
+from tributary.envelope import (
+    SIGNATURE_OVERHEAD,
+    BadEnvelopeError,
+    Envelope,
+    derived_id,
+    sign_envelope,
+    verify_envelope,
+)
 
 
 def test_roundtrip_keeps_data_untouched() -> None:
@@ -41,3 +48,28 @@ def test_derived_ids_are_deterministic_and_scoped() -> None:
         )
         == 4
     )
+
+
+KEY = b"k" * 32
+
+
+def test_signed_envelope_verifies_and_strips_the_signature() -> None:
+    line = Envelope("posts", "1", "api:k", "2026-01-01T00:00:00.000Z", {"a": [1, {}]}).to_json()
+    signed = sign_envelope(line, KEY)
+    assert len(signed) == len(line) + SIGNATURE_OVERHEAD
+    assert orjson.loads(signed)["sig"]
+    assert verify_envelope(signed, KEY) == line
+    assert verify_envelope(signed + b"\n", KEY) == line
+
+
+def test_forged_or_altered_envelopes_do_not_verify() -> None:
+    line = Envelope("posts", "1", "api:k", "2026-01-01T00:00:00.000Z", {"a": 1}).to_json()
+    signed = sign_envelope(line, KEY)
+    assert verify_envelope(line, KEY) is None  # unsigned
+    assert verify_envelope(sign_envelope(line, b"x" * 32), KEY) is None  # another key
+    assert verify_envelope(signed.replace(b'"id":"1"', b'"id":"2"'), KEY) is None
+    assert (
+        verify_envelope(orjson.dumps(orjson.loads(signed), option=orjson.OPT_INDENT_2), KEY) is None
+    )
+    assert verify_envelope(b"", KEY) is None
+    assert verify_envelope(b'{"sig":"' + b"0" * 64 + b'"}', KEY) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections import Counter
@@ -19,6 +20,7 @@ from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import sign_envelope
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.processing import DynamoDbItemSink
@@ -43,7 +45,24 @@ async def items_sink(clients: AwsClients) -> DynamoDbItemSink:
     return DynamoDbItemSink(dynamodb, table)
 
 
+SIGNING_KEY = b"stream-test-envelope-signing-key-0123"
+
+
 def envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
+    """An envelope as the API puts it on the stream: signed."""
+    return sign_envelope(unsigned_envelope(dataset, record_id, data), SIGNING_KEY)
+
+
+_ARRIVED = re.compile(rb',"arrived_at":"[^"]*"\}$')
+
+
+def without_arrival(line: bytes) -> bytes:
+    """A landed API envelope without the `arrived_at` the consumer adds: the API's line."""
+    return _ARRIVED.sub(b"}", line)
+
+
+def unsigned_envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
+    """The envelope as it lands in raw."""
     return orjson.dumps(
         {
             "v": 1,
@@ -85,7 +104,7 @@ class Harness:
             ),
             self.store,
             self.stream,
-            Router(self.registry, "kinesis:test", "events"),
+            Router(self.registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
             self.writer,
             SystemClock(),
             self.metrics,
@@ -116,8 +135,9 @@ class Harness:
             await self.stop(worker)
 
     def raw_lines(self, zone: str = "raw") -> Counter[bytes]:
+        """Landed lines, API envelopes without the consumer's `arrived_at`."""
         return Counter(
-            line
+            without_arrival(line)
             for key, obj in self.writer.objects.items()
             if key.startswith(zone)
             for line in decode_ndjson_gz(obj.body)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.stream.conftest import Harness, envelope
+from tests.stream.conftest import SIGNING_KEY, Harness, envelope
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import verify_envelope
 from tributary.errors import ConfigError, TransientError
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits, ShardConsumer
@@ -41,7 +42,7 @@ async def test_processed_items_are_durable_before_the_checkpoint(
     await h.wait_for(lambda: len(sink.items) == 39 and sum(h.raw_lines().values()) == 39)
     await h.stop(worker)
     assert sink.items["posts#7"] == {"dataset": "posts", "id": "7", "body_length": 7}
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == Counter(verify_envelope(d, SIGNING_KEY) for d in expected)
 
 
 def test_processor_config_errors_are_clear() -> None:
@@ -63,7 +64,7 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
         h.stream.put(SHARD, data)
     await h.wait_for(lambda: sum(h.raw_lines().values()) == 29)
     await h.stop(worker)
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == Counter(verify_envelope(d, SIGNING_KEY) for d in expected)
     assert h.metrics.total("GetRecordsThrottled", shard=SHARD) == 3
 
 

@@ -13,12 +13,13 @@ import orjson
 import pytest
 
 from tests.conftest import lake_settings
-from tests.stream.conftest import envelope
+from tests.stream.conftest import SIGNING_KEY, envelope, without_arrival
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.bootstrap import bootstrap
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import verify_envelope
 from tributary.raw_writer import ObjectInfo, RawObject, WriteOutcome
 from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryMetrics
@@ -75,7 +76,7 @@ async def put_round(
                 if "ErrorCode" in result:
                     retry.append(entry)
                 else:
-                    sent.append(entry["Data"])
+                    sent.append(verify_envelope(entry["Data"], SIGNING_KEY) or b"")
                     shard = result["ShardId"]
                     last[shard] = max(last.get(shard, 0), int(result["SequenceNumber"]))
             if retry:  # a retried entry could overtake its key's later ones: keep it simple
@@ -122,7 +123,7 @@ async def test_split_and_merge_during_consumption(
                     ),
                     store,
                     reader,
-                    Router(registry, "kinesis:test"),
+                    Router(registry, "kinesis:test", signing_key=SIGNING_KEY),
                     writer,
                     SystemClock(),
                     MemoryMetrics(),
@@ -189,7 +190,7 @@ async def test_split_and_merge_during_consumption(
 
     merged = [s for s in listing if s.get("AdjacentParentShardId")]
     assert len(merged) == 1  # the merge had two parents, both finished first (checked below)
-    landed = [line for obj in writer.order for line in decode_ndjson_gz(obj.body)]
+    landed = [without_arrival(ln) for obj in writer.order for ln in decode_ndjson_gz(obj.body)]
     assert Counter(landed) == Counter(sent)  # nothing lost, nothing duplicated
     per_key: dict[str, list[int]] = {}
     for line in landed:  # landing order, across the split and the merge

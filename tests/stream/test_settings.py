@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from tests.stream.conftest import envelope
+from tests.stream.conftest import SIGNING_KEY, envelope
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
@@ -62,7 +62,7 @@ async def test_at_timestamp_starts_from_that_arrival_time(registry: DatasetRegis
         ),
         MemoryLeaseStore(),
         stream,
-        Router(registry, "kinesis:t"),
+        Router(registry, "kinesis:t", signing_key=SIGNING_KEY),
         writer,
         SystemClock(),
         MemoryMetrics(),

@@ -17,9 +17,10 @@ import orjson
 import pytest
 
 from tests.conftest import DATASETS_CONFIG, REPO, lake_settings
-from tests.stream.conftest import envelope
+from tests.stream.conftest import SIGNING_KEY, envelope, without_arrival
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
+from tributary.envelope import verify_envelope
 from tributary.settings import AwsSettings
 from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.inspect import read_lines, wait_checkpointed
@@ -46,6 +47,7 @@ class Fleet:
             "BATCH_MAX_RECORDS": "1000",
             "METRICS_INTERVAL_S": "3600",
             "AWS_MAX_ATTEMPTS": "5",
+            "ENVELOPE_SIGNING_KEY": SIGNING_KEY.decode(),
             **env,
         }
         self._logs = logs
@@ -102,7 +104,7 @@ async def put_load(
                     if "ErrorCode" in result:
                         failed.append(entry)
                     else:
-                        lines.append(entry["Data"])
+                        lines.append(verify_envelope(entry["Data"], SIGNING_KEY) or b"")
                         shard = result["ShardId"]
                         last[shard] = max(last.get(shard, 0), int(result["SequenceNumber"]))
                 entries = failed
@@ -120,7 +122,8 @@ async def wait_owned(lake: AwsSettings, owner: str, count: int, within: float = 
 
 
 async def landed_lines(lake: AwsSettings) -> Counter[bytes]:
-    return Counter(line for lines in (await read_lines(lake, "raw/")).values() for line in lines)
+    landed = (await read_lines(lake, "raw/")).values()
+    return Counter(without_arrival(line) for lines in landed for line in lines)
 
 
 async def test_workers_share_shards_and_land_everything_once(

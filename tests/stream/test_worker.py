@@ -9,8 +9,9 @@ from collections import Counter
 import orjson
 import pytest
 
-from tests.stream.conftest import FAILOVER, Harness, envelope
+from tests.stream.conftest import FAILOVER, SIGNING_KEY, Harness, envelope
 from tributary.dataset import DatasetRegistry
+from tributary.envelope import verify_envelope
 from tributary_stream.lease import Checkpoint
 from tributary_stream.testing import MemoryStream
 
@@ -22,7 +23,7 @@ def fill(stream: MemoryStream, per_shard: int, start: int = 0) -> list[bytes]:
         for i in range(start, start + per_shard):
             data = envelope("posts" if i % 3 else "events", f"{shard}-{i}", {"i": i})
             stream.put(shard, data, partition_key=f"k{i % 7}")
-            lines.append(data)
+            lines.append(verify_envelope(data, SIGNING_KEY))  # raw holds it unsigned
     return lines
 
 

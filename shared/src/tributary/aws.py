@@ -113,13 +113,17 @@ def error_code(exc: BaseException) -> str:
 
 
 def is_transient_aws_error(exc: BaseException) -> bool:
-    """True for throttling, 5xx, timeouts and connection failures; False for other 4xx."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """True for throttling, 5xx, timeouts and connection failures; False for everything else.
+
+    Other botocore errors (no credentials, parameter validation, an unknown region) are faults of
+    the configuration or the code: retrying them only hides the cause, so they are permanent.
+    """
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error_code(exc) in _TRANSIENT_CODES or status >= 500 or status in (408, 429)
-    return isinstance(exc, BotoCoreError | OSError | TimeoutError)
+    return isinstance(exc, ConnectionError | HTTPClientError | OSError | TimeoutError)
 
 
 def translate_aws_error(

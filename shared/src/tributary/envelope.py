@@ -1,7 +1,14 @@
-"""The envelope: the one JSON object every raw line is (see DESIGN.md)."""
+"""The envelope: the one JSON object every raw line is (README, "What lands in the lake").
+
+On the stream, the API's envelopes carry an HMAC-SHA256 signature (`sign_envelope`), so the
+consumer can tell them from records that merely look like envelopes: only a holder of the shared
+key can set `id`, `source` and `received_at`. Raw lines never carry the signature.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +20,14 @@ from tributary.errors import PermanentError
 ENVELOPE_VERSION = 1
 # Namespace for ids derived from (writer scope, request identity, index): stable across releases.
 _ID_NAMESPACE = uuid.UUID("6f1c2d4e-8a53-4b7e-9a0c-2b1d5e3f7a91")
+
+
+# `{...}` becomes `{...,"sig":"<64 hex>"}`: the signature is always the last member.
+_SIG_PREFIX = b',"sig":"'
+_SIG_HEX = 64
+_SIG_SUFFIX_LEN = len(_SIG_PREFIX) + _SIG_HEX + 2  # ',"sig":"' + hex + '"}'
+SIGNATURE_OVERHEAD = _SIG_SUFFIX_LEN - 1
+"""Bytes a signature adds to an envelope line (count it against per-record limits)."""
 
 
 class BadEnvelopeError(PermanentError):
@@ -73,3 +88,29 @@ def derived_id(scope: str, request_id: str, index: int) -> str:
     request id is the producer's Idempotency-Key carries the same ids as the first attempt.
     """
     return str(uuid.uuid5(_ID_NAMESPACE, f"{scope}\n{request_id}\n{index}"))
+
+
+def _signature(line: bytes, key: bytes) -> bytes:
+    return hmac.new(key, line, hashlib.sha256).hexdigest().encode()
+
+
+def sign_envelope(line: bytes, key: bytes) -> bytes:
+    """`line` (one compact envelope, ending in `}`) with a `sig` member: HMAC-SHA256 of `line`."""
+    return line[:-1] + _SIG_PREFIX + _signature(line, key) + b'"}'
+
+
+def verify_envelope(data: bytes, key: bytes) -> bytes | None:
+    """The unsigned envelope line when `data` is one signed with `key`, else None.
+
+    Anything else — no signature, another key, a single byte changed, re-encoded JSON — is None:
+    the caller treats such a record as a bare record, never as an envelope.
+    """
+    data = data.rstrip()
+    if len(data) <= _SIG_SUFFIX_LEN or data[-_SIG_SUFFIX_LEN : -_SIG_HEX - 2] != _SIG_PREFIX:
+        return None
+    if not data.endswith(b'"}'):
+        return None
+    line = data[:-_SIG_SUFFIX_LEN] + b"}"
+    if not hmac.compare_digest(_signature(line, key), data[-_SIG_HEX - 2 : -2]):
+        return None
+    return line

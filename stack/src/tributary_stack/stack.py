@@ -34,6 +34,9 @@ LOCAL_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
 }
 LOCAL_KEY_NAME = "local-dev"
+# The API signs its stream envelopes with it and the consumers trust only those: a development
+# value for the embedded stack only (on AWS it is a Copilot secret from SSM).
+LOCAL_ENVELOPE_SIGNING_KEY = "local-dev-envelope-signing-key-not-a-secret"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +103,7 @@ class LocalStack:
             "DATASETS_CONFIG": str(s.datasets_config.resolve()),
             "API_KEYS": json.dumps([{"name": LOCAL_KEY_NAME, "sha256": hash_key(s.api_key)}]),
             "API_SINK": s.api_sink,
+            "ENVELOPE_SIGNING_KEY": LOCAL_ENVELOPE_SIGNING_KEY,
             "API_HOST": s.host,
             "API_PORT": str(self.api_port),
             "TRIBUTARY_API_URL": self.api_url,

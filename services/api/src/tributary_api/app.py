@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from tributary.aws import AwsClients
 from tributary.clock import Clock, SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TransientError, describe_problems
+from tributary.errors import PermanentError, TransientError, TributaryError, describe_problems
 from tributary.metrics import EmfMetrics, Metrics
 from tributary.raw_writer import RawWriter
 from tributary.retry import RetryPolicy
@@ -30,7 +30,7 @@ from tributary.s3_writer import S3RawWriter
 from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
-from tributary_api.ingest import Ingestor, IngestResult, RecordTooLargeError
+from tributary_api.ingest import Ingestor, IngestRequest, IngestResult
 from tributary_api.models import (
     INGEST_RESPONSES,
     SECURITY_SCHEMES,
@@ -38,7 +38,9 @@ from tributary_api.models import (
     IngestResponse,
     ingest_openapi,
 )
+from tributary_api.openapi import OPENAPI_VERSION, per_dataset, to_openapi_30
 from tributary_api.ratelimit import TokenBucketLimiter
+from tributary_api.refusal import HttpError, ingest_refusal
 from tributary_api.settings import ApiSettings, SinkKind
 from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
 
@@ -72,23 +74,16 @@ async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncI
             policy = RetryPolicy(
                 max_attempts=settings.sink_max_attempts, base_delay=0.05, max_delay=1.0
             )
-            sink = KinesisSink(await clients.kinesis(), settings.stream_name, metrics, policy)
+            sink = KinesisSink(
+                await clients.kinesis(),
+                settings.stream_name,
+                metrics,
+                settings.signing_key(),
+                policy,
+            )
         else:
             sink = S3Sink(lake)
         yield Backends(sink, lake)
-
-
-class HttpError(Exception):
-    """A whole-request refusal, rendered as `ErrorResponse`."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:
@@ -190,7 +185,10 @@ def create_app(
     @app.exception_handler(HttpError)
     async def _http_error(_: Request, exc: HttpError) -> Response:
         metrics.add("RequestsRefused", 1, code=exc.code)
-        return _json(exc.status, {"error": exc.code, "message": exc.message}, exc.headers)
+        body = {"error": exc.code, "message": exc.message}
+        if exc.request_id is not None:
+            body["request_id"] = exc.request_id
+        return _json(exc.status, body, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -211,19 +209,21 @@ def create_app(
     async def readyz() -> Response:
         """Readiness: the sink and the quarantine store are reachable."""
         wired: Backends = state["backends"]
-        try:
-            async with asyncio.timeout(3):
-                await wired.sink.ping()
-                await wired.quarantine.ping()
-        except (TransientError, PermanentError, TimeoutError) as exc:
-            return _json(
-                503,
-                {
-                    "status": "unavailable",
-                    "sink": settings.sink.value,
-                    "detail": str(exc) or "timed out",
-                },
-            )
+        # Unauthenticated: the answer names the failing component only; the cause (which names
+        # the bucket, and so the account) goes to the log.
+        for component, ping in (("sink", wired.sink.ping), ("quarantine", wired.quarantine.ping)):
+            try:
+                async with asyncio.timeout(3):
+                    await ping()
+            except (TransientError, PermanentError, TimeoutError) as exc:
+                log.warning(
+                    "not ready",
+                    extra={"component": component, "error": str(exc) or "timed out"},
+                )
+                return _json(
+                    503,
+                    {"status": "unavailable", "sink": settings.sink.value, "component": component},
+                )
         return _json(200, {"status": "ready", "sink": settings.sink.value})
 
     @app.post(
@@ -254,7 +254,8 @@ def create_app(
             raise HttpError(
                 404,
                 "unknown_dataset",
-                f"dataset {dataset!r} is not registered; known: {sorted(registry)}",
+                f"dataset {dataset!r} is not registered; this key may write: "
+                f"{sorted(d for d in registry if key.may_write(d))}",
             )
         if not key.may_write(dataset):
             raise HttpError(403, "forbidden", f"API key {key.name!r} may not write {dataset!r}")
@@ -286,6 +287,8 @@ def create_app(
         if app.openapi_schema is None:
             spec = default_openapi()
             spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            per_dataset(spec, registry, settings.max_records)
+            app.openapi_schema = to_openapi_30({**spec, "openapi": OPENAPI_VERSION})
         return app.openapi_schema or {}
 
     app.openapi = openapi_with_security  # type: ignore[method-assign]
@@ -304,7 +307,7 @@ def create_app(
                     f"request body exceeds the limit of {settings.max_body_bytes} bytes",
                 )
             body = await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes)
-            records = parse_records(body, fmt)
+            records = parse_records(body, fmt, settings.max_body_values)
         except BodyError as exc:
             raise HttpError(exc.status, exc.code, str(exc)) from exc
         if len(records) > settings.max_records:
@@ -316,27 +319,14 @@ def create_app(
             )
         request_id = idempotency_key or uuid.uuid4().hex
         ingestor: Ingestor = state["ingestor"]
+        ingest_request = IngestRequest(
+            key.name, registry[dataset], records, request_id, idempotency_key is not None
+        )
         try:
             async with asyncio.timeout(settings.sink_timeout_s):
-                result = await ingestor.ingest(key.name, registry[dataset], records, request_id)
-        except RecordTooLargeError as exc:
-            raise HttpError(413, "record_too_large", str(exc)) from exc
-        except (TransientError, PermanentError, TimeoutError) as exc:
-            log.warning(
-                "sink failed; request not acknowledged",
-                extra={
-                    "dataset": dataset,
-                    "request_id": request_id,
-                    "error": str(exc) or "sink timed out",
-                },
-            )
-            raise HttpError(
-                503,
-                "sink_unavailable",
-                "records were not made durable; nothing was acknowledged. Retry "
-                "with the same Idempotency-Key.",
-                retry_after,
-            ) from exc
+                result = await ingestor.ingest(ingest_request)
+        except (TributaryError, TimeoutError) as exc:
+            raise ingest_refusal(exc, dataset, request_id, retry_after) from exc
         status = 202 if result.accepted else 422
         return _json(status, _result_body(result, request_id))
 

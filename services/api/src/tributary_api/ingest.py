@@ -1,9 +1,10 @@
-"""The ingestion use case, free of HTTP: validate, envelope, quarantine, deliver."""
+"""The ingestion use case, free of HTTP: validate, envelope, deliver, then quarantine."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -11,11 +12,17 @@ import orjson
 from tributary.batch import encode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
-from tributary.envelope import ENVELOPE_VERSION, derived_id
+from tributary.envelope import ENVELOPE_VERSION, SIGNATURE_OVERHEAD, derived_id
 from tributary.errors import PermanentError
 from tributary.layout import Zone, object_key
 from tributary.metrics import Metrics, Unit
-from tributary.raw_writer import RawObject, RawWriter
+from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
+from tributary_api.idempotency import (
+    META_DIGEST,
+    RequestLedger,
+    check_same_content,
+    content_digest,
+)
 from tributary_api.sink import WRITER, Delivery, OutRecord, Sink, batch_id
 
 
@@ -35,6 +42,24 @@ class IngestResult:
     accepted: int
     rejected: int
     ids: list[str]
+    errors: list[RecordError]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    """One request's records and identity, as the HTTP layer read them."""
+
+    key_name: str
+    dataset: Dataset
+    records: Sequence[Any]
+    request_id: str  # the Idempotency-Key when the producer sent one, else a fresh id
+    idempotent: bool  # whether `request_id` is the producer's Idempotency-Key
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    accepted: list[OutRecord]
+    rejected_lines: list[bytes]
     errors: list[RecordError]
 
 
@@ -61,25 +86,62 @@ class Ingestor:
     ) -> None:
         self._sink = sink
         self._quarantine = quarantine
+        self._ledger = RequestLedger(quarantine)
         self._clock = clock
         self._metrics = metrics
         self._max_record_bytes = max_record_bytes
 
-    async def ingest(
-        self, key_name: str, dataset: Dataset, records: Sequence[Any], request_id: str
-    ) -> IngestResult:
-        """Validate every record; quarantine the invalid ones, deliver the valid ones.
+    async def ingest(self, request: IngestRequest) -> IngestResult:
+        """Validate every record; deliver the valid ones, then quarantine the invalid ones.
 
-        Returns only when both are durable. `request_id` is the producer's Idempotency-Key when
-        it sent one, so a retry derives the same record ids and object keys. Raises
-        `RecordTooLargeError` before writing anything, `SinkUnavailableError` when the sink or
-        the quarantine did not make the data durable.
+        Returns only when both are durable. An idempotent request (one with an Idempotency-Key)
+        first claims its key, so a retry rebuilds the first attempt's envelopes and object keys.
+        Raises, in order of what can happen: `RecordTooLargeError` before writing anything,
+        `IdempotencyConflictError` when the key was used with other records (nothing written),
+        `SinkUnavailableError` when the sink or the quarantine did not make the data durable,
+        `PermanentError` when one of them refuses for good (misconfiguration).
         """
-        received = self._clock.now()
+        dataset = request.dataset
+        scope = f"{request.key_name}/{dataset.name}"
+        batch = batch_id(scope, request.request_id)
+        received = _to_millisecond(self._clock.now())
+        prepared = self._prepare(request, scope, received)  # refuses oversized records first
+        digest = None
+        if request.idempotent:
+            digest = content_digest(request.records)
+            first = await self._ledger.claim(
+                dataset.name, batch, request.request_id, digest, received
+            )
+            if first != received:  # a retry: the first attempt's receive time, its envelopes
+                received, prepared = first, self._prepare(request, scope, first)
+        if prepared.accepted:
+            await self._sink.deliver(
+                Delivery(dataset.name, batch, received, prepared.accepted, digest)
+            )
+        # Only after the sink: a refused request leaves no quarantine object behind.
+        if prepared.rejected_lines:
+            await self._quarantine_lines(request, batch, received, prepared.rejected_lines, digest)
+
+        accepted, rejected = prepared.accepted, prepared.rejected_lines
+        self._metrics.add("RecordsAccepted", len(accepted), dataset=dataset.name)
+        self._metrics.add("RecordsRejected", len(rejected), dataset=dataset.name)
+        self._metrics.add(
+            "BytesAccepted", sum(len(r.line) for r in accepted), Unit.BYTES, dataset=dataset.name
+        )
+        return IngestResult(
+            accepted=len(accepted),
+            rejected=len(rejected),
+            ids=[r.id for r in accepted],
+            errors=prepared.errors,
+        )
+
+    def _prepare(self, request: IngestRequest, scope: str, received: datetime) -> _Prepared:
+        """Envelope lines for the valid records, quarantine lines and reasons for the others."""
+        dataset, request_id = request.dataset, request.request_id
         received_at = iso_utc(received)
-        source = f"{WRITER}:{key_name}"
-        scope = f"{key_name}/{dataset.name}"
-        limit = min(self._max_record_bytes, dataset.max_record_bytes)
+        source = f"{WRITER}:{request.key_name}"
+        # A signed envelope on the stream is longer by the signature: count it everywhere.
+        limit = min(self._max_record_bytes, dataset.max_record_bytes) - SIGNATURE_OVERHEAD
         accepted: list[OutRecord] = []
         rejected_lines: list[bytes] = []
         errors: list[RecordError] = []
@@ -90,7 +152,7 @@ class Ingestor:
             dataset.partition_key_for,
         )
         name, dumps = dataset.name, orjson.dumps
-        for index, record in enumerate(records):
+        for index, record in enumerate(request.records):
             rid = record_id(record) or derived_id(scope, request_id, index)
             if is_valid(record):
                 line = dumps(
@@ -114,32 +176,35 @@ class Ingestor:
             if len(line) > limit:
                 raise RecordTooLargeError(index, len(line), limit)
             rejected_lines.append(line)
+        return _Prepared(accepted, rejected_lines, errors)
 
-        batch = batch_id(scope, request_id)
-        if rejected_lines:
-            await self._quarantine.put(
-                RawObject(
-                    key=object_key(Zone.QUARANTINE, dataset.name, received, WRITER, batch),
-                    body=encode_ndjson_gz(rejected_lines),
-                    record_count=len(rejected_lines),
-                    first=request_id,
-                    last=request_id,
-                )
+    async def _quarantine_lines(
+        self,
+        request: IngestRequest,
+        batch: str,
+        received: datetime,
+        lines: list[bytes],
+        digest: str | None,
+    ) -> None:
+        """One create-only quarantine object per request, at the same key on every retry."""
+        key = object_key(Zone.QUARANTINE, request.dataset.name, received, WRITER, batch)
+        outcome = await self._quarantine.put(
+            RawObject(
+                key=key,
+                body=encode_ndjson_gz(lines),
+                record_count=len(lines),
+                first=request.request_id,
+                last=request.request_id,
+                extra_metadata={} if digest is None else {META_DIGEST: digest},
             )
-        if accepted:
-            await self._sink.deliver(Delivery(dataset.name, batch, received, accepted))
+        )
+        if outcome is WriteOutcome.ALREADY_EXISTS and digest is not None:
+            check_same_content(await self._quarantine.head(key), digest, request.request_id)
 
-        self._metrics.add("RecordsAccepted", len(accepted), dataset=dataset.name)
-        self._metrics.add("RecordsRejected", len(rejected_lines), dataset=dataset.name)
-        self._metrics.add(
-            "BytesAccepted", sum(len(r.line) for r in accepted), Unit.BYTES, dataset=dataset.name
-        )
-        return IngestResult(
-            accepted=len(accepted),
-            rejected=len(rejected_lines),
-            ids=[r.id for r in accepted],
-            errors=errors,
-        )
+
+def _to_millisecond(moment: datetime) -> datetime:
+    """`moment` at the precision envelopes carry, so a claim's stored time compares equal."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _quarantine_line(

@@ -26,10 +26,13 @@ class IngestResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """A request that was refused as a whole; nothing of it was written."""
+    """A request refused as a whole: nothing of it is acknowledged (and for 4xx, written)."""
 
     error: str = Field(description="Machine-readable code, e.g. 'body_too_large'.")
     message: str = Field(description="What was wrong and what to do.")
+    request_id: str | None = Field(
+        default=None, description="On 500: quote it to the operator; the log has the cause."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -37,7 +40,9 @@ class HealthResponse(BaseModel):
 
     status: str
     sink: str | None = None
-    detail: str | None = None
+    component: str | None = Field(
+        default=None, description="On 503: the component that is not reachable (sink, quarantine)."
+    )
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -55,47 +60,19 @@ INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Malformed body (the message says where) or bad Idempotency-Key."),
     401: _error("Missing or unknown API key."),
     403: _error("The API key may not write this dataset."),
-    404: _error("Unknown dataset."),
+    404: _error("Unknown dataset (the message lists the datasets this key may write)."),
+    409: _error(
+        "`idempotency_key_reused`: the Idempotency-Key was used before with different records; "
+        "nothing was written. An identical retry gets the first answer instead."
+    ),
     413: _error("Body, record count or a record over its limit."),
     415: _error("Unsupported Content-Type or Content-Encoding."),
     422: {"model": IngestResponse, "description": "No record was valid; all are in quarantine."},
     429: {**_error("Rate limit of this API key exceeded."), "headers": RETRY_AFTER},
+    500: _error("The sink refused for good (configuration); quote `request_id` to the operator."),
     503: {
         **_error("Sink unavailable or server at its in-flight bound; nothing acknowledged."),
         "headers": RETRY_AFTER,
-    },
-}
-
-_RECORD = {
-    "type": "object",
-    "additionalProperties": True,
-    "description": "One record; validated against the dataset's schema.",
-}
-
-INGEST_REQUEST_BODY: dict[str, Any] = {
-    "required": True,
-    "description": (
-        'One record, an array of records, `{"records": [...]}`, or NDJSON. '
-        "`Content-Encoding: gzip` is accepted; the decompressed size is capped."
-    ),
-    "content": {
-        "application/json": {
-            "schema": {
-                "oneOf": [
-                    _RECORD,
-                    {"type": "array", "items": _RECORD},
-                    {
-                        "type": "object",
-                        "required": ["records"],
-                        "additionalProperties": False,
-                        "properties": {"records": {"type": "array", "items": _RECORD}},
-                    },
-                ]
-            },
-        },
-        "application/x-ndjson": {
-            "schema": {"type": "string", "description": "One JSON object per line."},
-        },
     },
 }
 
@@ -106,7 +83,8 @@ SECURITY_SCHEMES: dict[str, Any] = {
 
 
 def ingest_openapi(datasets: list[str]) -> dict[str, Any]:
-    """OpenAPI for the ingest operation's parameters, body and security."""
+    """OpenAPI for the ingest operation's parameters and security; `openapi.per_dataset` then
+    gives each dataset its own path with its record schema as the request body."""
     return {
         "parameters": [
             {
@@ -124,6 +102,5 @@ def ingest_openapi(datasets: list[str]) -> dict[str, Any]:
                 "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
             },
         ],
-        "requestBody": INGEST_REQUEST_BODY,
         "security": [{"bearer": []}, {"apiKey": []}],
     }

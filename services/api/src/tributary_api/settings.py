@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from tributary.settings import CommonSettings
+from tributary_api.body import DEFAULT_MAX_VALUES
+
+MIN_SIGNING_KEY_CHARS = 32
 
 
 class SinkKind(StrEnum):
@@ -39,6 +42,10 @@ class ApiSettings(CommonSettings):
         default=5 * 1024 * 1024, gt=0, validation_alias="API_MAX_BODY_BYTES"
     )
     max_records: int = Field(default=500, gt=0, validation_alias="API_MAX_RECORDS")
+    # Bounds the memory one request takes while parsed (~100 bytes per value, whatever the shape).
+    max_body_values: int = Field(
+        default=DEFAULT_MAX_VALUES, gt=0, validation_alias="API_MAX_BODY_VALUES"
+    )
     max_record_bytes: int = Field(
         default=1024 * 1024, gt=0, le=1024 * 1024, validation_alias="API_MAX_RECORD_BYTES"
     )
@@ -52,6 +59,29 @@ class ApiSettings(CommonSettings):
         default=25.0, gt=0, validation_alias="API_GRACEFUL_SHUTDOWN_S"
     )
     metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")
+    # Shared with the stream consumer, which trusts only envelopes signed with it (HMAC-SHA256).
+    envelope_signing_key: SecretStr | None = Field(
+        default=None, validation_alias="ENVELOPE_SIGNING_KEY"
+    )
+
+    @model_validator(mode="after")
+    def _signing_key(self) -> ApiSettings:
+        key = self.envelope_signing_key
+        if key is not None and len(key.get_secret_value()) < MIN_SIGNING_KEY_CHARS:
+            raise ValueError(
+                f"ENVELOPE_SIGNING_KEY must be at least {MIN_SIGNING_KEY_CHARS} characters"
+            )
+        if self.sink is SinkKind.KINESIS and key is None:
+            raise ValueError(
+                "API_SINK=kinesis needs ENVELOPE_SIGNING_KEY (the stream consumer's key): "
+                "without it the consumer cannot tell the API's envelopes from forged ones"
+            )
+        return self
+
+    def signing_key(self) -> bytes:
+        """The envelope signing key as bytes (b'' when none is configured)."""
+        key = self.envelope_signing_key
+        return b"" if key is None else key.get_secret_value().encode()
 
     @field_validator("keys", mode="before")
     @classmethod

@@ -13,11 +13,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import translate_aws_error
 from tributary.batch import encode_ndjson_gz
+from tributary.envelope import sign_envelope
 from tributary.errors import PermanentError, SinkUnavailableError
 from tributary.layout import Zone, object_key
 from tributary.metrics import Metrics
-from tributary.raw_writer import RawObject, RawWriter
+from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
 from tributary.retry import RetryPolicy, Sleep, retry
+from tributary_api.idempotency import META_DIGEST, check_same_content
 
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
@@ -44,6 +46,7 @@ class Delivery:
     batch_id: str  # derived from the request identity: a retry gets the same one
     received: datetime
     records: Sequence[OutRecord]
+    digest: str | None = None  # content hash of an idempotent request's records
 
 
 class Sink(Protocol):
@@ -53,7 +56,9 @@ class Sink(Protocol):
         """Return only once every record is durable in the next hop.
 
         Raises `SinkUnavailableError` when any record may not be durable (the caller must not
-        acknowledge it), `PermanentError` when the sink refuses for good (misconfiguration).
+        acknowledge it), `PermanentError` when the sink refuses for good (misconfiguration), and
+        `IdempotencyConflictError` when a create-only object of this batch exists with other
+        content.
         """
 
     async def ping(self) -> None:
@@ -78,25 +83,30 @@ def put_records_chunks(records: Sequence[OutRecord]) -> Iterator[list[OutRecord]
 
 
 class KinesisSink:
-    """PutRecords in chunks; retries only the entries Kinesis did not accept."""
+    """PutRecords in chunks, each envelope signed for the consumer; retries only the entries
+    Kinesis did not accept."""
 
     def __init__(
         self,
         kinesis: KinesisClient,
         stream_name: str,
         metrics: Metrics,
+        signing_key: bytes,
         policy: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._kinesis = kinesis
         self._stream = stream_name
+        self._key = signing_key
         self._metrics = metrics
         self._policy = policy or RetryPolicy(max_attempts=6, base_delay=0.05, max_delay=1.0)
         self._sleep = sleep
 
     async def deliver(self, delivery: Delivery) -> None:
         """Every record is in the stream when this returns."""
-        for chunk in put_records_chunks(delivery.records):
+        key = self._key
+        signed = [r._replace(line=sign_envelope(r.line, key)) for r in delivery.records]
+        for chunk in put_records_chunks(signed):
             await self._put_chunk(chunk, delivery.dataset)
 
     async def _put_chunk(self, chunk: list[OutRecord], dataset: str) -> None:
@@ -143,18 +153,25 @@ class S3Sink:
         self._writer = writer
 
     async def deliver(self, delivery: Delivery) -> None:
-        """The object is durable (written now, or by an earlier attempt) when this returns."""
+        """The object is durable (written now, or by an earlier attempt) when this returns.
+
+        An existing object with another content hash in its metadata is a conflict, not a retry.
+        """
         records = delivery.records
         key = object_key(Zone.RAW, delivery.dataset, delivery.received, WRITER, delivery.batch_id)
-        await self._writer.put(
+        digest = delivery.digest
+        outcome = await self._writer.put(
             RawObject(
                 key=key,
                 body=encode_ndjson_gz([r.line for r in records]),
                 record_count=len(records),
                 first=records[0].id,
                 last=records[-1].id,
+                extra_metadata={} if digest is None else {META_DIGEST: digest},
             )
         )
+        if outcome is WriteOutcome.ALREADY_EXISTS and digest is not None:
+            check_same_content(await self._writer.head(key), digest, delivery.batch_id)
 
     async def ping(self) -> None:
         """The lake bucket is reachable."""

@@ -33,6 +33,11 @@ async def serve(settings: StreamSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.envelope_signing_key is None:
+        log.warning(
+            "ENVELOPE_SIGNING_KEY is not set: no envelope is trusted, the API's records are "
+            "treated as bare records; set it to the API's key"
+        )
     async with AwsClients(settings) as clients:
         worker = Worker(
             WorkerConfig(
@@ -58,6 +63,8 @@ async def serve(settings: StreamSettings) -> None:
                 f"kinesis:{settings.stream_name}",
                 settings.default_dataset,
                 settings.dataset_field,
+                signing_key=settings.signing_key(),
+                unsigned=settings.unsigned_envelopes,
             ),
             S3RawWriter(await clients.s3(), settings.lake_bucket),
             SystemClock(),

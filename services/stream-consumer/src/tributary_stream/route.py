@@ -1,19 +1,35 @@
-"""From a stream record to the raw line it becomes, or to quarantine with the reason."""
+"""From a stream record to the raw line it becomes, or to quarantine with the reason.
+
+Envelopes are trusted only from the API: it signs each one (HMAC-SHA256 with the key both share,
+`ENVELOPE_SIGNING_KEY`), and only a record whose signature verifies keeps its `id`, `source` and
+`received_at` (the API's receive time), and gains `arrived_at`, the arrival time the consumer
+saw. Anything else that looks like an envelope is a bare record (or, by setting, goes to
+quarantine), so a direct Kinesis producer cannot claim another record's id or a receive time:
+every line the consumer writes carries the arrival time Kinesis gave the record.
+"""
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from enum import StrEnum
 
 import orjson
 
 from tributary.clock import iso_utc
 from tributary.dataset import DatasetRegistry
-from tributary.envelope import ENVELOPE_VERSION, encode_envelope
+from tributary.envelope import ENVELOPE_VERSION, encode_envelope, verify_envelope
 from tributary.layout import Zone
 from tributary_stream.stream import Record
 
 UNROUTED = "unrouted"  # quarantine dataset for records that name no known dataset
+
+
+class UnsignedEnvelopes(StrEnum):
+    """What to do with a record that looks like an envelope but is not signed by the API."""
+
+    BARE = "bare"  # treat it as a bare record: wrapped, the consumer's id and arrival time
+    QUARANTINE = "quarantine"  # refuse it: quarantine with the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +46,11 @@ class Target:
 
 
 class Router:
-    """Turns records into envelope lines: API envelopes pass through; bare JSON is wrapped."""
+    """Turns records into envelope lines: signed API envelopes pass through (without their
+    signature); everything else is wrapped as a bare record.
+
+    `signing_key` None trusts no envelope at all.
+    """
 
     def __init__(
         self,
@@ -38,11 +58,16 @@ class Router:
         source: str,
         default_dataset: str | None = None,
         dataset_field: str | None = None,
+        *,
+        signing_key: bytes | None = None,
+        unsigned: UnsignedEnvelopes = UnsignedEnvelopes.BARE,
     ) -> None:
         self._registry = registry
         self._source = source
         self._default = default_dataset
         self._field = dataset_field
+        self._key = signing_key
+        self._unsigned = unsigned
 
     def route(self, shard_id: str, record: Record) -> tuple[Target, bytes]:
         """The target and line for `record`; poison goes to quarantine, never raises."""
@@ -51,8 +76,21 @@ class Router:
             obj = orjson.loads(record.data)
         except orjson.JSONDecodeError as exc:
             return self._poison(record, record_id, self._default, f"not JSON: {exc.msg}")
+        forged = False
         if isinstance(obj, dict) and obj.get("v") == ENVELOPE_VERSION and "data" in obj:
-            return self._envelope(record, record_id, obj)
+            line = None if self._key is None else verify_envelope(record.data, self._key)
+            if line is not None:
+                return self._envelope(record, record_id, obj, line)
+            if self._unsigned is UnsignedEnvelopes.QUARANTINE:
+                named = obj.get("dataset")
+                return self._poison(
+                    record,
+                    record_id,
+                    named if isinstance(named, str) else None,
+                    "envelope not signed by the API (ENVELOPE_SIGNING_KEY); "
+                    "send bare records, or envelopes through the API",
+                )
+            forged = True
         dataset = self._default
         if self._field is not None and isinstance(obj, dict):
             named = obj.get(self._field)
@@ -66,7 +104,9 @@ class Router:
             )
         if dataset not in self._registry:
             return self._poison(record, record_id, None, f"unknown dataset {dataset!r}")
-        own_id = self._registry[dataset].record_id(obj)
+        # An unsigned envelope's `id` is the sender's claim to an envelope id, not a field of a
+        # record: honouring it would let a direct producer suppress that record at dedupe.
+        own_id = None if forged else self._registry[dataset].record_id(obj)
         line = encode_envelope(
             dataset, own_id or record_id, self._source, iso_utc(record.arrival), obj
         )
@@ -79,7 +119,7 @@ class Router:
         return self._poison(record, record_id, self._default, reason)
 
     def _envelope(
-        self, record: Record, record_id: str, obj: dict[str, object]
+        self, record: Record, record_id: str, obj: dict[str, object], line: bytes
     ) -> tuple[Target, bytes]:
         dataset = obj.get("dataset")
         if not isinstance(dataset, str) or dataset not in self._registry:
@@ -91,10 +131,9 @@ class Router:
                 return self._poison(
                     record, record_id, dataset, f"bad envelope: {name!r} must be a non-empty string"
                 )
-        line = record.data.strip()
-        if b"\n" in line:  # pretty-printed by its producer: one line per record in NDJSON
-            line = orjson.dumps(obj)
-        return Target(Zone.RAW, dataset), line
+        # The API encodes it compact (one line, `}` last); the consumer adds when it saw it.
+        arrived = b',"arrived_at":"' + iso_utc(record.arrival).encode() + b'"}'
+        return Target(Zone.RAW, dataset), line[:-1] + arrived
 
     def _poison(
         self, record: Record, record_id: str, dataset: str | None, reason: str

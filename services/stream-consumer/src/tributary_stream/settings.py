@@ -7,10 +7,11 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from tributary.settings import CommonSettings
 from tributary_stream.lease import Checkpoint
+from tributary_stream.route import UnsignedEnvelopes
 
 
 def _default_worker_id() -> str:
@@ -51,6 +52,18 @@ class StreamSettings(CommonSettings):
     end_on_empty_closed: bool = Field(default=False, validation_alias="STREAM_END_ON_EMPTY_CLOSED")
     poison_attempts: int = Field(default=3, ge=1, validation_alias="STREAM_POISON_ATTEMPTS")
     health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
+    # The API's key: only envelopes signed with it keep their id, source and received_at.
+    envelope_signing_key: SecretStr | None = Field(
+        default=None, validation_alias="ENVELOPE_SIGNING_KEY"
+    )
+    unsigned_envelopes: UnsignedEnvelopes = Field(
+        default=UnsignedEnvelopes.BARE, validation_alias="STREAM_UNSIGNED_ENVELOPES"
+    )
+
+    def signing_key(self) -> bytes | None:
+        """The envelope signing key as bytes, None when none is configured."""
+        key = self.envelope_signing_key
+        return None if key is None else key.get_secret_value().encode()
 
     @model_validator(mode="after")
     def _position(self) -> StreamSettings:

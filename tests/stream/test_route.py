@@ -1,0 +1,108 @@
+"""Envelopes are trusted only from the API: signed ones pass through, anything that merely looks
+like an envelope is a bare record (or quarantined, by setting) with the arrival time observed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from tributary.dataset import DatasetRegistry
+from tributary.envelope import sign_envelope
+from tributary.layout import Zone
+from tributary_stream.route import Router, UnsignedEnvelopes
+from tributary_stream.stream import Record
+
+KEY = b"route-test-signing-key-0123456789abc"
+ARRIVAL = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+SHARD = "shardId-000000000001"
+
+
+def api_envelope(record_id: str = "42") -> bytes:
+    return orjson.dumps(
+        {
+            "v": 1,
+            "dataset": "events",
+            "id": record_id,
+            "source": "api:acme",
+            "received_at": "2020-01-01T00:00:00.000Z",
+            "data": {"type": "signup"},
+        }
+    )
+
+
+def record(data: bytes) -> Record:
+    return Record("1000", 0, "pk", data, ARRIVAL)
+
+
+def router(registry: DatasetRegistry, **options: object) -> Router:
+    return Router(registry, "kinesis:s", "events", signing_key=KEY, **options)  # type: ignore[arg-type]
+
+
+def test_a_signed_api_envelope_passes_through_without_its_signature(
+    registry: DatasetRegistry,
+) -> None:
+    line = api_envelope()
+    target, out = router(registry).route(SHARD, record(sign_envelope(line, KEY)))
+    assert (target.zone, target.dataset) == (Zone.RAW, "events")
+    assert out == line[:-1] + b',"arrived_at":"2026-03-04T05:06:07.890Z"}'
+    landed = orjson.loads(out)
+    assert landed["received_at"] == "2020-01-01T00:00:00.000Z"  # the API's, trusted
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        api_envelope(),  # unsigned
+        sign_envelope(api_envelope(), b"someone-else-key-0123456789abcdef"),
+        sign_envelope(api_envelope("7"), KEY).replace(b'"id":"7"', b'"id":"42"'),
+    ],
+    ids=["unsigned", "other key", "altered"],
+)
+def test_a_forged_envelope_is_a_bare_record_with_the_observed_arrival(
+    registry: DatasetRegistry, forged: bytes
+) -> None:
+    target, out = router(registry).route(SHARD, record(forged))
+    line = orjson.loads(out)
+    assert (target.zone, target.dataset) == (Zone.RAW, "events")
+    assert line["source"] == "kinesis:s"
+    assert line["received_at"] == "2026-03-04T05:06:07.890Z"
+    # events' id field is `id`, but the forger's `id` is not taken: it cannot suppress record 42
+    assert line["id"] == f"{SHARD}-1000"
+    assert line["data"] == orjson.loads(forged)
+
+
+def test_unsigned_envelopes_can_be_quarantined_instead(registry: DatasetRegistry) -> None:
+    target, out = router(registry, unsigned=UnsignedEnvelopes.QUARANTINE).route(
+        SHARD, record(api_envelope())
+    )
+    line = orjson.loads(out)
+    assert (target.zone, target.dataset) == (Zone.QUARANTINE, "events")
+    assert "not signed by the API" in line["errors"][0]["message"]
+    assert line["received_at"] == "2026-03-04T05:06:07.890Z"
+
+
+def test_without_a_key_no_envelope_is_trusted(registry: DatasetRegistry) -> None:
+    _, out = Router(registry, "kinesis:s", "events").route(
+        SHARD, record(sign_envelope(api_envelope(), KEY))
+    )
+    assert orjson.loads(out)["source"] == "kinesis:s"
+
+
+def test_a_bare_record_still_uses_the_dataset_id_field(registry: DatasetRegistry) -> None:
+    _, out = router(registry).route(SHARD, record(b'{"type": "x", "id": "own"}'))
+    assert orjson.loads(out)["id"] == "own"
+
+
+def test_settings_carry_the_key_and_the_unsigned_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tributary_stream.settings import StreamSettings
+
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", KEY.decode())
+    monkeypatch.setenv("STREAM_UNSIGNED_ENVELOPES", "quarantine")
+    settings = StreamSettings()
+    assert settings.signing_key() == KEY
+    assert settings.unsigned_envelopes is UnsignedEnvelopes.QUARANTINE
+    assert KEY.decode() not in repr(settings)
+    monkeypatch.delenv("ENVELOPE_SIGNING_KEY")
+    assert StreamSettings().signing_key() is None
