@@ -20,7 +20,7 @@ from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.envelope import sign_envelope
+from tributary.envelope import sign_envelope, verify_envelope
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.processing import DynamoDbItemSink
@@ -51,6 +51,11 @@ SIGNING_KEY = b"stream-test-envelope-signing-key-0123"
 def envelope(dataset: str, record_id: str, data: dict[str, object]) -> bytes:
     """An envelope as the API puts it on the stream: signed."""
     return sign_envelope(unsigned_envelope(dataset, record_id, data), SIGNING_KEY)
+
+
+def landed(lines: list[bytes]) -> Counter[bytes]:
+    """What raw holds for records put on the stream: signed envelopes unsigned, others as is."""
+    return Counter(verify_envelope(line, SIGNING_KEY) or line for line in lines)
 
 
 _ARRIVED = re.compile(rb',"arrived_at":"[^"]*"\}$')

@@ -7,13 +7,12 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections import Counter
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.stream.conftest import Harness, envelope
+from tests.stream.conftest import Harness, envelope, landed, without_arrival
 from tributary.dataset import DatasetRegistry
 from tributary.errors import TransientError
 from tributary_stream.aggregation import aggregate
@@ -63,13 +62,14 @@ async def test_a_failing_processor_quarantines_its_records_and_the_shard_goes_on
         h.stream.put(SHARD, data)
     await h.wait_for(lambda: len(sink.items) == 36 and len(quarantined(h)) == 9)
     await h.stop(worker)
-    assert h.raw_lines() == Counter(expected + more)  # raw lands everything, failures included
+    assert h.raw_lines() == landed(expected + more)  # raw lands everything, failures included
     failures = quarantined(h)
     assert sorted(int(f["id"]) for f in failures) == [5, 10, 15, 20, 25, 30, 35, 40, 45]
     assert failures[0]["errors"][0]["message"] == (
         "STREAM_PROCESSOR raised ValueError: no fives please (5)"
     )
-    assert base64.b64decode(failures[0]["data_base64"]) == post(5)
+    first = without_arrival(base64.b64decode(failures[0]["data_base64"]))
+    assert landed([first]) == landed([post(5)])  # the envelope as it landed
     assert h.metrics.total("ProcessingFailures", dataset="posts") == 9
     lease = h.store.leases[SHARD]
     assert lease.checkpoint == h.stream.shards[SHARD][-1].sequence
@@ -86,7 +86,7 @@ async def test_a_processor_failing_every_record_does_not_stop_raw(
     worker = h.start()
     await h.wait_for(lambda: len(quarantined(h)) == 30)
     await h.stop(worker)
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == landed(expected)
     assert {f["errors"][0]["message"] for f in quarantined(h)} == {
         "STREAM_PROCESSOR raised KeyError: 'missing_field'"
     }
@@ -106,7 +106,7 @@ async def test_a_retried_record_twice_in_one_batch_is_stored_once(
     worker = h.start()
     await h.wait_for(lambda: at_end(h))
     await h.stop(worker)
-    assert h.raw_lines() == Counter(sent)
+    assert h.raw_lines() == landed(sent)
     assert not quarantined(h)
     assert h.metrics.total("ShardFailures", shard=SHARD) == 0
     if backend == "memory":
@@ -126,7 +126,7 @@ async def test_an_items_table_that_refuses_ends_in_quarantine_not_a_loop(
     worker = h.start()
     await h.wait_for(lambda: len(quarantined(h)) == 4)
     await h.stop(worker)
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == landed(expected)
     (reason,) = {f["errors"][0]["message"] for f in quarantined(h)}
     assert reason.startswith("items table refused 3 times: PermanentError: BatchWriteItem refused")
     assert sink.puts == 3  # bounded: three attempts, with backoff between them
@@ -147,9 +147,10 @@ async def test_raw_refused_for_good_diverts_to_quarantine_and_the_shard_moves_on
     worker = h.start()
     await h.wait_for(lambda: at_end(h))
     await h.stop(worker)
-    assert h.raw_lines() == Counter(events)
+    assert h.raw_lines() == landed(events)
     diverted = [q for q in quarantined(h) if q["dataset"] == "posts"]
-    assert [base64.b64decode(q["data_base64"]) for q in diverted] == posts
+    diverted_lines = [without_arrival(base64.b64decode(q["data_base64"])) for q in diverted]
+    assert landed(diverted_lines) == landed(posts)
     assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times:")
     assert h.metrics.total("RecordsQuarantined", dataset="posts") == 5
     assert h.metrics.total("ShardFailures", shard=SHARD) == 2
@@ -173,7 +174,7 @@ async def test_a_dead_lease_table_is_backed_off_and_logged_rarely_then_recovers(
     warnings = [r for r in caplog.records if r.getMessage().startswith("coordination cycle")]
     assert 1 <= len(warnings) <= 2  # loud once, then rate-limited (the metric counts each)
     assert 2 <= failures <= 15  # backoff (capped at 0.3 s here), not every 20 ms tick
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == landed(expected)
 
 
 class LostReplyLeaseStore(MemoryLeaseStore):
@@ -210,7 +211,7 @@ async def test_a_lease_that_is_ours_but_unconsumed_is_restarted(
         h.stream.put(SHARD, data)
     await h.wait_for(lambda: sum(h.raw_lines().values()) == 10)
     await h.stop(worker)
-    assert h.raw_lines() == Counter(first + later)
+    assert h.raw_lines() == landed(first + later)
     assert h.metrics.total("LeasesRestarted") >= 1
 
 

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Mapping
 
-from tests.stream.conftest import FAILOVER, Harness
+from tests.stream.conftest import FAILOVER, Harness, landed
 from tests.stream.test_worker import fill
 from tributary.dataset import DatasetRegistry
 from tributary_stream.lease import Lease
@@ -62,4 +61,4 @@ async def test_slow_scans_and_checkpoints_lose_no_lease(registry: DatasetRegistr
     assert {lease.key: lease.owner for lease in fast.leases.values()} == owners
     slow.slow = False
     await h.stop_all()
-    assert h.raw_lines() == Counter(expected)
+    assert h.raw_lines() == landed(expected)
