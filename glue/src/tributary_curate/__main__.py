@@ -5,12 +5,16 @@ zone, and the bookmarks.
   query "select count(*) from posts"         DuckDB over curated/ (synced to a local cache)
   bookmark show|reset [--dataset X]…          what curate remembers per dataset
 
-Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person.
+Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person (a dataset's
+config or transform failed: the others still ran); 3 another curate run holds a dataset (this
+run did nothing for it; run again when that one has finished).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,12 +29,10 @@ from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
-from tributary_curate.catalog import GlueCatalog
 from tributary_curate.job import CurateResult
 from tributary_curate.query import run_query, sync_curated
-from tributary_curate.runner import curate_datasets
+from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
-from tributary_curate.staging import LocalStaging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,20 +118,15 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
         from tributary_curate.spark import local_session  # starting a JVM: only when running
 
         spark = local_session()
-        catalog = GlueCatalog(await clients.glue(), settings.glue_database)
+        stores = await Lake.open(clients, settings)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
+        _cancel_on_sigterm()
 
         async def once() -> int:
             with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+                staging = staging_factory(settings, stores, Path(tmp), on_glue=False)
                 results, code = await curate_datasets(
-                    spark,
-                    settings,
-                    registry,
-                    names,
-                    lake,
-                    bookmarks,
-                    catalog,
-                    lambda name: LocalStaging(Path(tmp) / name, lake),
+                    spark, settings, registry, names, stores, staging
                 )
             print(results_table(results), flush=True)
             return code
@@ -140,6 +137,14 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             return await every(args.interval or settings.interval_s, once)
         finally:
             spark.stop()
+
+
+def _cancel_on_sigterm() -> None:
+    """SIGTERM cancels a single run (its claim is released on the way out); `--loop` installs
+    its own handler over this one (the run in progress finishes first)."""
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 def main() -> None:

@@ -22,13 +22,9 @@ from tributary.aws import AwsClients
 from tributary.dataset import DatasetRegistry
 from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
-from tributary_curate.bookmark import S3BookmarkStore
-from tributary_curate.catalog import GlueCatalog
-from tributary_curate.job import Staging
-from tributary_curate.runner import curate_datasets
+from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
 from tributary_curate.spark import configure, local_session
-from tributary_curate.staging import LocalStaging, S3Staging
 
 ARGUMENTS = ("LAKE_BUCKET", "GLUE_DATABASE", "DATASETS_CONFIG")
 OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME")
@@ -58,24 +54,9 @@ async def _run(spark: Any, on_glue: bool, work: Path) -> int:
         registry = await _registry(settings, clients)
         wanted = os.environ.get("DATASETS", "")
         names = [n.strip() for n in wanted.split(",") if n.strip()] or list(registry)
-        s3 = await clients.s3()
-        lake = S3RawWriter(s3, settings.lake_bucket)
-
-        def staging(name: str) -> Staging:
-            if on_glue:
-                return S3Staging(settings.lake_bucket, f"_staging/curate/{name}", lake)
-            return LocalStaging(work / name, lake)
-
-        results, code = await curate_datasets(
-            spark,
-            settings,
-            registry,
-            names,
-            lake,
-            S3BookmarkStore(s3, settings.lake_bucket),
-            GlueCatalog(await clients.glue(), settings.glue_database),
-            staging,
-        )
+        lake = await Lake.open(clients, settings)
+        staging = staging_factory(settings, lake, work, on_glue=on_glue)
+        results, code = await curate_datasets(spark, settings, registry, names, lake, staging)
     for result in results:
         print(result.summary())
     return code
