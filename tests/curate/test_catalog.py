@@ -31,9 +31,7 @@ async def test_added_column_and_widened_type_reach_every_partition(clients: AwsC
     assert await catalog.add_partitions(shape(NEW), DAYS[1:]) == 1
     table = (await glue.get_table(DatabaseName=database, Name="items"))["Table"]
     assert _columns(table) == NEW
-    partitions = (await glue.get_partitions(DatabaseName=database, TableName="items"))[
-        "Partitions"
-    ]
+    partitions = (await glue.get_partitions(DatabaseName=database, TableName="items"))["Partitions"]
     assert sorted(tuple(p["Values"]) for p in partitions) == DAYS
     for partition in partitions:
         assert _columns(partition) == NEW, partition["Values"]

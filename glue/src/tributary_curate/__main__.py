@@ -7,7 +7,7 @@ zone, and the bookmarks.
 
 Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person (a dataset's
 config or transform failed: the others still ran); 3 another curate run holds a dataset (this
-run did nothing for it; run again when that one has finished).
+run did nothing for it; run again when that one has finished); 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,7 +121,7 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
         spark = local_session()
         stores = await Lake.open(clients, settings)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        _cancel_on_sigterm()
+        stopped = _cancel_on_sigterm()
 
         async def once() -> int:
             with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
@@ -135,16 +136,31 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             if not args.loop:
                 return await once()
             return await every(args.interval or settings.interval_s, once)
+        except asyncio.CancelledError:
+            if not stopped.is_set():
+                raise
+            print("stopped by SIGTERM; the next run completes the interrupted one", file=sys.stderr)
+            return EXIT_STOPPED
         finally:
             spark.stop()
 
 
-def _cancel_on_sigterm() -> None:
-    """SIGTERM cancels a single run (its claim is released on the way out); `--loop` installs
-    its own handler over this one (the run in progress finishes first)."""
+EXIT_STOPPED = 128 + signal.SIGTERM
+
+
+def _cancel_on_sigterm() -> asyncio.Event:
+    """SIGTERM cancels a single run (its claim is released on the way out; exit 143); `--loop`
+    installs its own handler over this one (the run in progress finishes first)."""
+    stopped = asyncio.Event()
     task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def stop() -> None:
+        stopped.set()
+        if task is not None:
+            task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
+    return stopped
 
 
 def main() -> None:

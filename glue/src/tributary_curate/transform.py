@@ -150,7 +150,6 @@ def to_instant(column: Column) -> Column:
     return F.timestamp_micros(micros(column))
 
 
-
 def _spark_type(spec: FieldSpec) -> T.DataType:
     """The Spark type `from_json` reads a field as. Untyped values stay JSON text."""
     match spec.type:

@@ -148,9 +148,12 @@ async def status(settings: CommonSettings, sources: list[str]) -> str:
             )
         )
         bookmarks = S3BookmarkStore(await clients.s3(), settings.lake_bucket)
-        curate_rows = []
+        curate_rows, failure_rows = [], []
         for name in registry:
             mark = await bookmarks.get(name)
+            if mark.last_error:
+                error = mark.last_error
+                failure_rows.append([name, error.get("at", "-"), error.get("reason", "-")])
             last = mark.last_run
             curate_rows.append(
                 [
@@ -178,4 +181,12 @@ async def status(settings: CommonSettings, sources: list[str]) -> str:
                 title="\nCurate (bookmarks in _state/curate/)",
             )
         )
+        if failure_rows:  # a dataset whose config or transform failed: it needs a person
+            out.append(
+                render(
+                    ["dataset", "failed at", "reason"],
+                    failure_rows,
+                    title="\nCurate failures (the last run of these datasets failed)",
+                )
+            )
     return "\n".join(out)
