@@ -1,8 +1,10 @@
 """The curate job as a Glue 5.0 job (Spark 3.5, Python 3.11).
 
 Job arguments (the deploy's addon sets them): `--LAKE_BUCKET`, `--GLUE_DATABASE`,
-`--DATASETS_CONFIG` (an `s3://` URI or a path), optional `--DATASETS` (comma-separated) and
-`--CURATE_CRAWLER_NAME`. The tributary packages ship as wheels in `--additional-python-modules`;
+`--DATASETS_CONFIG` (an `s3://` URI or a path), optional `--DATASETS` (comma-separated),
+`--CURATE_CRAWLER_NAME`, `--CURATE_LATE_HOURS`, `--CURATE_CLAIM_TTL_S`. Staging is always
+`s3://<lake>/_staging/curate/<dataset>/<run id>/`. The tributary packages ship in a zip of
+wheels in `--additional-python-modules` (`make glue-artifacts`);
 `--job-bookmark-option job-bookmark-disable`: the job keeps its own bookmark in the lake (see
 `tributary_curate.bookmark`). GlueContext / Job are used only when `awsglue` is importable;
 anywhere else this runs the same job on a local session with local staging.
@@ -27,7 +29,7 @@ from tributary_curate.settings import CurateSettings
 from tributary_curate.spark import configure, local_session
 
 ARGUMENTS = ("LAKE_BUCKET", "GLUE_DATABASE", "DATASETS_CONFIG")
-OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME")
+OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME", "CURATE_LATE_HOURS", "CURATE_CLAIM_TTL_S")
 
 
 def job_arguments(argv: Sequence[str]) -> dict[str, str]:

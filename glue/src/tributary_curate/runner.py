@@ -18,6 +18,7 @@ from tributary.s3_writer import S3RawWriter
 from tributary_curate.bookmark import S3BookmarkStore
 from tributary_curate.catalog import GlueCatalog
 from tributary_curate.claim import DatasetBusyError, S3ClaimStore
+from tributary_curate.compat import conditional_writes
 from tributary_curate.index import S3LakeIndex
 from tributary_curate.job import CurateJob, CurateResult
 from tributary_curate.settings import CurateSettings, StagingMode
@@ -47,6 +48,7 @@ class Lake:
     async def open(cls, clients: AwsClients, settings: CurateSettings) -> Lake:
         """The real stores."""
         s3, bucket = await clients.s3(), settings.lake_bucket
+        conditional_writes(s3)  # Glue 5.0's botocore predates If-None-Match / If-Match
         return cls(
             S3RawWriter(s3, bucket),
             S3LakeIndex(s3, bucket),
