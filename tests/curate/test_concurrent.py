@@ -98,13 +98,13 @@ async def lake(moto: MotoServer, tmp_path: Path) -> AsyncIterator[Lake]:
 async def test_two_runs_at_once_never_duplicate_a_row(lake: Lake) -> None:
     first, second = lake.start("--dataset", "comments"), lake.start("--dataset", "comments")
     outcomes = [await finish(first), await finish(second)]
+    ids = await lake.ids("comments")
+    assert sorted(ids, key=int) == [str(i) for i in range(1, ROWS + 1)]
     codes = sorted(code for code, _ in outcomes)
     assert codes in ([0, 0], [0, 3]), outcomes
     if codes == [0, 3]:
         busy = next(err for code, err in outcomes if code == 3)
         assert "another curate run of comments" in busy
-    ids = await lake.ids("comments")
-    assert sorted(ids, key=int) == [str(i) for i in range(1, ROWS + 1)]
     code, err = await finish(lake.start("--dataset", "comments"))
     assert code == 0, err
     assert len(await lake.ids("comments")) == ROWS

@@ -116,9 +116,9 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
                 doc = {**mark.document(), "processed": len(mark.processed)}
                 print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
             return EXIT_OK
-        from tributary_curate.spark import local_session  # starting a JVM: only when running
+        from tributary_curate.spark import LazySession  # a JVM only when there is work
 
-        spark = local_session()
+        spark = LazySession()
         stores = await Lake.open(clients, settings)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
         stopped = _cancel_on_sigterm()

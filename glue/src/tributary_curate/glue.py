@@ -26,7 +26,7 @@ from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
 from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
-from tributary_curate.spark import configure, local_session
+from tributary_curate.spark import LazySession, configure
 
 ARGUMENTS = ("LAKE_BUCKET", "GLUE_DATABASE", "DATASETS_CONFIG")
 OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME", "CURATE_LATE_HOURS", "CURATE_CLAIM_TTL_S")
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] = sys.argv) -> None:
         from awsglue.job import Job  # type: ignore[import-not-found]
         from pyspark.context import SparkContext
     except ImportError:
-        spark = local_session()
+        spark = LazySession()
         with tempfile.TemporaryDirectory() as tmp:
             code = asyncio.run(_run(spark, False, Path(tmp)))
         spark.stop()

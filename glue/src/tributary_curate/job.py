@@ -122,7 +122,7 @@ class CurateJob:
 
     def __init__(
         self,
-        spark: SparkSession,
+        spark: SparkSession | Callable[[], SparkSession],
         lake: RawWriter,
         bookmarks: BookmarkStore,
         catalog: Catalog,
@@ -138,7 +138,7 @@ class CurateJob:
         step: Step = _no_step,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        self._spark = spark
+        self._spark_of = spark  # a session, or a callable starting one on first use
         self._lake = lake
         self._bookmarks = bookmarks
         self._catalog = catalog
@@ -167,8 +167,16 @@ class CurateJob:
                 await self._record_failure(dataset.name, run_id, exc)
                 raise
             except asyncio.CancelledError:
-                self._spark.sparkContext.cancelAllJobs()  # the worker thread's job stops too
+                started = getattr(self._spark_of, "started", True)  # a session: started
+                if started:
+                    self._spark.sparkContext.cancelAllJobs()  # the worker thread's job stops too
                 raise
+
+    @property
+    def _spark(self) -> SparkSession:
+        if isinstance(self._spark_of, SparkSession):
+            return self._spark_of
+        return self._spark_of()
 
     async def _run_claimed(self, dataset: Dataset, held: HeldClaim) -> CurateResult:
         started = time.perf_counter()

@@ -76,7 +76,7 @@ def staging_factory(
 
 
 async def curate_datasets(
-    spark: SparkSession,
+    spark: SparkSession | Callable[[], SparkSession],
     settings: CurateSettings,
     registry: DatasetRegistry,
     names: Sequence[str],
