@@ -24,8 +24,10 @@ from tests.curate.lake import envelope, land
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
 from tributary.s3_writer import S3RawWriter
+from tributary.settings import AwsSettings, CommonSettings
 from tributary_curate.claim import Claim, S3ClaimStore
 from tributary_stack.moto import MotoServer
+from tributary_stack.status import status
 
 HOUR = datetime(2026, 3, 1, 12, tzinfo=UTC)
 ROWS = 20
@@ -36,8 +38,10 @@ def comment(i: int) -> dict[str, Any]:
 
 
 class Lake:
-    def __init__(self, env: dict[str, str], writer: S3RawWriter, claims: S3ClaimStore) -> None:
-        self.env, self.writer, self.claims = env, writer, claims
+    def __init__(
+        self, aws: AwsSettings, env: dict[str, str], writer: S3RawWriter, claims: S3ClaimStore
+    ) -> None:
+        self.aws, self.env, self.writer, self.claims = aws, env, writer, claims
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -91,7 +95,7 @@ async def lake(moto: MotoServer, tmp_path: Path) -> AsyncIterator[Lake]:
         writer = S3RawWriter(s3, aws.lake_bucket)
         lines = [envelope("comments", str(i), comment(i)) for i in range(1, ROWS + 1)]
         await land(writer, "comments", HOUR, "b1", lines)
-        yield Lake(env, writer, S3ClaimStore(s3, aws.lake_bucket))
+        yield Lake(aws, env, writer, S3ClaimStore(s3, aws.lake_bucket))
 
 
 @pytest.mark.timeout(600)
@@ -125,6 +129,14 @@ async def test_a_live_claim_stops_a_run_at_once_the_other_datasets_still_run(lak
     new = sorted(set(await lake.writer.keys("")) - set(before))
     assert new, "posts still ran"
     assert all(k.startswith(("curated/posts/", "_state/curate/posts/")) for k in new), new
+    settings = CommonSettings.model_validate(
+        {k: v for k, v in lake.env.items() if k.isupper() and not k.startswith("CURATE_")}
+        | {"STREAM_NAME": lake.aws.stream_name, "LEASE_TABLE": lake.aws.lease_table}
+        | {"STATE_TABLE": lake.aws.state_table}
+    )
+    shown = (await status(settings, [])).split("Curate runs in progress")[1]
+    assert "other-run" in shown
+    assert "elsewhere:1" in shown
 
 
 @pytest.mark.timeout(600)
