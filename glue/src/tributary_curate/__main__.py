@@ -7,14 +7,15 @@ zone, and the bookmarks.
 
 Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person (a dataset's
 config or transform failed: the others still ran); 3 another curate run holds a dataset (this
-run did nothing for it; run again when that one has finished); 143 stopped by SIGTERM.
+run did nothing for it; run again when that one has finished). SIGTERM/SIGINT stop a run in
+seconds (Spark's jobs cancelled, the dataset's claim released): exit 1, or 0 under --loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
+import contextlib
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from tributary.aws import AwsClients
-from tributary.cli import EXIT_OK, every, run_and_exit
+from tributary.cli import EXIT_OK, EXIT_RETRY, every, run_and_exit
 from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError
 from tributary.log import configure_logging
@@ -121,7 +122,6 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
         spark = LazySession()
         stores = await Lake.open(clients, settings)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
-        stopped = _cancel_on_sigterm()
 
         async def once() -> int:
             with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
@@ -132,35 +132,30 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             print(results_table(results), flush=True)
             return code
 
+        from tributary_curate.stopping import STOPPED, SparkStopper
+
+        stop = SparkStopper(spark).install()
         try:
             if not args.loop:
                 return await once()
-            return await every(args.interval or settings.interval_s, once)
-        except asyncio.CancelledError:
-            if not stopped.is_set():
+            return await every(args.interval or settings.interval_s, once, signals=False)
+        except STOPPED:
+            if not stop.requested:
                 raise
-            print("stopped by SIGTERM; the next run completes the interrupted one", file=sys.stderr)
-            return EXIT_STOPPED
+            # The Spark error may come first: take the task's pending cancellation here, not
+            # in the clean-up below.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)
+            print(
+                "curate: stopped; Spark's jobs cancelled (the next run redoes what this one "
+                "did not finish, without duplicates)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_OK if args.loop else EXIT_RETRY
         finally:
+            stop.close()
             spark.stop()
-
-
-EXIT_STOPPED = 128 + signal.SIGTERM
-
-
-def _cancel_on_sigterm() -> asyncio.Event:
-    """SIGTERM cancels a single run (its claim is released on the way out; exit 143); `--loop`
-    installs its own handler over this one (the run in progress finishes first)."""
-    stopped = asyncio.Event()
-    task = asyncio.current_task()
-
-    def stop() -> None:
-        stopped.set()
-        if task is not None:
-            task.cancel()
-
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
-    return stopped
 
 
 def main() -> None:

@@ -26,12 +26,15 @@ def failed(name: str, exc: TributaryError) -> int:
     return EXIT_RETRY
 
 
-async def every(interval: float, once: Callable[[], Awaitable[object]]) -> int:
+async def every(
+    interval: float, once: Callable[[], Awaitable[object]], *, signals: bool = True
+) -> int:
     """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a run in
-    progress finishes first); EXIT_OK."""
+    progress finishes first); EXIT_OK. With `signals=False` it leaves the signals to the caller
+    and runs until its task is cancelled."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT) if signals else ():
         loop.add_signal_handler(sig, stop.set)
     while not stop.is_set():
         await once()

@@ -6,25 +6,63 @@ import argparse
 import asyncio
 import signal
 import sys
-import threading
 from pathlib import Path
 
+from tributary.cli import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY
+from tributary.errors import ConfigError
 from tributary.log import configure_logging
 from tributary.settings import CommonSettings
+from tributary.stop import StopRequest
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import load_sources
 from tributary_stack import demo
+from tributary_stack.orphans import exit_with_parent
+from tributary_stack.process import StartCancelled
 from tributary_stack.settings import StackSettings
 from tributary_stack.stack import LocalStack
 from tributary_stack.status import status
 
 
 def _up(settings: StackSettings) -> int:
-    stack = LocalStack(settings).start()
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    print(
+    # First: a Ctrl+C during start-up stops cleanly too; SIGHUP is a closed terminal; a killed
+    # parent (`make`, a shell) becomes a SIGTERM.
+    stop = StopRequest((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)).install()
+    exit_with_parent(signal.SIGTERM)
+    stop.on_request(lambda count: _say_stopping(count, settings.stop_timeout_s))
+    print("starting the embedded stack… (Ctrl+C stops it, also now)", flush=True)
+    stack = LocalStack(settings)
+    try:
+        stack.start(cancelled=lambda: stop.requested)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        stack.stop(hurry=lambda: stop.count >= 2)
+        return EXIT_PERMANENT
+    except StartCancelled:
+        stack.stop(hurry=lambda: stop.count >= 2)
+        return EXIT_OK
+    except BaseException:
+        stack.stop(budget=5)
+        raise
+    print(_banner(stack, settings), flush=True)
+    failed = None
+    while failed is None and not stop.wait(0.5):
+        failed = next((p for p in stack.processes if p.poll() is not None), None)
+    if failed is not None:
+        print(f"{failed.name} exited with code {failed.poll()}; stopping", flush=True)
+    stack.stop(hurry=lambda: stop.count >= 2)
+    print("stopped", flush=True)
+    return EXIT_OK if failed is None else EXIT_RETRY
+
+
+def _say_stopping(count: int, budget: float) -> None:
+    if count == 1:
+        print(f"stopping… (within {budget:g}s; Ctrl+C again to kill now)", flush=True)
+    elif count == 2:
+        print("killing what is left…", flush=True)
+
+
+def _banner(stack: LocalStack, settings: StackSettings) -> str:
+    return (
         "\nTributary local stack is up (no Docker, no AWS account)\n"
         f"  embedded AWS (moto)  {stack.moto.endpoint}\n"
         f"  API                  {stack.api_url}   docs: {stack.api_url}/docs\n"
@@ -41,17 +79,8 @@ def _up(settings: StackSettings) -> int:
         "application/json' \\\n"
         f'    -d \'{{"userId":1,"id":1,"title":"hi","body":"there"}}\' '
         f"{stack.api_url}/v1/datasets/posts/records\n\n"
-        "Ctrl+C stops everything.\n",
-        flush=True,
+        "Ctrl+C stops everything.\n"
     )
-    while not stop.wait(0.5):
-        for process in stack.processes:
-            if process.poll() is not None:
-                print(f"{process.name} exited with code {process.poll()}; stopping", flush=True)
-                stop.set()
-    print("stopping…", flush=True)
-    stack.stop()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = StackSettings()
     if args.command == "up":
         return _up(settings)
+    # SIGTERM (also: our parent died) unwinds the demo like Ctrl+C (the stack stops on the way).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    exit_with_parent(signal.SIGTERM)
     demo_settings = settings.one_off(Path(".local/demo.env"))
     log_path = Path(".local/demo.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

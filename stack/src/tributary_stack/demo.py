@@ -31,6 +31,7 @@ from tributary.layout import Zone
 from tributary.table import render
 from tributary_stack import samples
 from tributary_stack.inspect import read_lines, wait_consumed
+from tributary_stack.orphans import popen
 from tributary_stack.stack import LocalStack
 
 
@@ -136,17 +137,23 @@ def run_importer(stack: LocalStack) -> dict[str, int]:
 
 def _cli(stack: LocalStack, module: str, *args: str, timeout: float = 600) -> str:
     """Run a service's command line with the stack's environment; its stdout."""
-    result = subprocess.run(
+    child = popen(  # dies with the demo, even by SIGKILL
         [sys.executable, "-m", module, *args],
         env={**os.environ, **stack.env},
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"{module} {args[0]} failed ({result.returncode}): {result.stderr}")
-    return result.stdout
+    try:
+        out, err = child.communicate(timeout=timeout)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"{module} {args[0]} failed ({child.returncode}): {err}")
+    out_text: str = out
+    return out_text
 
 
 def run_curate(stack: LocalStack) -> dict[str, dict[str, int]]:

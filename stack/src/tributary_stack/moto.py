@@ -20,6 +20,7 @@ from moto.server import ThreadedMotoServer
 from moto.server import main as moto_main
 
 from tributary.errors import ConfigError
+from tributary_stack.orphans import popen
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -175,7 +176,7 @@ class MotoProcess:
 
     def start(self) -> MotoProcess:
         """Spawn `moto_server` and wait for its port."""
-        self._proc = subprocess.Popen(
+        self._proc = popen(
             [
                 sys.executable,
                 "-c",
@@ -192,10 +193,14 @@ class MotoProcess:
         return self
 
     def stop(self) -> None:
-        """Terminate it."""
+        """Terminate it (SIGKILL after 10 s)."""
         if self._proc is not None:
             self._proc.terminate()
-            self._proc.wait(10)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
             self._proc = None
 
     def __enter__(self) -> MotoProcess:
@@ -241,7 +246,7 @@ class KinesisLocal:
             "UPDATE_STREAM_DURATION": "100ms",
             "LOG_LEVEL": "WARN",
         }
-        self._proc = subprocess.Popen(
+        self._proc = popen(
             ["node", "main.js"],
             cwd=package,
             env=env,

@@ -1,4 +1,4 @@
-"""Child processes of the local stack, with prefixed output and a clean stop."""
+"""Child processes of the local stack, with prefixed output, a bounded stop, and no orphans."""
 
 from __future__ import annotations
 
@@ -8,17 +8,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 import httpx
+
+from tributary_stack.orphans import popen
+
+
+class StartCancelled(Exception):
+    """A stop was requested while the stack was starting."""
 
 
 class ManagedProcess:
     """A child process whose output lines are echoed as `<name> | <line>`.
 
-    The child gets its own session, so Ctrl+C in the terminal reaches only the stack, which then
-    stops children in order with SIGTERM (SIGKILL after `stop_timeout`).
+    The child gets its own session (and process group), so Ctrl+C in the terminal reaches only
+    the stack, which then stops it (`terminate`, `wait`, `kill`, or `stop` for all three); and
+    it dies with the stack (`orphans.popen`).
     """
 
     def __init__(
@@ -59,7 +66,7 @@ class ManagedProcess:
 
     def start(self) -> ManagedProcess:
         """Spawn the child and start echoing its output."""
-        self._proc = subprocess.Popen(
+        self._proc = popen(
             self._argv,
             env=self._env,
             stdout=subprocess.PIPE,
@@ -80,10 +87,19 @@ class ManagedProcess:
                 self._out.write(self._prefix + line + "\n")
                 self._out.flush()
 
-    def wait_http(self, url: str, timeout: float = 30.0, ok: tuple[int, ...] = (200,)) -> None:
-        """Block until GET `url` answers with a status in `ok`; fail fast if the child exits."""
+    def wait_http(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        ok: tuple[int, ...] = (200,),
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Block until GET `url` answers with a status in `ok`; fail fast if the child exits,
+        and give up (StartCancelled) as soon as `cancelled()` is true."""
         deadline = time.monotonic() + timeout
         while True:
+            if cancelled():
+                raise StartCancelled(f"stopped while waiting for {self.name}")
             if self.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with code {self.poll()} during start-up")
             try:
@@ -104,19 +120,40 @@ class ManagedProcess:
         if self._proc is not None and self._proc.poll() is None:
             os.kill(self._proc.pid, sig)
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM: every service drains on it); returns at once."""
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL the child's whole process group (a JVM it started, Spark's workers, …)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)  # its own session: group id = its pid
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the child to exit; True when it has."""
+        if self._proc is None:
+            return True
+        try:
+            self._proc.wait(max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def close(self, timeout: float = 5.0) -> int | None:
+        """After the child has exited: finish echoing its output (up to `timeout`; a grandchild
+        may still hold the pipe, and then the echo thread is left to end on its own)."""
         if self._proc is None:
             return None
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        self._proc.wait()
         if self._pump is not None:
-            self._pump.join(timeout=5)
-        if self._proc.stdout is not None:
+            self._pump.join(timeout=max(timeout, 0.0))
+        if self._proc.stdout is not None and not (self._pump and self._pump.is_alive()):
             self._proc.stdout.close()
         return self._proc.returncode
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+        self.terminate()
+        if not self.wait(timeout):
+            self.kill()
+        return self.close()

@@ -27,6 +27,7 @@ class StackSettings(BaseSettings):
     importer_loop: bool = Field(default=True, validation_alias="STACK_IMPORTER_LOOP")
     curate_interval_s: float = Field(default=120, gt=0, validation_alias="STACK_CURATE_INTERVAL_S")
     curate_loop: bool = Field(default=True, validation_alias="STACK_CURATE_LOOP")
+    stop_timeout_s: float = Field(default=30, gt=0, validation_alias="STACK_STOP_TIMEOUT_S")
     env_file: Path = Field(default=Path(".local/stack.env"), validation_alias="STACK_ENV_FILE")
     region: str = Field(default="us-east-1", validation_alias="AWS_REGION")
     lake_bucket: str = Field(default="tributary-lake", validation_alias="LAKE_BUCKET")

@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -21,7 +23,8 @@ from tributary.settings import AwsSettings, CommonSettings
 from tributary_api.auth import hash_key
 from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.moto import MotoProcess, MotoServer, free_port
-from tributary_stack.process import ManagedProcess
+from tributary_stack.ports import Port, check_ports_free
+from tributary_stack.process import ManagedProcess, StartCancelled
 from tributary_stack.settings import StackSettings
 
 # Credentials moto accepts; set for every child so nothing can reach a real account by mistake.
@@ -135,8 +138,23 @@ class LocalStack:
         registry = DatasetRegistry.from_file(common.datasets_config)
         return {common.crawler_for(name): name for name in registry}
 
-    def start(self) -> LocalStack:
-        """moto, bootstrap, the services; returns once the API and the fake API are ready."""
+    def fixed_ports(self) -> list[Port]:
+        """The ports the settings pin (0 = a free one is picked, so never in the way)."""
+        s = self.settings
+        return [
+            Port(s.aws_port, "the embedded AWS", "STACK_AWS_PORT"),
+            Port(s.api_port, "the API", "STACK_API_PORT"),
+            Port(s.fakeapi_port, "the fake vendor API", "STACK_FAKEAPI_PORT"),
+        ]
+
+    def start(self, cancelled: Callable[[], bool] = lambda: False) -> LocalStack:
+        """moto, bootstrap, the services; returns once the API and the fake API are ready.
+
+        Checks the pinned ports first and starts nothing when one is taken (ConfigError). When
+        `cancelled()` turns true on the way, raises StartCancelled; `stop()` then stops what did
+        start.
+        """
+        check_ports_free(self.settings.host, self.fixed_ports())
         for name, value in LOCAL_CREDENTIALS.items():
             os.environ[name] = value
         self.moto.start()
@@ -165,13 +183,19 @@ class LocalStack:
                 "tributary_stream", env=(("WORKER_ID", f"local-stream-{n}"),)
             )
         for name, spec in specs.items():
+            if cancelled():
+                raise StartCancelled(f"stopped before {name} started")
             self._specs[name] = spec
-            self.start_service(name)
+            self.start_service(name, cancelled)
         self.write_env_file()
         return self
 
-    def start_service(self, name: str) -> ManagedProcess:
-        """Start the service `name` (again); waits until it is ready when it has a probe."""
+    def start_service(
+        self, name: str, cancelled: Callable[[], bool] = lambda: False
+    ) -> ManagedProcess:
+        """Start the service `name` (again); waits until it is ready when it has a probe.
+
+        Call it from a thread that outlives the service (see `die_with_parent`)."""
         spec = self._specs[name]
         env = {**os.environ, **self.env, **dict(spec.env)}
         if name in self.services and "WORKER_ID" in env:  # a restart is a new worker, as on ECS
@@ -180,7 +204,7 @@ class LocalStack:
         process = ManagedProcess.python_module(name, spec.module, spec.args, env, self._out)
         self.services[name] = process.start()
         if spec.ready_url:
-            process.wait_http(spec.ready_url)
+            process.wait_http(spec.ready_url, cancelled=cancelled)
         return process
 
     def kill9(self, name: str) -> None:
@@ -197,10 +221,27 @@ class LocalStack:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def stop(self) -> None:
-        """Stop services in reverse order (each drains on SIGTERM), then the proxy and moto."""
-        for process in reversed(self.processes):
-            process.stop()
+    def stop(self, budget: float | None = None, hurry: Callable[[], bool] = lambda: False) -> None:
+        """Stop within `budget` seconds (default STACK_STOP_TIMEOUT_S) as a whole.
+
+        SIGTERM to every service at once (each drains: consumers checkpoint and release their
+        leases, the curate loop cancels its Spark job), wait for the slowest until the budget
+        runs out or `hurry()` turns true (a second Ctrl+C), SIGKILL what remains; then the proxy
+        and moto, last, since the services drain into it.
+        """
+        deadline = time.monotonic() + (self.settings.stop_timeout_s if budget is None else budget)
+        processes = self.processes
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            while not process.wait(min(0.1, deadline - time.monotonic())):
+                if hurry() or time.monotonic() >= deadline:
+                    break
+        for process in processes:
+            if process.poll() is None:
+                print(f"{process.name} did not stop in time: SIGKILL", flush=True)
+                process.kill()
+            process.close(timeout=max(deadline - time.monotonic(), 1.0))
         self.services.clear()
         if self.proxy is not None:
             self.proxy.stop()
