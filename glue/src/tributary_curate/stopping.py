@@ -65,9 +65,11 @@ class SparkStopper:
             with self._lock:
                 if self._closed.is_set():
                     return
-                spark = self._spark
-                if isinstance(spark, LazySession):  # nothing to cancel before it started
-                    spark = spark() if spark.started else None
+                spark: SparkSession | None = None
+                if isinstance(self._spark, SparkSession):
+                    spark = self._spark
+                elif self._spark.started:  # nothing to cancel before the session started
+                    spark = self._spark()
                 if spark is not None:
                     spark.sparkContext.cancelAllJobs()
             time.sleep(0.25)
