@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 120.0
+RELEASE_TIMEOUT_S = 5.0
 _PRECONDITION = ("PreconditionFailed", "ConditionalRequestConflict", "412")
 
 
@@ -289,7 +290,12 @@ async def holding(
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await asyncio.shield(store.delete(held.claim))
+        # Best effort, bounded (a stop must not wait on a store going down): an unreleased
+        # claim only makes the next run wait for its expiry.
+        try:
+            await asyncio.wait_for(asyncio.shield(store.delete(held.claim)), RELEASE_TIMEOUT_S)
+        except (TributaryError, TimeoutError) as exc:
+            log.warning("curate claim not released", extra={"dataset": dataset, "error": str(exc)})
 
 
 def _translate(exc: Exception, key: str) -> Exception:
