@@ -100,3 +100,21 @@ async def test_release_on_cancel(store: ClaimStore) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await store.read("posts") is None
+
+
+async def test_concurrent_renewals_of_one_holder_do_not_lose_the_claim(store: ClaimStore) -> None:
+    """The background renewal and the one before publishing may meet: same ETag, one at a time
+    (unserialized, S3 refused the second with 412 and the run gave up its own claim)."""
+
+    class Ticking(FakeClock):  # every reading later than the last: each renewal's body differs
+        def now(self) -> datetime:
+            self.advance(0.01)
+            return super().now()
+
+    time = Ticking(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    held = await acquire(store, "posts", "run-a", time, ttl_s=30)
+    await asyncio.gather(*(held.renew() for _ in range(3)))
+    held.check()
+    stored = await store.read("posts")
+    assert stored is not None
+    assert (stored.run_id, stored.etag) == ("run-a", held.claim.etag)

@@ -208,6 +208,7 @@ class HeldClaim:
         self._margin_s = margin_s
         self._valid_until = clock.monotonic() + ttl_s
         self._lost: str | None = None
+        self._renewing = asyncio.Lock()
 
     @property
     def run_id(self) -> str:
@@ -225,15 +226,21 @@ class HeldClaim:
             )
 
     async def renew(self) -> None:
-        """Push the expiry `ttl` ahead (If-Match); on refusal the claim is lost."""
-        started = self._clock.monotonic()
-        moved = replace(self.claim, expires_at=self._clock.now() + timedelta(seconds=self._ttl_s))
-        stored = await self._store.replace(moved)
-        if stored is None:
-            self._lost = f"the curate claim of {self.claim.dataset} was taken over by another run"
-            raise ClaimLostError(self._lost)
-        self.claim = stored
-        self._valid_until = started + self._ttl_s
+        """Push the expiry `ttl` ahead (If-Match); on refusal the claim is lost. One renewal at
+        a time: two with the same ETag would refuse each other."""
+        async with self._renewing:
+            if self._lost:
+                raise ClaimLostError(self._lost)
+            started = self._clock.monotonic()
+            expires = self._clock.now() + timedelta(seconds=self._ttl_s)
+            stored = await self._store.replace(replace(self.claim, expires_at=expires))
+            if stored is None:
+                self._lost = (
+                    f"the curate claim of {self.claim.dataset} was taken over by another run"
+                )
+                raise ClaimLostError(self._lost)
+            self.claim = stored
+            self._valid_until = started + self._ttl_s
 
     async def keep_renewed(self) -> None:
         """Renew every ttl/3 until cancelled (a failure is remembered; `check` raises it)."""
