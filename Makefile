@@ -9,7 +9,7 @@ STAMP := .venv/.installed-stamp
 LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml) \
 	tools/kinesis-local/package-lock.json
 
-.PHONY: help install demo test up curate query status lint fmt bench compose-tool
+.PHONY: help install demo test up curate query status lint fmt bench compose-tool glue-artifacts
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,12 @@ query: $(STAMP) ## DuckDB over the curated zone of the running stack: make query
 status: $(STAMP) ## Tables of the lake, shards, importer and curate state (the running stack, or AWS)
 	@if [ -f $(STACK_ENV) ] && [ -z "$$AWS_PROFILE$$AWS_ACCESS_KEY_ID" ]; then source $(STACK_ENV); fi; \
 		$(VENV_PY) -m tributary_stack status
+
+# LAKE_BUCKET and the usual AWS variables name the lake; TRIGGER=<app>-<env>-curate-schedule starts
+# the schedule once the artifacts are there (lake.yml creates it stopped).
+glue-artifacts: $(STAMP) ## Build the curate Glue job's script, zip of wheels and registry; upload to s3://$LAKE_BUCKET/_deploy/
+	@test -n "$$LAKE_BUCKET" || { echo "set LAKE_BUCKET (the lake addon's LakeBucketName export)"; exit 2; }
+	UV="$(UV)" $(VENV_PY) glue/scripts/glue_artifacts.py $(if $(TRIGGER),--start-trigger $(TRIGGER))
 
 # Debian's docker-compose validates docker-compose.yml offline (no Docker engine needed).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -41,11 +41,27 @@ from tributary.raw_writer import RawObject  # noqa: E402
 from tributary.table import render  # noqa: E402
 from tributary_curate.bookmark import MemoryBookmarkStore  # noqa: E402
 from tributary_curate.catalog import MemoryCatalog  # noqa: E402
+from tributary_curate.claim import MemoryClaimStore  # noqa: E402
 from tributary_curate.job import CurateJob  # noqa: E402
 from tributary_curate.spark import local_session  # noqa: E402
 from tributary_curate.staging import LocalStaging  # noqa: E402
 
 REGISTRY = DatasetRegistry.from_file(ROOT / "config" / "datasets.yaml")
+
+
+class FileIndex:
+    """`LakeIndex` over the local files the benchmark lands (listing only)."""
+
+    def __init__(self, lake: FileRawWriter) -> None:
+        self._lake = lake
+
+    async def keys_after(self, prefix: str, start_after: str | None = None) -> list[str]:
+        return [k for k in await self._lake.keys(prefix) if start_after is None or k > start_after]
+
+    async def delete(self, keys: list[str]) -> None:
+        return None
+
+
 WORDS = [
     "lorem",
     "ipsum",
@@ -96,9 +112,11 @@ def run_ours(spark: object, lake_root: Path, work: Path) -> dict[str, float]:
         lake,
         MemoryBookmarkStore(),
         MemoryCatalog(),
-        LocalStaging(work, lake),
+        lambda _dataset, run_id: LocalStaging(work / run_id, lake),
         SystemClock(),
         "s3://bench",
+        index=FileIndex(lake),
+        claims=MemoryClaimStore(),
     )
     started = time.perf_counter()
     result = asyncio.run(job.run(REGISTRY["posts"]))

@@ -1,10 +1,11 @@
 """Run every benchmark and write BENCHMARKS.md (`make bench`), or only re-assemble it.
 
-Each benchmark (bench/api.py, stream.py, importer.py, curate.py) saves its tables and headline
-rows in bench/results/<name>.report.json through `save()`; this script runs them one after the
-other (never in parallel: they would measure each other), then writes BENCHMARKS.md — the
-machine, how to reproduce, the headline table and every table with its same-run baseline — and
-refreshes the headline table in README.md between its `bench:headline` markers.
+Each benchmark (bench/api.py, stream.py, importer.py, curate.py, curate_bookmark.py) saves its
+tables and headline rows in bench/results/<name>.report.json through `save()`; this script runs
+them one after the other (never in parallel: they would measure each other), then writes
+BENCHMARKS.md — the machine, how to reproduce, the headline table and every table with its
+same-run baseline — and refreshes the headline table in README.md between its `bench:headline`
+markers.
 
 Run: `make bench`, `python bench/report.py [--only api,curate]`, or `--assemble` to rebuild the
 files from the saved results without running anything.
@@ -29,7 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ("api", "stream", "importer", "curate")
+BENCHMARKS = ("api", "stream", "importer", "curate", "curate_bookmark")
 HEADLINE = ["benchmark", "measure", "tributary", "baseline (same run)", "ratio", "target", "met"]
 README_MARKERS = ("<!-- bench:headline:start -->", "<!-- bench:headline:end -->")
 

@@ -20,6 +20,8 @@ from tributary.dataset import DatasetRegistry
 from tributary.testing import FakeClock, MemoryRawWriter
 from tributary_curate.bookmark import MemoryBookmarkStore
 from tributary_curate.catalog import MemoryCatalog
+from tributary_curate.claim import MemoryClaimStore
+from tributary_curate.index import MemoryLakeIndex
 from tributary_curate.job import CurateJob
 from tributary_curate.staging import LocalStaging
 
@@ -51,6 +53,8 @@ class Harness:
         self.lake = MemoryRawWriter()
         self.bookmarks = MemoryBookmarkStore()
         self.catalog = MemoryCatalog()
+        self.claims = MemoryClaimStore()
+        self.index = MemoryLakeIndex(self.lake)
         self.registry = registry
         self.spark = spark
         self.tmp = tmp
@@ -64,9 +68,11 @@ class Harness:
             self.lake,
             self.bookmarks,
             self.catalog,
-            LocalStaging(self.tmp / f"run{self.runs}", self.lake),
+            lambda dataset, run_id: LocalStaging(self.tmp / dataset / run_id, self.lake),
             FakeClock(datetime(2026, 3, 2, 9, tzinfo=UTC)),
             "s3://lake",
+            index=self.index,
+            claims=self.claims,
             crawler_name=lambda d: f"db-{d}-curated",
             **kw,
         )

@@ -3,16 +3,22 @@ quarantined), filters, schema drift (carried or ignored), event-time partitions.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from tributary.dataset import DatasetRegistry
 from tributary.envelope import encode_envelope
+from tributary.schema import RecordValidator
 from tributary_curate.transform import (
     PROBLEM,
+    VALUE,
     apply_filter,
     apply_mapping,
     check_lines,
@@ -165,3 +171,63 @@ def test_invalid_records_carry_field_and_reason(spark: SparkSession) -> None:
     assert [p["errors"] for p in problems] == [
         [{"field": "data.id", "message": "must be integer, got string"}]
     ]
+
+
+# ---- timestamps: the validator and the curated value agree ------------------------------------
+
+
+@st.composite
+def timestamp_texts(draw: st.DrawFn) -> str:
+    """ISO-8601 forms `datetime.fromisoformat` may or may not accept, and non-timestamps."""
+    if draw(st.integers(0, 5)) == 0:
+        return draw(st.text(max_size=24))
+    moment = draw(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)))
+    if draw(st.booleans()):
+        offset = timedelta(minutes=draw(st.integers(-14 * 60, 14 * 60)))
+        moment = moment.replace(tzinfo=timezone(offset))
+    form = draw(st.sampled_from(["iso", "space", "basic", "date", "week", "z", "ms", "nanos"]))
+    if form == "space":
+        return moment.isoformat(sep=" ")
+    if form == "basic":
+        return moment.strftime("%Y%m%dT%H%M%S")
+    if form == "date":
+        return moment.date().isoformat()
+    if form == "week":
+        year, week, day = moment.isocalendar()
+        return f"{year:04d}-W{week:02d}-{day}"
+    if form == "z":
+        return moment.replace(tzinfo=None).isoformat() + "Z"
+    if form == "ms":
+        return moment.isoformat(timespec="milliseconds")
+    if form == "nanos":
+        return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "789"
+    return moment.isoformat()
+
+
+def _instant(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(timestamp_texts(), min_size=1, max_size=40))
+def test_validator_accepts_a_timestamp_iff_curated_holds_that_instant(
+    spark: SparkSession, texts: list[str]
+) -> None:
+    reg = registry()
+    dataset = reg["orders"]
+    validator = RecordValidator(dataset.schema)
+    records = [order(i, shipped_at=text) for i, text in enumerate(texts)]
+    checked = check_lines(lines(spark, records), dataset)
+    rows = typed_rows(checked, dataset).select(
+        F.get_json_object(VALUE, "$.id").cast("int").alias("i"),  # _id is null on a problem
+        F.col(PROBLEM).isNull().alias("ok"),
+        F.unix_micros("shipped_at").alias("micros"),
+    )
+    got = {r["i"]: (r["ok"], r["micros"]) for r in rows.collect()}
+    for i, text in enumerate(texts):
+        ok, micros = got[i]
+        accepted = validator.is_valid(records[i])
+        assert accepted == (ok and micros is not None and micros == _instant(text)), (text, got[i])

@@ -5,7 +5,10 @@ zone, and the bookmarks.
   query "select count(*) from posts"         DuckDB over curated/ (synced to a local cache)
   bookmark show|reset [--dataset X]…          what curate remembers per dataset
 
-Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person.
+Exit codes: 0 done; 1 a transient failure (run again later); 2 needs a person (a dataset's
+config or transform failed: the others still ran); 3 another curate run holds a dataset (this
+run did nothing for it; run again when that one has finished). SIGTERM/SIGINT stop a run in
+seconds (Spark's jobs cancelled, the dataset's claim released): exit 1, or 0 under --loop.
 """
 
 from __future__ import annotations
@@ -28,12 +31,10 @@ from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
-from tributary_curate.catalog import GlueCatalog
 from tributary_curate.job import CurateResult
 from tributary_curate.query import run_query, sync_curated
-from tributary_curate.runner import curate_datasets
+from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
-from tributary_curate.staging import LocalStaging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,23 +117,17 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
                 doc = {**mark.document(), "processed": len(mark.processed)}
                 print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
             return EXIT_OK
-        from tributary_curate.spark import local_session  # starting a JVM: only when running
+        from tributary_curate.spark import LazySession  # a JVM only when there is work
 
-        spark = local_session()
-        catalog = GlueCatalog(await clients.glue(), settings.glue_database)
+        spark = LazySession()
+        stores = await Lake.open(clients, settings)
         settings.work_dir.mkdir(parents=True, exist_ok=True)
 
         async def once() -> int:
             with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
+                staging = staging_factory(settings, stores, Path(tmp), on_glue=False)
                 results, code = await curate_datasets(
-                    spark,
-                    settings,
-                    registry,
-                    names,
-                    lake,
-                    bookmarks,
-                    catalog,
-                    lambda name: LocalStaging(Path(tmp) / name, lake),
+                    spark, settings, registry, names, stores, staging
                 )
             print(results_table(results), flush=True)
             return code

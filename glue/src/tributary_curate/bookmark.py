@@ -1,10 +1,14 @@
 """The curate bookmark: which raw objects of a dataset are already curated.
 
 One JSON object per dataset at `_state/curate/<dataset>/bookmark.json`, the same locally and on
-Glue. It holds the set of processed raw keys (not a high-water mark: a raw object that lands late
-in an old hour partition is still new), pruned to the keys that still exist in raw, so it grows
-with raw's retention, not forever. Written conditionally (S3 `If-Match` on the ETag read, or
-`If-None-Match: *` for the first), so two runs of one dataset cannot both move it.
+Glue. Raw keys sort by their ingestion hour (`year=/month=/day=/hour=`), so the bookmark keeps
+an hour watermark and, for the hours after it (the late-arrival window, `CURATE_LATE_HOURS`
+behind the newest hour seen), the set of processed keys grouped by hour. A run lists raw only
+from the watermark on (ListObjectsV2 `StartAfter`), so its listing and the bookmark's size grow
+with what is new plus the window, not with raw's whole retention; an object landing late in an
+hour inside the window is still new. Written conditionally (S3 `If-Match` on the ETag read, or
+`If-None-Match: *` for the first), so two runs of one dataset cannot both move it; the run's
+claim (`tributary_curate.claim`) keeps a second run from starting at all.
 
 Glue's own job bookmarks (`--job-bookmark-option job-bookmark-enable`) track S3 input by
 modification time per transformation context and are kept by the Glue service; they do not
@@ -36,28 +40,45 @@ class Bookmark:
 
     dataset: str
     runs: int = 0
-    processed: frozenset[str] = frozenset()
+    processed: frozenset[str] = frozenset()  # raw keys done in the hours from `since` on
     last_run: dict[str, Any] = field(default_factory=dict)
     etag: str | None = None  # of the stored object; None when there is none yet
+    # `year=YYYY/month=MM/day=DD/hour=HH`: every raw key of an earlier hour is done. None: no
+    # watermark yet (a first run, or a bookmark from before watermarks): list all of raw.
+    since: str | None = None
+    last_error: dict[str, Any] = field(default_factory=dict)  # the last failed run, if any
 
     def document(self) -> dict[str, Any]:
-        """The stored JSON form."""
+        """The stored JSON form (processed keys grouped by hour, as leaf names)."""
+        grouped: dict[str, list[str]] = {}
+        for key in sorted(self.processed):
+            folder, _, leaf = key.rpartition("/")
+            grouped.setdefault(folder, []).append(leaf)
         return {
             "dataset": self.dataset,
             "runs": self.runs,
-            "processed": sorted(self.processed),
+            "since": self.since,
+            "processed": grouped,
             "last_run": self.last_run,
+            "last_error": self.last_error,
         }
 
     @classmethod
     def from_document(cls, doc: dict[str, Any], etag: str | None) -> Bookmark:
-        """Parse the stored JSON form."""
+        """Parse the stored JSON form (also the older flat list of keys)."""
+        stored = doc.get("processed", [])
+        if isinstance(stored, dict):
+            processed = frozenset(f"{f}/{leaf}" for f, leaves in stored.items() for leaf in leaves)
+        else:
+            processed = frozenset(stored)
         return cls(
             doc["dataset"],
             int(doc.get("runs", 0)),
-            frozenset(doc.get("processed", [])),
+            processed,
             dict(doc.get("last_run", {})),
             etag,
+            doc.get("since"),
+            dict(doc.get("last_error") or {}),
         )
 
 

@@ -1,7 +1,11 @@
 """The Glue Data Catalog after a curate run: the table, its new partitions, its crawler.
 
 The table is (re)declared with the schema the job wrote, so Athena can query new partitions at
-once; `BatchCreatePartition` registers the partitions the run wrote (existing ones are fine);
+once. When the columns change (a column added, a type widened), every existing partition's
+StorageDescriptor gets the new columns first (`BatchUpdatePartition`) and the table after, so
+Athena never sees a table and partitions that disagree (HIVE_PARTITION_SCHEMA_MISMATCH), and a
+crash in between is redone by the next run (the table still differs).
+`BatchCreatePartition` registers the partitions the run wrote (existing ones are fine);
 the crawler (created by the deploy's addon, new folders only) is started to pick up anything
 else. A crawler that is already running is not an error.
 """
@@ -40,7 +44,7 @@ class Catalog(Protocol):
     """What the curate job needs from a data catalog."""
 
     async def ensure_table(self, table: TableShape) -> None:
-        """Create the table, or update its columns when they changed."""
+        """Create the table, or update its columns (and every partition's) when they changed."""
 
     async def add_partitions(self, table: TableShape, values: list[tuple[str, ...]]) -> int:
         """Register partitions (existing ones are skipped); returns how many were new."""
@@ -92,9 +96,38 @@ class GlueCatalog:
                 for c in current["Table"].get("StorageDescriptor", {}).get("Columns", [])
             ]
             if tuple(have) != table.columns:
+                await self._update_partitions(table)
                 await self._glue.update_table(DatabaseName=self._database, TableInput=table_input)
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, table.name) from exc
+
+    async def _update_partitions(self, table: TableShape) -> None:
+        """Every partition's StorageDescriptor to the table's new columns, 100 at a time."""
+        values: list[list[str]] = []
+        paginator = self._glue.get_paginator("get_partitions")
+        async for page in paginator.paginate(DatabaseName=self._database, TableName=table.name):
+            values += [list(p["Values"]) for p in page.get("Partitions", [])]
+        for start in range(0, len(values), 100):
+            entries: Any = [
+                {
+                    "PartitionValueList": v,
+                    "PartitionInput": {
+                        "Values": v,
+                        "StorageDescriptor": _storage(
+                            _partition_location(table, tuple(v)), table.columns
+                        ),
+                    },
+                }
+                for v in values[start : start + 100]
+            ]
+            answer = await self._glue.batch_update_partition(
+                DatabaseName=self._database, TableName=table.name, Entries=entries
+            )
+            if answer.get("Errors"):
+                raise _translate(
+                    RuntimeError(f"BatchUpdatePartition failed: {answer['Errors'][:3]}"),
+                    table.name,
+                )
 
     async def add_partitions(self, table: TableShape, values: list[tuple[str, ...]]) -> int:
         """BatchCreatePartition, 100 at a time; AlreadyExists entries are fine."""
@@ -151,17 +184,26 @@ class MemoryCatalog:
 
     tables: dict[str, TableShape] = field(default_factory=dict)
     partitions: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
+    partition_columns: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, str], ...]] = field(
+        default_factory=dict
+    )
     crawls: list[str] = field(default_factory=list)
 
     async def ensure_table(self, table: TableShape) -> None:
-        """Remember the table."""
+        """Remember the table; on a column change every partition takes the new columns."""
+        current = self.tables.get(table.name)
+        if current is not None and current.columns != table.columns:
+            for values in self.partitions.get(table.name, set()):
+                self.partition_columns[(table.name, values)] = table.columns
         self.tables[table.name] = table
 
     async def add_partitions(self, table: TableShape, values: list[tuple[str, ...]]) -> int:
-        """Remember the partitions."""
+        """Remember the partitions (with the columns they were declared with)."""
         have = self.partitions.setdefault(table.name, set())
         new = set(values) - have
         have |= new
+        for v in new:
+            self.partition_columns[(table.name, v)] = table.columns
         return len(new)
 
     async def start_crawler(self, name: str) -> str:

@@ -1,8 +1,10 @@
 """The curate job as a Glue 5.0 job (Spark 3.5, Python 3.11).
 
 Job arguments (the deploy's addon sets them): `--LAKE_BUCKET`, `--GLUE_DATABASE`,
-`--DATASETS_CONFIG` (an `s3://` URI or a path), optional `--DATASETS` (comma-separated) and
-`--CURATE_CRAWLER_NAME`. The tributary packages ship as wheels in `--additional-python-modules`;
+`--DATASETS_CONFIG` (an `s3://` URI or a path), optional `--DATASETS` (comma-separated),
+`--CURATE_CRAWLER_NAME`, `--CURATE_LATE_HOURS`, `--CURATE_CLAIM_TTL_S`. Staging is always
+`s3://<lake>/_staging/curate/<dataset>/<run id>/`. The tributary packages ship in a zip of
+wheels in `--additional-python-modules` (`make glue-artifacts`);
 `--job-bookmark-option job-bookmark-disable`: the job keeps its own bookmark in the lake (see
 `tributary_curate.bookmark`). GlueContext / Job are used only when `awsglue` is importable;
 anywhere else this runs the same job on a local session with local staging.
@@ -22,16 +24,12 @@ from tributary.aws import AwsClients
 from tributary.dataset import DatasetRegistry
 from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
-from tributary_curate.bookmark import S3BookmarkStore
-from tributary_curate.catalog import GlueCatalog
-from tributary_curate.job import Staging
-from tributary_curate.runner import curate_datasets
+from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
-from tributary_curate.spark import configure, local_session
-from tributary_curate.staging import LocalStaging, S3Staging
+from tributary_curate.spark import LazySession, configure
 
 ARGUMENTS = ("LAKE_BUCKET", "GLUE_DATABASE", "DATASETS_CONFIG")
-OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME")
+OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME", "CURATE_LATE_HOURS", "CURATE_CLAIM_TTL_S")
 
 
 def job_arguments(argv: Sequence[str]) -> dict[str, str]:
@@ -58,24 +56,9 @@ async def _run(spark: Any, on_glue: bool, work: Path) -> int:
         registry = await _registry(settings, clients)
         wanted = os.environ.get("DATASETS", "")
         names = [n.strip() for n in wanted.split(",") if n.strip()] or list(registry)
-        s3 = await clients.s3()
-        lake = S3RawWriter(s3, settings.lake_bucket)
-
-        def staging(name: str) -> Staging:
-            if on_glue:
-                return S3Staging(settings.lake_bucket, f"_staging/curate/{name}", lake)
-            return LocalStaging(work / name, lake)
-
-        results, code = await curate_datasets(
-            spark,
-            settings,
-            registry,
-            names,
-            lake,
-            S3BookmarkStore(s3, settings.lake_bucket),
-            GlueCatalog(await clients.glue(), settings.glue_database),
-            staging,
-        )
+        lake = await Lake.open(clients, settings)
+        staging = staging_factory(settings, lake, work, on_glue=on_glue)
+        results, code = await curate_datasets(spark, settings, registry, names, lake, staging)
     for result in results:
         print(result.summary())
     return code
@@ -93,7 +76,7 @@ def main(argv: Sequence[str] = sys.argv) -> None:
         from awsglue.job import Job  # type: ignore[import-not-found]
         from pyspark.context import SparkContext
     except ImportError:
-        spark = local_session()
+        spark = LazySession()
         with tempfile.TemporaryDirectory() as tmp:
             code = asyncio.run(_run(spark, False, Path(tmp)))
         spark.stop()

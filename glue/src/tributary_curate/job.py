@@ -1,7 +1,12 @@
-"""One curate run of one dataset: bookmark → new raw objects → Spark → publish → catalog → bookmark.
+"""One curate run of one dataset: claim → bookmark → new raw objects → Spark → publish → catalog
+→ bookmark → release.
 
 The same code runs on Glue (inputs and outputs on S3) and locally (files staged to a temporary
-folder, Spark local[*]); a `Staging` hides the difference.
+folder or to S3, Spark local[*]); a `Staging` hides the difference.
+
+One run per dataset at a time: the run claims the dataset before any work (`claim`) and a second
+run stops at once, having written nothing. Each run stages under a place of its own (its run
+id) and publishes only the outputs it wrote itself.
 
 Crash safety: output files are published create-only under names derived from the run number
 and the file's content, and the bookmark moves last. A rerun after a crash anywhere sees the
@@ -11,26 +16,34 @@ interrupted attempt already published: every valid record ends up curated exactl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pyspark.errors import AnalysisException, PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
+from tributary.errors import PermanentError
 from tributary.layout import RAW_SUFFIX, Zone, partition_prefix
 from tributary.raw_writer import RawObject, RawWriter
-from tributary_curate.bookmark import BookmarkStore
+from tributary_curate.bookmark import BookmarkConflictError, BookmarkStore
 from tributary_curate.catalog import Catalog, TableShape
+from tributary_curate.claim import DEFAULT_TTL_S, ClaimStore, HeldClaim, holding
+from tributary_curate.index import LakeIndex
+from tributary_curate.staging import Staging
 from tributary_curate.transform import (
     ID,
     PARTITION_COLUMNS,
@@ -45,24 +58,13 @@ from tributary_curate.transform import (
     typed_rows,
     with_partitions,
 )
+from tributary_curate.window import DEFAULT_LATE_HOURS, advance, list_new
 
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIX = ".snappy.parquet"
 ROWS_PER_FILE = 500_000
-
-
-class Staging(Protocol):
-    """Where Spark reads lake objects from and writes its output to."""
-
-    async def inputs(self, keys: list[str]) -> list[str]:
-        """Paths Spark can read for these lake keys (local copies, or s3:// URIs)."""
-
-    def output(self, name: str) -> str:
-        """A fresh place for Spark to write output `name` to."""
-
-    async def outputs(self, name: str) -> list[tuple[str, bytes]]:
-        """The files Spark wrote under output `name`: (path relative to it, bytes)."""
+CURATED_OUTPUT, QUARANTINE_OUTPUT = "curated", "quarantine"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,61 +108,102 @@ async def _no_step(name: str) -> None:
     return None
 
 
+class CurateConfigError(PermanentError):
+    """A dataset's `curated:` config or its transform failed; the other datasets still run."""
+
+
+def new_run_id(clock: Clock) -> str:
+    """A run id of its own for every attempt (it names the run's claim and staging)."""
+    return f"{clock.now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
 class CurateJob:
     """Promotes a dataset's new raw objects to curated Parquet (see the module docstring)."""
 
     def __init__(
         self,
-        spark: SparkSession,
+        spark: SparkSession | Callable[[], SparkSession],
         lake: RawWriter,
         bookmarks: BookmarkStore,
         catalog: Catalog,
-        staging: Staging,
+        staging_for: Callable[[str, str], Staging],
         clock: Clock,
         lake_url: str,
         *,
+        index: LakeIndex,
+        claims: ClaimStore,
+        claim_ttl_s: float = DEFAULT_TTL_S,
+        late_hours: int = DEFAULT_LATE_HOURS,
         crawler_name: Callable[[str], str | None] = lambda _: None,
         step: Step = _no_step,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        self._spark = spark
+        self._spark_of = spark  # a session, or a callable starting one on first use
         self._lake = lake
         self._bookmarks = bookmarks
         self._catalog = catalog
-        self._staging = staging
+        self._staging_for = staging_for  # (dataset, run id) → the run's own staging
         self._clock = clock
         self._lake_url = lake_url.rstrip("/")  # s3://<bucket>, for catalog locations
+        self._index = index
+        self._claims = claims
+        self._claim_ttl_s = claim_ttl_s
+        self._late_hours = late_hours
         self._crawler_name = crawler_name
         self._step = step  # fault injection in tests: raise at a named step
         self._progress = progress or (lambda _: None)
 
     async def run(self, dataset: Dataset) -> CurateResult:
-        """Curate what is new in `raw/<dataset>/` since the bookmark."""
+        """Curate what is new in `raw/<dataset>/` since the bookmark. Raises `DatasetBusyError`
+        (nothing done) while another run holds the dataset, `CurateConfigError` when its
+        config or transform fails (recorded in the bookmark's `last_error`)."""
+        run_id = new_run_id(self._clock)
+        async with holding(
+            self._claims, dataset.name, run_id, self._clock, self._claim_ttl_s
+        ) as held:
+            try:
+                return await self._run_claimed(dataset, held)
+            except CurateConfigError as exc:
+                await self._record_failure(dataset.name, run_id, exc)
+                raise
+            except asyncio.CancelledError:
+                started = getattr(self._spark_of, "started", True)  # a session: started
+                if started:
+                    self._spark.sparkContext.cancelAllJobs()  # the worker thread's job stops too
+                raise
+
+    @property
+    def _spark(self) -> SparkSession:
+        if isinstance(self._spark_of, SparkSession):
+            return self._spark_of
+        return self._spark_of()
+
+    async def _run_claimed(self, dataset: Dataset, held: HeldClaim) -> CurateResult:
         started = time.perf_counter()
         bookmark = await self._bookmarks.get(dataset.name)
         run = bookmark.runs + 1
-        listed = [
-            k
-            for k in await self._lake.keys(f"{Zone.RAW}/{dataset.name}/")
-            if k.endswith(RAW_SUFFIX)
-        ]
-        new = sorted(set(listed) - bookmark.processed)
-        if not new:
+        listing = await list_new(self._index, bookmark)
+        if not listing.new:
             self._progress(f"{dataset.name}: nothing new")
             return CurateResult(dataset.name, bookmark.runs)
-        self._progress(f"{dataset.name}: run {run}, {len(new)} new raw objects; staging")
-        paths = await self._staging.inputs(new)
-        now = self._clock.now()
-        result = await self._transform_and_write(dataset, paths)
-        await self._step("after_write")
-        published = await self._publish(dataset, run, now)
-        await self._step("after_publish")
+        self._progress(f"{dataset.name}: run {run}, {len(listing.new)} new raw objects; staging")
+        staging = self._staging_for(dataset.name, held.run_id)
+        try:
+            paths = await staging.inputs(list(listing.new))
+            now = self._clock.now()
+            result = await self._transform_and_write(dataset, paths, staging)
+            await self._step("after_write")
+            await held.renew()  # a full ttl ahead before publishing
+            published = await self._publish(dataset, run, now, staging, result.outputs, held)
+            await self._step("after_publish")
+        finally:
+            await staging.cleanup()
         catalog = await self._update_catalog(dataset, result.partitions, result.columns)
         await self._step("after_catalog")
         outcome = CurateResult(
             dataset.name,
             run,
-            raw_objects=len(new),
+            raw_objects=len(listing.new),
             lines=result.lines,
             quarantined=result.quarantined,
             filtered=result.filtered,
@@ -171,18 +214,56 @@ class CurateJob:
             catalog=catalog,
             seconds=time.perf_counter() - started,
         )
-        processed = (bookmark.processed & set(listed)) | set(new)  # forget expired raw objects
-        last_run = {"finished_at": iso_utc(self._clock.now()), **outcome.summary()}
+        since, processed = advance(bookmark, listing, self._late_hours)
+        last_run = {
+            "finished_at": iso_utc(self._clock.now()),
+            "run_id": held.run_id,
+            "staging": staging.uri,
+            **outcome.summary(),
+        }
+        held.check()
         await self._bookmarks.put(
-            replace(bookmark, runs=run, processed=frozenset(processed), last_run=last_run)
+            replace(
+                bookmark,
+                runs=run,
+                processed=processed,
+                since=since,
+                last_run=last_run,
+                last_error={},
+            )
         )
         await self._step("after_bookmark")
         log.info("curate run finished", extra={"dataset": dataset.name, **outcome.summary()})
         return outcome
 
+    async def _record_failure(self, name: str, run_id: str, exc: Exception) -> None:
+        """Remember the failure in the bookmark (for `make status`); nothing else moves."""
+        bookmark = await self._bookmarks.get(name)
+        error = {"at": iso_utc(self._clock.now()), "run_id": run_id, "reason": str(exc)}
+        with contextlib.suppress(BookmarkConflictError):
+            await self._bookmarks.put(replace(bookmark, last_error=error))
+
     # ---- Spark ---------------------------------------------------------------------------------
 
-    async def _transform_and_write(self, dataset: Dataset, paths: list[str]) -> _Written:
+    async def _transform_and_write(
+        self, dataset: Dataset, paths: list[str], staging: Staging
+    ) -> _Written:
+        """Spark in a worker thread (its calls block); config and transform failures become
+        `CurateConfigError`."""
+        try:
+            prepared = await asyncio.to_thread(self._prepare, dataset, paths)
+            existing = await self._existing_ids(dataset, prepared.touched, staging)
+            written = await asyncio.to_thread(self._write, dataset, prepared, existing, staging)
+        except (ValueError, AnalysisException, PythonException) as exc:
+            raise CurateConfigError(
+                f"curated config or transform of {dataset.name} failed: {_first_line(exc)}; "
+                "fix its curated: block in the dataset registry (nothing was written)"
+            ) from exc
+        for name in written.outputs:
+            await staging.commit(name)
+        return written
+
+    def _prepare(self, dataset: Dataset, paths: list[str]) -> _Prepared:
         spark, curated = self._spark, dataset.curated
         raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
         lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
@@ -205,7 +286,17 @@ class CurateJob:
         lines_n, valid_n, kept_n = (int(counts[n]) for n in ("lines", "valid", "kept"))
         first = first_arrivals(kept).persist()
         touched = sorted(tuple(r) for r in first.select(*PARTITION_COLUMNS).distinct().collect())
-        existing = await self._existing_ids(dataset, touched)
+        return _Prepared(rows, first, touched, lines_n, valid_n, kept_n)
+
+    def _write(
+        self,
+        dataset: Dataset,
+        prepared: _Prepared,
+        existing: DataFrame | None,
+        staging: Staging,
+    ) -> _Written:
+        rows, first, touched = prepared.rows, prepared.first, prepared.touched
+        ok = F.col(PROBLEM).isNull()
         fresh = not_yet_curated(first, existing)
         curated_n = fresh.count() if existing is not None else first.count()
         # Every touched partition holds curated rows now or after this write; all are (re)declared
@@ -213,18 +304,21 @@ class CurateJob:
         partitions = touched
         self._progress(f"{dataset.name}: writing {curated_n} rows, {len(partitions)} partitions")
         out = output_columns(fresh)
+        outputs: list[str] = []
         if curated_n:
             # No second shuffle: fewer tasks (≈ ROWS_PER_FILE rows each) each write one file
             # per day they hold, instead of every shuffle partition writing a small one.
             tasks = max(1, -(-curated_n // ROWS_PER_FILE))
             out.coalesce(tasks).write.partitionBy(*PARTITION_COLUMNS).parquet(
-                self._staging.output("curated"), mode="overwrite", compression="snappy"
+                staging.output(CURATED_OUTPUT), mode="overwrite", compression="snappy"
             )
-        quarantined_n = lines_n - valid_n
+            outputs.append(CURATED_OUTPUT)
+        quarantined_n = prepared.lines - prepared.valid
         if quarantined_n:
             rows.where(~ok).select(PROBLEM).coalesce(1).write.mode("overwrite").text(
-                self._staging.output("quarantine"), compression="gzip"
+                staging.output(QUARANTINE_OUTPUT), compression="gzip"
             )
+            outputs.append(QUARANTINE_OUTPUT)
         columns = tuple(
             (f.name, f.dataType.simpleString())
             for f in out.schema.fields
@@ -233,17 +327,18 @@ class CurateJob:
         for df in (rows, first):
             df.unpersist()
         return _Written(
-            lines=lines_n,
+            lines=prepared.lines,
             quarantined=quarantined_n,
-            filtered=valid_n - kept_n,
-            duplicates=kept_n - curated_n,
+            filtered=prepared.valid - prepared.kept,
+            duplicates=prepared.kept - curated_n,
             curated=curated_n,
             partitions=tuple(partitions),
             columns=columns,
+            outputs=tuple(outputs),
         )
 
     async def _existing_ids(
-        self, dataset: Dataset, touched: list[tuple[str, ...]]
+        self, dataset: Dataset, touched: list[tuple[str, ...]], staging: Staging
     ) -> DataFrame | None:
         """The ids already curated in the touched partitions and the look-back days before."""
         days: set[datetime] = set()
@@ -257,20 +352,31 @@ class CurateJob:
             keys += [k for k in await self._lake.keys(prefix) if k.endswith(PARQUET_SUFFIX)]
         if not keys:
             return None
-        paths = await self._staging.inputs(keys)
+        paths = await staging.inputs(keys)
         return self._spark.read.parquet(*paths).select(ID)
 
     # ---- publish, catalog ---------------------------------------------------------------------
 
-    async def _publish(self, dataset: Dataset, run: int, now: datetime) -> int:
-        """Upload what Spark wrote, create-only, under content-derived names."""
+    async def _publish(
+        self,
+        dataset: Dataset,
+        run: int,
+        now: datetime,
+        staging: Staging,
+        outputs: tuple[str, ...],
+        held: HeldClaim,
+    ) -> int:
+        """Upload what this run's Spark wrote (only `outputs`), create-only, under
+        content-derived names; the claim is checked before each object."""
         published = 0
-        for relative, body in await self._staging.outputs("curated"):
+        files = await staging.outputs(CURATED_OUTPUT) if CURATED_OUTPUT in outputs else []
+        for relative, body in files:
             if not relative.endswith(".parquet"):
                 continue
             folder = relative.rsplit("/", 1)[0]  # year=…/month=…/day=…
             digest = hashlib.sha256(body).hexdigest()[:16]
             key = f"{Zone.CURATED}/{dataset.name}/{folder}/r{run:06d}-{digest}{PARQUET_SUFFIX}"
+            held.check()
             await self._lake.put(
                 RawObject(
                     key,
@@ -285,12 +391,14 @@ class CurateJob:
             )
             published += 1
         prefix = partition_prefix(Zone.QUARANTINE, dataset.name, now)
-        for _relative, body in await self._staging.outputs("quarantine"):
+        files = await staging.outputs(QUARANTINE_OUTPUT) if QUARANTINE_OUTPUT in outputs else []
+        for _relative, body in files:
             if not body:
                 continue
             digest = hashlib.sha256(body).hexdigest()[:16]
             key = f"{prefix}curate-r{run:06d}-{digest}{RAW_SUFFIX}"
             lines = len(decode_ndjson_gz(body))
+            held.check()
             await self._lake.put(RawObject(key, body, lines, f"run {run}", f"run {run}"))
         return published
 
@@ -325,3 +433,18 @@ class _Written:
     curated: int
     partitions: tuple[tuple[str, ...], ...]
     columns: tuple[tuple[str, str], ...]
+    outputs: tuple[str, ...]  # the staging outputs this run wrote
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    rows: DataFrame
+    first: DataFrame
+    touched: list[tuple[str, ...]]
+    lines: int
+    valid: int
+    kept: int
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
 
 from tributary.settings import CommonSettings
+from tributary_curate.claim import DEFAULT_TTL_S
+from tributary_curate.window import DEFAULT_LATE_HOURS
+
+
+class StagingMode(StrEnum):
+    """Where a local run stages Spark's output (on Glue it is always S3)."""
+
+    LOCAL = "local"  # a folder under CURATE_WORK_DIR
+    S3 = "s3"  # s3://<lake>/_staging/curate/<dataset>/<run id>/, exactly as on Glue
 
 
 class CurateSettings(CommonSettings):
@@ -17,3 +27,6 @@ class CurateSettings(CommonSettings):
         default=Path(".local/curated-cache"), validation_alias="CURATE_QUERY_CACHE"
     )
     interval_s: float = Field(default=600.0, gt=0, validation_alias="CURATE_INTERVAL_S")
+    staging: StagingMode = Field(default=StagingMode.LOCAL, validation_alias="CURATE_STAGING")
+    late_hours: int = Field(default=DEFAULT_LATE_HOURS, ge=1, validation_alias="CURATE_LATE_HOURS")
+    claim_ttl_s: float = Field(default=DEFAULT_TTL_S, ge=3, validation_alias="CURATE_CLAIM_TTL_S")

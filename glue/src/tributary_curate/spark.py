@@ -38,6 +38,30 @@ def local_session(cores: str = "*", shuffle_partitions: int = 8) -> SparkSession
     return session
 
 
+class LazySession:
+    """A local session started on first use: a run with nothing new, or one that finds its
+    dataset claimed by another run, ends without starting a JVM."""
+
+    def __init__(self) -> None:
+        self._session: SparkSession | None = None
+
+    def __call__(self) -> SparkSession:
+        """The session (started now if need be)."""
+        if self._session is None:
+            self._session = local_session()
+        return self._session
+
+    @property
+    def started(self) -> bool:
+        """Whether a session was started."""
+        return self._session is not None
+
+    def stop(self) -> None:
+        """Stop the session if it was started."""
+        if self._session is not None:
+            self._session.stop()
+
+
 def configure(session: SparkSession) -> SparkSession:
     """Apply `SESSION_CONF` to a session someone else built (Glue's)."""
     for key, value in SESSION_CONF.items():

@@ -1,19 +1,78 @@
 """Where Spark reads and writes during a curate run.
 
-Locally Spark cannot read `s3://` (the s3a jars are not downloadable here), so `LocalStaging`
-copies the run's inputs from the lake into a temporary folder and hands Spark local paths; on
-Glue, `S3Staging` hands Spark `s3://` URIs and a staging prefix. Either way the job publishes
-the output itself, create-only.
+Every run stages under a place of its own, named by its run id, and removes it once it has
+published: nothing a crashed or concurrent run left behind is ever read as this run's output.
+
+- `LocalStaging`: inputs copied from the lake into `<root>/in/`, Spark writes `<root>/out/`.
+- `S3Staging`: the output is staged in `s3://<lake>/_staging/curate/<dataset>/<run id>/` and
+  published from there. On Glue Spark reads `s3://` and writes that prefix directly. Locally
+  (`CURATE_STAGING=s3`) Spark cannot use `s3://` (the s3a jars are not downloadable here), so
+  it reads local copies and writes a local folder that `commit` uploads to the same prefix;
+  listing, publishing and removing the prefix are the same code as on Glue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
+from typing import Protocol
 
-from tributary.raw_writer import RawWriter
+from tributary.raw_writer import RawObject, RawWriter
+from tributary_curate.index import LakeIndex
 
 FETCH_CONCURRENCY = 16
+STAGING_PREFIX = "_staging/curate"
+
+
+class Staging(Protocol):
+    """Where Spark reads lake objects from and writes its output to, for one run."""
+
+    @property
+    def uri(self) -> str:
+        """Where this run stages (an `s3://` URI or a local path), for the bookmark."""
+
+    async def inputs(self, keys: list[str]) -> list[str]:
+        """Paths Spark can read for these lake keys (local copies, or s3:// URIs)."""
+
+    def output(self, name: str) -> str:
+        """A fresh place for Spark to write output `name` to."""
+
+    async def commit(self, name: str) -> None:
+        """Make what Spark wrote under `name` visible to `outputs` (uploads it when Spark
+        wrote locally for an S3 staging)."""
+
+    async def outputs(self, name: str) -> list[tuple[str, bytes]]:
+        """The data files under output `name`: (path relative to it, bytes)."""
+
+    async def cleanup(self) -> None:
+        """Remove everything this run staged."""
+
+
+def _data_files(base: Path) -> list[Path]:
+    """Files Spark wrote under `base`, its `_SUCCESS` and checksum files left out."""
+    if not base.exists():
+        return []
+    return sorted(
+        p
+        for p in base.rglob("*")
+        if p.is_file() and not p.name.startswith(("_", ".")) and not p.name.endswith(".crc")
+    )
+
+
+async def _fetch_all(root: Path, lake: RawWriter, keys: list[str]) -> list[str]:
+    """Copy the keys not already under `root/in/`; their local paths."""
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def fetch(key: str) -> str:
+        path = root / "in" / key
+        if not path.exists():
+            async with gate:
+                body = await lake.get(key)
+            await asyncio.to_thread(write_atomically, path, body)
+        return str(path)
+
+    return list(await asyncio.gather(*(fetch(k) for k in keys)))
 
 
 class LocalStaging:
@@ -23,63 +82,108 @@ class LocalStaging:
         self._root = root
         self._lake = lake
 
+    @property
+    def uri(self) -> str:
+        """The local folder."""
+        return str(self._root)
+
     async def inputs(self, keys: list[str]) -> list[str]:
-        """Copy the keys not already here; their local paths."""
-        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-        async def fetch(key: str) -> str:
-            path = self._root / "in" / key
-            if not path.exists():
-                async with gate:
-                    body = await self._lake.get(key)
-                await asyncio.to_thread(write_atomically, path, body)
-            return str(path)
-
-        return list(await asyncio.gather(*(fetch(k) for k in keys)))
+        """Local copies."""
+        return await _fetch_all(self._root, self._lake, keys)
 
     def output(self, name: str) -> str:
         """`root/out/<name>` (Spark creates it)."""
         return str(self._root / "out" / name)
 
+    async def commit(self, name: str) -> None:
+        """Nothing to do: Spark wrote where `outputs` reads."""
+
     async def outputs(self, name: str) -> list[tuple[str, bytes]]:
-        """Data files Spark wrote (its `_SUCCESS` and checksum files left out)."""
+        """Data files Spark wrote."""
         base = self._root / "out" / name
-        if not base.exists():
-            return []
-        files = sorted(
-            p
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(("_", ".")) and not p.name.endswith(".crc")
-        )
-        return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in files]
+        return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in _data_files(base)]
+
+    async def cleanup(self) -> None:
+        """Remove the folder."""
+        await asyncio.to_thread(shutil.rmtree, self._root, True)
 
 
 class S3Staging:
-    """On Glue: Spark reads `s3://<bucket>/<key>` and writes under a staging prefix."""
+    """Staging in `s3://<bucket>/_staging/curate/<dataset>/<run id>/` (see the module doc).
 
-    def __init__(self, bucket: str, prefix: str, lake: RawWriter) -> None:
+    `local` is None on Glue (Spark reads and writes `s3://` itself); otherwise the folder where
+    Spark reads input copies and writes output that `commit` uploads.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        dataset: str,
+        run_id: str,
+        lake: RawWriter,
+        index: LakeIndex,
+        local: Path | None = None,
+    ) -> None:
         self._bucket = bucket
-        self._prefix = prefix.rstrip("/")
+        self._prefix = f"{STAGING_PREFIX}/{dataset}/{run_id}"
         self._lake = lake
+        self._index = index
+        self._local = local
+
+    @property
+    def uri(self) -> str:
+        """s3://<bucket>/_staging/curate/<dataset>/<run id>/."""
+        return f"s3://{self._bucket}/{self._prefix}/"
 
     async def inputs(self, keys: list[str]) -> list[str]:
-        """s3:// URIs of the keys."""
-        return [f"s3://{self._bucket}/{k}" for k in keys]
+        """s3:// URIs on Glue; local copies otherwise."""
+        if self._local is None:
+            return [f"s3://{self._bucket}/{k}" for k in keys]
+        return await _fetch_all(self._local, self._lake, keys)
 
     def output(self, name: str) -> str:
-        """s3://<bucket>/<prefix>/<name>."""
-        return f"s3://{self._bucket}/{self._prefix}/{name}"
+        """The staging prefix's `<name>/` (on Glue), or a local folder to upload from."""
+        if self._local is None:
+            return f"s3://{self._bucket}/{self._prefix}/{name}"
+        return str(self._local / "out" / name)
+
+    async def commit(self, name: str) -> None:
+        """Upload what Spark wrote locally into the staging prefix (create-only)."""
+        if self._local is None:
+            return
+        base = self._local / "out" / name
+        for path in _data_files(base):
+            key = f"{self._prefix}/{name}/{path.relative_to(base).as_posix()}"
+            body = await asyncio.to_thread(path.read_bytes)
+            await self._lake.put(
+                RawObject(
+                    key,
+                    body,
+                    0,
+                    "staging",
+                    "staging",
+                    {"writer": "curate"},
+                    content_type="application/octet-stream",
+                    content_encoding="identity",
+                )
+            )
 
     async def outputs(self, name: str) -> list[tuple[str, bytes]]:
-        """What Spark wrote under the staging prefix."""
+        """What is staged under `<prefix>/<name>/`."""
         base = f"{self._prefix}/{name}/"
         found = []
-        for key in await self._lake.keys(base):
+        for key in await self._index.keys_after(base):
             leaf = key.rsplit("/", 1)[-1]
             if leaf.startswith(("_", ".")) or leaf.endswith(".crc"):
                 continue
             found.append((key[len(base) :], await self._lake.get(key)))
         return found
+
+    async def cleanup(self) -> None:
+        """Delete the run's staging prefix (and the local folder)."""
+        await self._index.delete(await self._index.keys_after(f"{self._prefix}/"))
+        if self._local is not None:
+            await asyncio.to_thread(shutil.rmtree, self._local, True)
 
 
 def write_atomically(path: Path, body: bytes) -> None:

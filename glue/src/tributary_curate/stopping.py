@@ -19,6 +19,7 @@ from py4j.protocol import Py4JError
 from pyspark.sql import SparkSession
 
 from tributary.stop import StopRequest
+from tributary_curate.spark import LazySession
 
 # What a stopped run raises: the task's cancellation, or the cancelled Spark job's error.
 STOPPED = (asyncio.CancelledError, Py4JError)
@@ -27,7 +28,7 @@ STOPPED = (asyncio.CancelledError, Py4JError)
 class SparkStopper:
     """SIGTERM / SIGINT cancel Spark's jobs and the current task; `close()` before spark.stop()."""
 
-    def __init__(self, spark: SparkSession) -> None:
+    def __init__(self, spark: SparkSession | LazySession) -> None:
         self._spark = spark
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
@@ -64,5 +65,11 @@ class SparkStopper:
             with self._lock:
                 if self._closed.is_set():
                     return
-                self._spark.sparkContext.cancelAllJobs()
+                spark: SparkSession | None = None
+                if isinstance(self._spark, SparkSession):
+                    spark = self._spark
+                elif self._spark.started:  # nothing to cancel before the session started
+                    spark = self._spark()
+                if spark is not None:
+                    spark.sparkContext.cancelAllJobs()
             time.sleep(0.25)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pandas as pd
@@ -115,6 +116,39 @@ def check_lines(lines: DataFrame, dataset: Dataset) -> DataFrame:
 
 # ---- typed columns ----------------------------------------------------------------------------
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+_FIRST, _LAST = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def instant_micros(value: str | None) -> int | None:
+    """Microseconds since the epoch of a timestamp string, parsed exactly as the registry's
+    validator parses it (`datetime.fromisoformat`; no offset means UTC); None when it does not
+    parse or lies outside 0001-01-01..9999-12-31 UTC (Spark's range)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if not _FIRST <= moment <= _LAST:
+        return None
+    return (moment - _EPOCH) // _MICRO
+
+
+def _instants(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    for values in batches:
+        yield pd.Series([instant_micros(v) for v in values], dtype="Int64")
+
+
+def to_instant(column: Column) -> Column:
+    """A timestamp column from strings, through `instant_micros` (Spark's own cast parses fewer
+    forms than the validator accepts: `20260101T100000`, `2026-W01-1` became null)."""
+    micros = pandas_udf(_instants, T.LongType())  # type: ignore[call-overload]
+    return F.timestamp_micros(micros(column))
+
 
 def _spark_type(spec: FieldSpec) -> T.DataType:
     """The Spark type `from_json` reads a field as. Untyped values stay JSON text."""
@@ -182,17 +216,29 @@ def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
         F.col("e.source").alias(SOURCE),
         F.col("e.received_at").cast(T.TimestampType()).alias(RECEIVED_AT),
     ]
+    unplaced: list[Column] = []
     for c in data_columns(dataset.schema, curated.nested):
         column = F.col("e.data." + ".".join(f"`{p}`" for p in c.path))
         if c.timestamp:
-            column = column.cast(T.TimestampType())
+            text, column = column, to_instant(column)
+            reason = "timestamp outside 0001-01-01..9999-12-31 UTC"
+            unplaced.append(
+                F.when(
+                    text.isNotNull() & column.isNull(),
+                    F.struct(F.lit(c.name).alias("field"), F.lit(reason).alias("message")),
+                )
+            )
         columns.append(column.alias(c.name))
     if carry:
         declared = F.array(*(F.lit(n) for n in dataset.schema.fields))
         columns.append(
             F.map_filter("_all", lambda k, _v: ~F.array_contains(declared, k)).alias(EXTRA_COLUMN)
         )
-    return parsed.select(*columns, VALUE, RAW_KEY, PROBLEM)
+    problem = F.col(PROBLEM)
+    if unplaced:  # the validator accepted it, but Spark cannot hold the instant
+        failures = F.filter(F.array(*unplaced), lambda e: e.isNotNull())
+        problem = F.coalesce(problem, problem_line(dataset.name, failures))
+    return parsed.select(*columns, VALUE, RAW_KEY, problem.alias(PROBLEM))
 
 
 # ---- mapping, filter, partitions --------------------------------------------------------------

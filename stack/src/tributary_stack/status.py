@@ -16,12 +16,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tributary.aws import AwsClients
+from tributary.clock import iso_utc
 from tributary.dataset import DatasetRegistry
 from tributary.layout import Zone
 from tributary.raw_writer import META_RECORDS
 from tributary.settings import CommonSettings
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore
+from tributary_curate.claim import S3ClaimStore
 from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore
@@ -153,9 +155,16 @@ async def status(settings: CommonSettings, sources: list[str]) -> str:
             )
         )
         bookmarks = S3BookmarkStore(await clients.s3(), settings.lake_bucket)
-        curate_rows = []
+        claims = S3ClaimStore(await clients.s3(), settings.lake_bucket)
+        curate_rows, failure_rows, claim_rows = [], [], []
         for name in registry:
             mark = await bookmarks.get(name)
+            claim = await claims.read(name)
+            if claim is not None:
+                claim_rows.append([name, claim.run_id, claim.owner, iso_utc(claim.expires_at)])
+            if mark.last_error:
+                error = mark.last_error
+                failure_rows.append([name, error.get("at", "-"), error.get("reason", "-")])
             last = mark.last_run
             curate_rows.append(
                 [
@@ -183,4 +192,20 @@ async def status(settings: CommonSettings, sources: list[str]) -> str:
                 title="\nCurate (bookmarks in _state/curate/)",
             )
         )
+        if claim_rows:  # a run in progress (or a killed one whose claim has not expired yet)
+            out.append(
+                render(
+                    ["dataset", "run id", "held by", "claim expires"],
+                    claim_rows,
+                    title="\nCurate runs in progress (claims in _state/curate/)",
+                )
+            )
+        if failure_rows:  # a dataset whose config or transform failed: it needs a person
+            out.append(
+                render(
+                    ["dataset", "failed at", "reason"],
+                    failure_rows,
+                    title="\nCurate failures (the last run of these datasets failed)",
+                )
+            )
     return "\n".join(out)

@@ -1,0 +1,309 @@
+"""One curate run per dataset at a time: a claim taken before any work, with an expiry.
+
+`_state/curate/<dataset>/claim.json` names the run holding the dataset and when its claim
+expires. It is created with `If-None-Match: *`; a claim whose expiry has passed (its run
+crashed or was SIGKILLed) is taken over with `If-Match` on the ETag read, so of two runs racing
+for it exactly one wins. The holder renews it every `ttl / 3` and checks it is still within its
+expiry (on its own monotonic clock, with a margin) before each object it publishes; it deletes
+the claim when it ends, also on SIGTERM (the task is cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tributary.aws import error_code, translate_aws_error
+from tributary.clock import Clock, iso_utc
+from tributary.errors import PermanentError, TributaryError
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 120.0
+RELEASE_TIMEOUT_S = 5.0
+_PRECONDITION = ("PreconditionFailed", "ConditionalRequestConflict", "412")
+
+
+class DatasetBusyError(PermanentError):
+    """Another run holds the dataset's claim: this run did nothing (exit code 3)."""
+
+
+class ClaimLostError(PermanentError):
+    """This run's claim expired or was taken over: it must not publish anything more."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds a dataset, until when."""
+
+    dataset: str
+    run_id: str
+    owner: str
+    expires_at: datetime
+    etag: str | None = None
+
+    def document(self) -> dict[str, str]:
+        """The stored JSON form."""
+        return {
+            "dataset": self.dataset,
+            "run_id": self.run_id,
+            "owner": self.owner,
+            "expires_at": iso_utc(self.expires_at),
+        }
+
+    @classmethod
+    def from_document(cls, doc: dict[str, str], etag: str | None) -> Claim:
+        """Parse the stored JSON form."""
+        expires = datetime.fromisoformat(doc["expires_at"].replace("Z", "+00:00"))
+        return cls(doc["dataset"], doc["run_id"], doc["owner"], expires, etag)
+
+
+def claim_key(dataset: str) -> str:
+    """Where a dataset's claim lives in the lake bucket."""
+    return f"_state/curate/{dataset}/claim.json"
+
+
+def this_process() -> str:
+    """`host:pid`, for the message a refused run prints."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ClaimStore(Protocol):
+    """Stores claims with conditional writes."""
+
+    async def read(self, dataset: str) -> Claim | None:
+        """The stored claim (expired or not), or None."""
+
+    async def create(self, claim: Claim) -> Claim | None:
+        """Store `claim` if there is none; the stored claim with its etag, or None if one
+        exists already."""
+
+    async def replace(self, claim: Claim) -> Claim | None:
+        """Store `claim` over the one read as `claim.etag`; None if it changed since."""
+
+    async def delete(self, claim: Claim) -> None:
+        """Delete the claim if it is still `claim.etag` (else leave it: it is someone else's)."""
+
+
+class MemoryClaimStore:
+    """`ClaimStore` over a dict, with S3's conditional semantics."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, Claim] = {}
+        self._versions = 0
+
+    def _stored(self, claim: Claim) -> Claim:
+        self._versions += 1
+        stored = replace(claim, etag=f'"v{self._versions}"')
+        self.claims[claim.dataset] = stored
+        return stored
+
+    async def read(self, dataset: str) -> Claim | None:
+        """The stored claim."""
+        return self.claims.get(dataset)
+
+    async def create(self, claim: Claim) -> Claim | None:
+        """Create-only."""
+        return None if claim.dataset in self.claims else self._stored(claim)
+
+    async def replace(self, claim: Claim) -> Claim | None:
+        """If-Match."""
+        current = self.claims.get(claim.dataset)
+        if current is None or current.etag != claim.etag:
+            return None
+        return self._stored(claim)
+
+    async def delete(self, claim: Claim) -> None:
+        """Delete if unchanged."""
+        current = self.claims.get(claim.dataset)
+        if current is not None and current.etag == claim.etag:
+            del self.claims[claim.dataset]
+
+
+class S3ClaimStore:
+    """`ClaimStore` on the lake bucket (`If-None-Match: *`, `If-Match`)."""
+
+    def __init__(self, s3: S3Client, bucket: str) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+
+    async def read(self, dataset: str) -> Claim | None:
+        """GetObject; None on NoSuchKey."""
+        key = claim_key(dataset)
+        try:
+            response = await self._s3.get_object(Bucket=self._bucket, Key=key)
+            async with response["Body"] as body:
+                data = await body.read()
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise _translate(exc, key) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, key) from exc
+        return Claim.from_document(orjson.loads(data), response["ETag"])
+
+    async def _put(self, claim: Claim, **condition: str) -> Claim | None:
+        key = claim_key(claim.dataset)
+        try:
+            response = await self._s3.put_object(
+                Bucket=self._bucket,
+                Key=key,
+                Body=orjson.dumps(claim.document()),
+                ContentType="application/json",
+                **condition,  # type: ignore[arg-type]
+            )
+        except ClientError as exc:
+            if error_code(exc) in (*_PRECONDITION, "NoSuchKey"):
+                return None
+            raise _translate(exc, key) from exc
+        except BotoCoreError as exc:
+            raise _translate(exc, key) from exc
+        return replace(claim, etag=response["ETag"])
+
+    async def create(self, claim: Claim) -> Claim | None:
+        """PutObject with If-None-Match: *."""
+        return await self._put(claim, IfNoneMatch="*")
+
+    async def replace(self, claim: Claim) -> Claim | None:
+        """PutObject with If-Match."""
+        assert claim.etag is not None
+        return await self._put(claim, IfMatch=claim.etag)
+
+    async def delete(self, claim: Claim) -> None:
+        """DeleteObject, after checking the claim is still ours (a release is best effort:
+        if it fails the claim simply expires)."""
+        current = await self.read(claim.dataset)
+        if current is None or current.etag != claim.etag:
+            return
+        key = claim_key(claim.dataset)
+        try:
+            await self._s3.delete_object(Bucket=self._bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not release curate claim", extra={"key": key, "error": str(exc)})
+
+
+class HeldClaim:
+    """A claim this run holds: renewed in the background, checked before each publish."""
+
+    def __init__(
+        self, store: ClaimStore, claim: Claim, clock: Clock, ttl_s: float, margin_s: float
+    ) -> None:
+        self._store = store
+        self.claim = claim
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._margin_s = margin_s
+        self._valid_until = clock.monotonic() + ttl_s
+        self._lost: str | None = None
+        self._renewing = asyncio.Lock()
+
+    @property
+    def run_id(self) -> str:
+        """The run id the claim names (it also names the run's staging prefix)."""
+        return self.claim.run_id
+
+    def check(self) -> None:
+        """Raise `ClaimLostError` unless the claim is surely still this run's."""
+        if self._lost:
+            raise ClaimLostError(self._lost)
+        if self._clock.monotonic() > self._valid_until - self._margin_s:
+            raise ClaimLostError(
+                f"the curate claim of {self.claim.dataset} is about to expire unrenewed; "
+                "stopping before publishing more (the rerun repairs it)"
+            )
+
+    async def renew(self) -> None:
+        """Push the expiry `ttl` ahead (If-Match); on refusal the claim is lost. One renewal at
+        a time: two with the same ETag would refuse each other."""
+        async with self._renewing:
+            if self._lost:
+                raise ClaimLostError(self._lost)
+            started = self._clock.monotonic()
+            expires = self._clock.now() + timedelta(seconds=self._ttl_s)
+            stored = await self._store.replace(replace(self.claim, expires_at=expires))
+            if stored is None:
+                self._lost = (
+                    f"the curate claim of {self.claim.dataset} was taken over by another run"
+                )
+                raise ClaimLostError(self._lost)
+            self.claim = stored
+            self._valid_until = started + self._ttl_s
+
+    async def keep_renewed(self) -> None:
+        """Renew every ttl/3 until cancelled (a failure is remembered; `check` raises it)."""
+        while True:
+            await asyncio.sleep(self._ttl_s / 3)
+            try:
+                await self.renew()
+            except ClaimLostError:
+                return
+            except TributaryError as exc:  # unreachable for a while: check() decides by expiry
+                log.warning("curate claim renewal failed", extra={"error": str(exc)})
+
+
+async def acquire(
+    store: ClaimStore, dataset: str, run_id: str, clock: Clock, ttl_s: float
+) -> HeldClaim:
+    """Claim `dataset` for `run_id`, or raise `DatasetBusyError` naming who holds it."""
+    wanted = Claim(dataset, run_id, this_process(), clock.now() + timedelta(seconds=ttl_s))
+    stored = await store.create(wanted)
+    if stored is None:
+        current = await store.read(dataset)
+        if current is not None and current.expires_at > clock.now():
+            raise DatasetBusyError(
+                f"another curate run of {dataset} is in progress ({current.owner}, run "
+                f"{current.run_id}, claim expires {iso_utc(current.expires_at)}); this run did "
+                "nothing. Run again when it has finished."
+            )
+        if current is None:
+            stored = await store.create(wanted)
+        else:
+            log.warning(
+                "taking over an expired curate claim",
+                extra={"dataset": dataset, "previous": current.document()},
+            )
+            stored = await store.replace(replace(wanted, etag=current.etag))
+        if stored is None:
+            raise DatasetBusyError(
+                f"another curate run of {dataset} claimed it at the same moment; this run did "
+                "nothing. Run again when it has finished."
+            )
+    return HeldClaim(store, stored, clock, ttl_s, margin_s=min(30.0, ttl_s / 4))
+
+
+@contextlib.asynccontextmanager
+async def holding(
+    store: ClaimStore, dataset: str, run_id: str, clock: Clock, ttl_s: float
+) -> AsyncIterator[HeldClaim]:
+    """Hold the claim for the block: renewed meanwhile, released after (also when cancelled)."""
+    held = await acquire(store, dataset, run_id, clock, ttl_s)
+    renewing = asyncio.create_task(held.keep_renewed())
+    try:
+        yield held
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        # Best effort, bounded (a stop must not wait on a store going down): an unreleased
+        # claim only makes the next run wait for its expiry.
+        try:
+            await asyncio.wait_for(asyncio.shield(store.delete(held.claim)), RELEASE_TIMEOUT_S)
+        except (TributaryError, TimeoutError) as exc:
+            log.warning("curate claim not released", extra={"dataset": dataset, "error": str(exc)})
+
+
+def _translate(exc: Exception, key: str) -> Exception:
+    return translate_aws_error(exc, f"curate claim {key}", "check LAKE_BUCKET and IAM")

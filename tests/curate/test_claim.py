@@ -1,0 +1,120 @@
+"""The run claim's contract, the same cases on S3 (moto) and in memory: one holder at a time,
+an expired claim taken over exactly once, renewal and release only by the holder."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from tributary.aws import AwsClients
+from tributary.settings import AwsSettings
+from tributary.testing import FakeClock
+from tributary_curate.claim import (
+    ClaimLostError,
+    ClaimStore,
+    DatasetBusyError,
+    MemoryClaimStore,
+    S3ClaimStore,
+    acquire,
+    holding,
+)
+
+
+@pytest.fixture(params=["memory", "s3"])
+async def store(request: pytest.FixtureRequest, lake: AwsSettings) -> AsyncIterator[ClaimStore]:
+    if request.param == "memory":
+        yield MemoryClaimStore()
+        return
+    async with AwsClients(lake) as clients:
+        yield S3ClaimStore(await clients.s3(), lake.lake_bucket)
+
+
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+
+
+async def test_second_run_is_refused_while_the_first_holds_the_claim(store: ClaimStore) -> None:
+    time = clock()
+    first = await acquire(store, "posts", "run-a", time, ttl_s=60)
+    with pytest.raises(DatasetBusyError, match="another curate run of posts is in progress"):
+        await acquire(store, "posts", "run-b", time, ttl_s=60)
+    other = await acquire(store, "comments", "run-c", time, ttl_s=60)  # per dataset
+    assert (first.run_id, other.run_id) == ("run-a", "run-c")
+    stored = await store.read("posts")
+    assert stored is not None
+    assert stored.run_id == "run-a"
+
+
+async def test_an_expired_claim_is_taken_over_by_exactly_one_run(store: ClaimStore) -> None:
+    time = clock()
+    crashed = await acquire(store, "posts", "crashed", time, ttl_s=10)
+    time.advance(11)  # its run was SIGKILLed: nobody renews it
+    outcomes = await asyncio.gather(
+        *(acquire(store, "posts", f"run-{n}", time, ttl_s=60) for n in range(4)),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(winners) == 1, outcomes
+    assert all(isinstance(o, DatasetBusyError) for o in outcomes if o not in winners)
+    # The crashed run, were it only paused, can neither renew nor release the new claim.
+    with pytest.raises(ClaimLostError, match="taken over"):
+        await crashed.renew()
+    with pytest.raises(ClaimLostError):
+        crashed.check()
+    await store.delete(crashed.claim)
+    stored = await store.read("posts")
+    assert stored is not None
+    assert stored.run_id == winners[0].run_id
+
+
+async def test_holder_renews_checks_expiry_and_releases(store: ClaimStore) -> None:
+    time = clock()
+    async with holding(store, "posts", "run-a", time, ttl_s=40) as held:
+        time.advance(20)
+        held.check()  # 20 s left, margin 10 s
+        await held.renew()
+        time.advance(25)
+        held.check()
+        time.advance(10)  # 5 s left: within the margin, stop publishing
+        with pytest.raises(ClaimLostError, match="about to expire"):
+            held.check()
+    assert await store.read("posts") is None
+    again = await acquire(store, "posts", "run-b", time, ttl_s=40)
+    assert again.run_id == "run-b"
+
+
+async def test_release_on_cancel(store: ClaimStore) -> None:
+    entered = asyncio.Event()
+
+    async def run() -> None:
+        async with holding(store, "posts", "run-a", clock(), ttl_s=60):
+            entered.set()
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(run())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.read("posts") is None
+
+
+async def test_concurrent_renewals_of_one_holder_do_not_lose_the_claim(store: ClaimStore) -> None:
+    """The background renewal and the one before publishing may meet: same ETag, one at a time
+    (unserialized, S3 refused the second with 412 and the run gave up its own claim)."""
+
+    class Ticking(FakeClock):  # every reading later than the last: each renewal's body differs
+        def now(self) -> datetime:
+            self.advance(0.01)
+            return super().now()
+
+    time = Ticking(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    held = await acquire(store, "posts", "run-a", time, ttl_s=30)
+    await asyncio.gather(*(held.renew() for _ in range(3)))
+    held.check()
+    stored = await store.read("posts")
+    assert stored is not None
+    assert (stored.run_id, stored.etag) == ("run-a", held.claim.etag)

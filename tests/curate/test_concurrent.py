@@ -1,0 +1,165 @@
+"""Curate runs as real processes on moto with CURATE_STAGING=s3 (the Glue staging path): two
+runs of one dataset at once never duplicate a row; a run finding a live claim exits 3 at once
+having written nothing; SIGTERM (which stops a run in seconds) releases the claim; a SIGKILLed
+run's claim expires and the rerun curates each record once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DATASETS_CONFIG, lake_settings
+from tests.curate.lake import envelope, land
+from tributary.aws import AwsClients
+from tributary.bootstrap import bootstrap
+from tributary.s3_writer import S3RawWriter
+from tributary.settings import AwsSettings, CommonSettings
+from tributary_curate.claim import Claim, S3ClaimStore
+from tributary_stack.moto import MotoServer
+from tributary_stack.status import status
+
+HOUR = datetime(2026, 3, 1, 12, tzinfo=UTC)
+ROWS = 20
+
+
+def comment(i: int) -> dict[str, Any]:
+    return {"postId": 1 + i % 3, "id": i, "email": f"u{i}@example.com", "body": f"comment {i}"}
+
+
+class Lake:
+    def __init__(
+        self, aws: AwsSettings, env: dict[str, str], writer: S3RawWriter, claims: S3ClaimStore
+    ) -> None:
+        self.aws, self.env, self.writer, self.claims = aws, env, writer, claims
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tributary_curate", "run", *args],
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its Spark JVM is killed with it (the process group)
+        )
+
+    async def ids(self, dataset: str) -> list[str]:
+        ids: list[str] = []
+        for key in await self.writer.keys(f"curated/{dataset}/"):
+            table = pq.read_table(io.BytesIO(await self.writer.get(key)), columns=["_id"])
+            ids += table.column("_id").to_pylist()
+        return ids
+
+    async def wait_for_claim(self, dataset: str, process: subprocess.Popen[str]) -> Claim:
+        for _ in range(1200):
+            claim = await self.claims.read(dataset)
+            if claim is not None:
+                return claim
+            assert process.poll() is None, process.communicate()
+            await asyncio.sleep(0.05)
+        raise AssertionError("no claim appeared")
+
+
+async def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
+    _out, err = await asyncio.to_thread(process.communicate, timeout=300)
+    return process.returncode, err
+
+
+@pytest.fixture
+async def lake(moto: MotoServer, tmp_path: Path) -> AsyncIterator[Lake]:
+    aws = lake_settings(moto.endpoint)
+    await bootstrap(aws, shards=1)
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto.endpoint,
+        "LAKE_BUCKET": aws.lake_bucket,
+        "GLUE_DATABASE": aws.glue_database,
+        "DATASETS_CONFIG": str(DATASETS_CONFIG),
+        "CURATE_WORK_DIR": str(tmp_path / "work"),
+        "CURATE_STAGING": "s3",
+        "CURATE_DRIVER_MEMORY": "1g",
+        "LOG_LEVEL": "WARNING",
+    }
+    async with AwsClients(aws) as clients:
+        s3 = await clients.s3()
+        writer = S3RawWriter(s3, aws.lake_bucket)
+        lines = [envelope("comments", str(i), comment(i)) for i in range(1, ROWS + 1)]
+        await land(writer, "comments", HOUR, "b1", lines)
+        yield Lake(aws, env, writer, S3ClaimStore(s3, aws.lake_bucket))
+
+
+@pytest.mark.timeout(600)
+async def test_two_runs_at_once_never_duplicate_a_row(lake: Lake) -> None:
+    first, second = lake.start("--dataset", "comments"), lake.start("--dataset", "comments")
+    outcomes = [await finish(first), await finish(second)]
+    ids = await lake.ids("comments")
+    assert sorted(ids, key=int) == [str(i) for i in range(1, ROWS + 1)]
+    codes = sorted(code for code, _ in outcomes)
+    assert codes in ([0, 0], [0, 3]), outcomes
+    if codes == [0, 3]:
+        busy = next(err for code, err in outcomes if code == 3)
+        assert "another curate run of comments" in busy
+    code, err = await finish(lake.start("--dataset", "comments"))
+    assert code == 0, err
+    assert len(await lake.ids("comments")) == ROWS
+    assert await lake.writer.keys("_staging/") == []
+    assert await lake.claims.read("comments") is None
+
+
+@pytest.mark.timeout(600)
+async def test_a_live_claim_stops_a_run_at_once_the_other_datasets_still_run(lake: Lake) -> None:
+    held = Claim("comments", "other-run", "elsewhere:1", datetime.now(UTC) + timedelta(hours=1))
+    assert await lake.claims.create(held) is not None
+    await land(lake.writer, "posts", HOUR, "p1", [envelope("posts", "1", _post(1))])
+    before = await lake.writer.keys("")
+    code, err = await finish(lake.start("--dataset", "comments", "--dataset", "posts"))
+    assert code == 3, err
+    assert "comments: skipped: another curate run of comments is in progress" in err
+    assert "elsewhere:1" in err
+    new = sorted(set(await lake.writer.keys("")) - set(before))
+    assert new, "posts still ran"
+    assert all(k.startswith(("curated/posts/", "_state/curate/posts/")) for k in new), new
+    settings = CommonSettings.model_validate(
+        {k: v for k, v in lake.env.items() if k.isupper() and not k.startswith("CURATE_")}
+        | {"STREAM_NAME": lake.aws.stream_name, "LEASE_TABLE": lake.aws.lease_table}
+        | {"STATE_TABLE": lake.aws.state_table}
+    )
+    shown = (await status(settings, [])).split("Curate runs in progress")[1]
+    assert "other-run" in shown
+    assert "elsewhere:1" in shown
+
+
+@pytest.mark.timeout(600)
+async def test_sigterm_releases_the_claim_sigkill_lets_it_expire(lake: Lake) -> None:
+    stopped = lake.start("--dataset", "comments")
+    await lake.wait_for_claim("comments", stopped)
+    os.kill(stopped.pid, signal.SIGTERM)
+    code, err = await finish(stopped)
+    assert code == 1, err  # stopped: run again (the stack's loop exits 0)
+    assert "curate: stopped" in err
+    assert await lake.claims.read("comments") is None
+
+    killed = lake.start("--dataset", "comments", CURATE_CLAIM_TTL_S="5")
+    claim = await lake.wait_for_claim("comments", killed)
+    os.killpg(killed.pid, signal.SIGKILL)
+    await finish(killed)
+    assert await lake.claims.read("comments") == claim  # left behind, expiring
+    await asyncio.sleep(max(0.0, (claim.expires_at - datetime.now(UTC)).total_seconds()))
+    code, err = await finish(lake.start("--dataset", "comments"))
+    assert code == 0, err
+    assert sorted(await lake.ids("comments"), key=int) == [str(i) for i in range(1, ROWS + 1)]
+    assert await lake.claims.read("comments") is None
+
+
+def _post(i: int) -> dict[str, Any]:
+    return {"userId": 1, "id": i, "title": f"t{i}", "body": f"b{i}"}
