@@ -152,6 +152,7 @@ async def test_api_image_install_serves_and_accepts(
         API_PORT=str(port),
         API_HOST="127.0.0.1",
         API_KEYS=json.dumps([{"name": "t", "sha256": hashlib.sha256(b"k").hexdigest()}]),
+        ENVELOPE_SIGNING_KEY="image-test-envelope-signing-key-0123456789",
     )
     log = tmp_path / "api.log"
     stop_later.append(start(venv, cmd, env, log))
@@ -176,6 +177,7 @@ async def test_stream_consumer_image_install_takes_the_leases(
         LEASE_TABLE=lake.lease_table,
         SHARD_SYNC_S="1",
         STREAM_HEALTH_FILE=str(tmp_path / "health"),  # the image's, in this test's folder
+        ENVELOPE_SIGNING_KEY="image-test-envelope-signing-key-0123456789",
     )
     assert final_env["STREAM_HEALTH_FILE"].startswith("/tmp/")
     log = tmp_path / "consumer.log"
