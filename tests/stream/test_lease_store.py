@@ -100,3 +100,20 @@ async def test_a_row_that_is_not_a_lease_is_a_clear_permanent_error(lake: AwsSet
         await db.put_item(TableName=lake.lease_table, Item={"leaseKey": {"S": "stranger"}})
         with pytest.raises(PermanentError, match="'stranger' is not a lease"):
             await DynamoDbLeaseStore(db, lake.lease_table).list_leases()
+
+
+async def test_take_returns_the_stored_row_not_the_callers_copy(store: LeaseStore) -> None:
+    """B takes and checkpoints after A scanned: A's take (the counter is unchanged by the
+    checkpoint) must hand A the row as stored, so A's own checkpoint is accepted."""
+    await store.create(new())
+    (free,) = await store.list_leases()
+    b = await store.take(free, "B")
+    assert b is not None
+    (seen,) = await store.list_leases()  # A's scan
+    assert await store.checkpoint(b, "200", {"raw/posts": "210"}) is not None
+    a = await store.take(seen, "A")
+    assert a is not None
+    (row,) = await store.list_leases()
+    assert a == row
+    assert (a.checkpoint, dict(a.landed)) == ("200", {"raw/posts": "210"})
+    assert await store.checkpoint(a, "300", {}) is not None

@@ -118,9 +118,10 @@ class DynamoDbLeaseStore:
         return replace(lease, counter=lease.counter + 1) if ok else None
 
     async def take(self, lease: Lease, owner: str) -> Lease | None:
-        """New owner, counter + 1, owner switches + 1, if the counter is unchanged."""
+        """New owner, counter + 1, owner switches + 1, if the counter is unchanged; returns the
+        row as stored (a checkpoint may have landed since `lease` was read)."""
         try:
-            await self._db.update_item(
+            response = await self._db.update_item(
                 TableName=self._table,
                 Key={"leaseKey": {"S": lease.key}},
                 UpdateExpression=(
@@ -134,6 +135,7 @@ class DynamoDbLeaseStore:
                     ":counter": {"N": str(lease.counter)},
                     ":one": {"N": "1"},
                 },
+                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
@@ -141,9 +143,7 @@ class DynamoDbLeaseStore:
             raise _translate(exc, "take") from exc
         except BotoCoreError as exc:
             raise _translate(exc, "take") from exc
-        return replace(
-            lease, owner=owner, counter=lease.counter + 1, owner_switches=lease.owner_switches + 1
-        )
+        return _parse(response.get("Attributes", {}))
 
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
