@@ -9,7 +9,7 @@ from typing import Any
 
 from tributary.errors import PermanentError, TransientError
 from tributary_stream.aggregation import aggregate
-from tributary_stream.lease import Checkpoint, Lease
+from tributary_stream.lease import Checkpoint, Lease, new_token
 from tributary_stream.processing import BATCH_SIZE, item_key, to_item
 from tributary_stream.stream import (
     IteratorExpiredError,
@@ -71,7 +71,7 @@ class MemoryLeaseStore:
         return renewed
 
     async def take(self, lease: Lease, owner: str) -> Lease | None:
-        """New owner if the counter is unchanged."""
+        """New owner and take token if the counter is unchanged."""
         self._check()
         stored = self.leases.get(lease.key)
         if stored is None or stored.counter != lease.counter:
@@ -81,6 +81,7 @@ class MemoryLeaseStore:
             owner=owner,
             counter=stored.counter + 1,
             owner_switches=stored.owner_switches + 1,
+            token=new_token(),
         )
         self.leases[lease.key] = taken
         return taken
@@ -88,14 +89,15 @@ class MemoryLeaseStore:
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Store the checkpoint if owner and owner switches are unchanged."""
+        """Store the checkpoint if owner and take token are unchanged."""
         self._check()
         stored = self.leases.get(lease.key)
         if (
             stored is None
-            or lease.owner is None
+            or not lease.owner
+            or not lease.token
             or stored.owner != lease.owner
-            or stored.owner_switches != lease.owner_switches
+            or stored.token != lease.token
         ):
             return None
         updated = replace(

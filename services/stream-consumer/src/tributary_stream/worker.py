@@ -254,9 +254,14 @@ class Worker:
         for lease in leases:
             mine = lease.owner == self.worker_id
             if mine and lease.key not in self.running and eligible(lease, by_key):
+                # Taken again, not just restarted: a new take token fences out any consumer
+                # of ours still holding the old one.
+                retaken = await self._store.take(lease, self.worker_id)
+                if retaken is None:
+                    continue
                 log.warning("restarting an orphaned lease", extra={"shard": lease.key})
                 self._metrics.add("LeasesRestarted", 1)
-                self._start(lease)
+                self._start(retaken)
         plan = plan_takes(
             self.worker_id,
             leases,
