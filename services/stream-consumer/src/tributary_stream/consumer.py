@@ -19,7 +19,7 @@ from tributary.errors import PermanentError, TransientError
 from tributary.layout import Zone
 from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
-from tributary_stream.lander import Lander, Line, landed_through
+from tributary_stream.lander import Lander, Line, PutRefusedError, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
 from tributary_stream.processing import ItemRefusedError, ItemSink, Processor, item_key, to_item
 from tributary_stream.quarantine import describe, failure_line
@@ -121,6 +121,11 @@ class ShardConsumer:
         self._landed: dict[str, str] = dict(lease.landed)
         self._failures = Lander(
             lander.writer, lease.key, metrics, lander.compresslevel, stage="processing"
+        )
+        # Lines raw refused for good: a chain of their own, so that a replay (which may find
+        # raw writable again) never rewrites the routed quarantine chain differently.
+        self._refused = Lander(
+            lander.writer, lease.key, metrics, lander.compresslevel, stage="refused"
         )
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
         self.checkpointed_at = clock.monotonic()
@@ -248,11 +253,14 @@ class ShardConsumer:
             return None
         if self.lost.is_set():
             raise LeaseLostError(self.shard_id)
-        # Raw first: lines raw refuses for good are diverted into their quarantine chain,
-        # which lands after (every chain is still written in sequence order).
+        # Raw first; lines raw refuses for good land in their own quarantine chain after the
+        # routed ones (every chain is written in sequence order).
+        refused: dict[Target, list[Line]] = {}
         for zone in (Zone.RAW, Zone.QUARANTINE):
             for target in [t for t in buffer.lines if t.zone is zone]:
-                await self._land(buffer, target)
+                await self._land(buffer, target, refused)
+        for aside, lines in refused.items():
+            await self._call(partial(self._refused.land, aside, lines, self._landed))
         if self._processing is not None:
             await self._process(buffer)
         await self._checkpoint(buffer.through)
@@ -262,11 +270,13 @@ class ShardConsumer:
     def _last_attempt(self) -> bool:
         return self.strikes + 1 >= self._poison_attempts
 
-    async def _land(self, buffer: _Buffer, target: Target) -> None:
+    async def _land(
+        self, buffer: _Buffer, target: Target, refused: dict[Target, list[Line]]
+    ) -> None:
         lines = buffer.lines[target]
         try:
             await self._call(partial(self._lander.land, target, lines, self._landed))
-        except PermanentError as exc:
+        except PutRefusedError as exc:
             if target.zone is not Zone.RAW or not self._last_attempt:
                 raise  # quarantine itself refused: nothing left to divert to
             reason = f"raw write refused {self.strikes + 1} times: {describe(exc)}"
@@ -274,16 +284,15 @@ class ShardConsumer:
                 "raw write refused; records quarantined",
                 extra={"shard": self.shard_id, "dataset": target.dataset, "error": str(exc)},
             )
-            self._metrics.add("RecordsQuarantined", len(lines), dataset=target.dataset)
-            aside = Target(Zone.QUARANTINE, target.dataset)
+            done = landed_through(self._landed, target)
             diverted = [
                 Line(line.sequence, line.arrival, failure_line(line.line, reason)[1])
                 for line in lines
-                if line.position > landed_through(self._landed, target)
+                if line.position > done
             ]
-            merged = sorted([*buffer.lines.get(aside, []), *diverted], key=lambda ln: ln.position)
-            buffer.lines[aside] = merged
-            del buffer.lines[target]
+            self._metrics.add("RecordsQuarantined", len(diverted), dataset=target.dataset)
+            refused[Target(Zone.QUARANTINE, target.dataset)] = diverted
+            buffer.lines[target] = [line for line in lines if line.position <= done]  # in raw
 
     async def _process(self, buffer: _Buffer) -> None:
         """The second prong: items derived from the landed raw records, durable before the
