@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from botocore.exceptions import ClientError
 
 from tests.stream.conftest import Harness, envelope
+from tributary.aws import translate_aws_error
 from tributary.batch import decode_ndjson_gz
 from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError
-from tributary.raw_writer import ObjectInfo
+from tributary.raw_writer import ObjectInfo, RawObject, WriteOutcome
 from tributary.testing import MemoryRawWriter
 from tributary_stream.lease import Lease
+from tributary_stream.stream import IteratorExpiredError, Page
 from tributary_stream.testing import MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
@@ -97,7 +102,7 @@ async def test_a_replay_after_a_diversion_never_quarantines_ordinary_poison_twic
     diverted = [q for key, q in lines if ".refused-" in key]
     assert [base64.b64decode(q["data_base64"]) for q in ordinary] == [b"not json"]
     assert sorted(q["id"] for q in diverted) == ["e1", "e2"]  # refused once, kept once
-    assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times:")
+    assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times in ")
     # The replay found raw writable: the diverted records are also in raw now (documented).
     assert h.raw_lines() == Counter([sent[0], sent[2]])
 
@@ -127,3 +132,83 @@ async def test_an_existing_object_whose_head_is_refused_is_not_diverted(
     await h.stop(worker)
     assert h.raw_lines() == Counter(sent)
     assert not quarantined(h)
+
+
+class ExpiringStream(MemoryStream):
+    """Every iterator expires at once for the first `expiries` GetRecords calls: each run of
+    the shard fails (a transient failure, not a refusal of anything)."""
+
+    expiries = 0
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        if self.expiries:
+            self.expiries -= 1
+            raise IteratorExpiredError("expired (fault injected)")
+        return await super().get_records(iterator, limit)
+
+
+class RefusingPuts(MemoryRawWriter):
+    """The next `refusals` puts under `prefix` are refused with AWS error `code`, translated
+    as the S3 writer translates it."""
+
+    def __init__(self, prefix: str, code: str, refusals: int) -> None:
+        super().__init__()
+        self.prefix, self.code, self.refusals = prefix, code, refusals
+
+    async def put(self, obj: RawObject) -> WriteOutcome:
+        if self.refusals and obj.key.startswith(self.prefix):
+            self.refusals -= 1
+            error = ClientError(
+                {"Error": {"Code": self.code, "Message": "no"}, "ResponseMetadata": {}},
+                "PutObject",
+            )
+            raise translate_aws_error(error, f"put {obj.key}", "check the grants") from error
+        return await super().put(obj)
+
+
+async def test_other_failures_do_not_count_as_refusals_of_raw(registry: DatasetRegistry) -> None:
+    """Two runs lost to expired iterators, then one refusal of raw: nothing is diverted."""
+    stream = ExpiringStream(1)
+    writer = RefusingPuts("raw/events/", "AccessDenied", 1)
+    h = Harness(registry, stream, writer=writer)
+    sent = [envelope("events", f"e{i}", {"i": i}) for i in range(3)]
+    for data in sent:
+        stream.put(SHARD, data)
+    stream.expiries = 6  # MAX_EXPIRIES (3) per run: two failed runs
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    await h.stop(worker)
+    assert h.metrics.total("ShardFailures", shard=SHARD) == 3
+    assert h.raw_lines() == Counter(sent)
+    assert not quarantined(h)
+
+
+async def test_credential_errors_never_divert(registry: DatasetRegistry) -> None:
+    """An expired token says nothing about the records: the shard waits for credentials."""
+    writer = RefusingPuts("raw/events/", "ExpiredToken", 6)
+    h = Harness(registry, MemoryStream(1), writer=writer)
+    sent = [envelope("events", f"e{i}", {"i": i}) for i in range(3)]
+    for data in sent:
+        h.stream.put(SHARD, data)
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    await h.stop(worker)
+    assert h.metrics.total("ShardFailures", shard=SHARD) == 6
+    assert h.raw_lines() == Counter(sent)
+    assert not quarantined(h)
+
+
+async def test_refusals_divert_only_after_the_minimum_time(registry: DatasetRegistry) -> None:
+    """A grant still propagating: refusals within STREAM_POISON_MIN_S never divert."""
+    h = Harness(registry, MemoryStream(1), config={"poison_min_s": 1.0})
+    h.writer.denied = {"raw/events/"}
+    h.stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    started = time.monotonic()
+    worker = h.start()
+    await h.wait_for(lambda: bool(quarantined(h)))
+    assert time.monotonic() - started >= 1.0
+    await h.wait_for(lambda: at_end(h))
+    await h.stop(worker)
+    assert h.metrics.total("ShardFailures", shard=SHARD) > 2
+    ((_, diverted),) = quarantined(h)
+    assert re.match(r"raw write refused \d+ times in 1\.\d s: ", diverted["errors"][0]["message"])

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import re
 from collections import Counter
 from typing import Any
 
@@ -128,7 +129,9 @@ async def test_an_items_table_that_refuses_ends_in_quarantine_not_a_loop(
     await h.stop(worker)
     assert h.raw_lines() == Counter(expected)
     (reason,) = {f["errors"][0]["message"] for f in quarantined(h)}
-    assert reason.startswith("items table refused 3 times: PermanentError: BatchWriteItem refused")
+    assert re.match(
+        r"items table refused 3 times in \d+\.\d s: PermanentError: BatchWriteItem refused", reason
+    )
     assert sink.puts == 3  # bounded: three attempts, with backoff between them
     assert h.metrics.total("ShardFailures", shard=SHARD) == 2
 
@@ -150,7 +153,7 @@ async def test_raw_refused_for_good_diverts_to_quarantine_and_the_shard_moves_on
     assert h.raw_lines() == Counter(events)
     diverted = [q for q in quarantined(h) if q["dataset"] == "posts"]
     assert [base64.b64decode(q["data_base64"]) for q in diverted] == posts
-    assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times:")
+    assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times in ")
     assert h.metrics.total("RecordsQuarantined", dataset="posts") == 5
     assert h.metrics.total("ShardFailures", shard=SHARD) == 2
 

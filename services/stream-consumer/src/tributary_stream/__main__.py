@@ -49,6 +49,7 @@ async def serve(settings: StreamSettings) -> None:
                 shutdown_timeout_s=settings.shutdown_timeout_s,
                 end_on_empty_closed=settings.end_on_empty_closed,
                 poison_attempts=settings.poison_attempts,
+                poison_min_s=settings.poison_min_s,
                 health_file=settings.health_file,
             ),
             DynamoDbLeaseStore(await clients.dynamodb(), settings.lease_table),

@@ -21,6 +21,7 @@ from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
 from tributary_stream.lander import Lander, Line, PutRefusedError, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
+from tributary_stream.poison import Refusals
 from tributary_stream.processing import ItemRefusedError, ItemSink, Processor, item_key, to_item
 from tributary_stream.quarantine import describe, failure_line
 from tributary_stream.route import Router, Target
@@ -100,6 +101,7 @@ class ShardConsumer:
         initial_timestamp: datetime | None = None,
         end_on_empty_closed: bool = False,
         poison_attempts: int = 3,
+        poison_min_s: float = 60.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.lease = lease
@@ -116,7 +118,7 @@ class ShardConsumer:
         self._processing = processing
         self._initial_timestamp = initial_timestamp
         self._end_on_empty_closed = end_on_empty_closed
-        self._poison_attempts = poison_attempts
+        self._refusals = Refusals(poison_attempts, poison_min_s)
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
         self._failures = Lander(
@@ -130,8 +132,8 @@ class ShardConsumer:
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
         self.checkpointed_at = clock.monotonic()
         self.active_at = clock.monotonic()  # last turn of the read loop (health signal)
-        # Runs in a row that failed without moving the checkpoint (set by the worker's
-        # supervision): on the last allowed attempt, permanent refusals divert to quarantine.
+        # Runs in a row that failed without moving the checkpoint (counted by the worker's
+        # supervision, for its backoff).
         self.strikes = 0
 
     @property
@@ -266,10 +268,6 @@ class ShardConsumer:
         await self._checkpoint(buffer.through)
         return buffer.through
 
-    @property
-    def _last_attempt(self) -> bool:
-        return self.strikes + 1 >= self._poison_attempts
-
     async def _land(
         self, buffer: _Buffer, target: Target, refused: dict[Target, list[Line]]
     ) -> None:
@@ -277,9 +275,12 @@ class ShardConsumer:
         try:
             await self._call(partial(self._lander.land, target, lines, self._landed))
         except PutRefusedError as exc:
-            if target.zone is not Zone.RAW or not self._last_attempt:
+            if target.zone is not Zone.RAW:
                 raise  # quarantine itself refused: nothing left to divert to
-            reason = f"raw write refused {self.strikes + 1} times: {describe(exc)}"
+            now = self._clock.monotonic()
+            reason = self._refusals.refused(target.name, "raw write", exc, now)
+            if reason is None:
+                raise
             log.error(
                 "raw write refused; records quarantined",
                 extra={"shard": self.shard_id, "dataset": target.dataset, "error": str(exc)},
@@ -326,9 +327,10 @@ class ShardConsumer:
                 await self._call(partial(sink.put_items, [item for item, _ in items.values()]))
                 self._metrics.add("ItemsProcessed", len(items), shard=self.shard_id)
             except PermanentError as exc:
-                if not self._last_attempt:
+                now = self._clock.monotonic()
+                reason = self._refusals.refused("items", "items table", exc, now)
+                if reason is None:
                     raise
-                reason = f"items table refused {self.strikes + 1} times: {describe(exc)}"
                 failed += [(line, reason) for _, line in items.values()]
         if failed:
             await self._land_failures(failed)
@@ -367,6 +369,7 @@ class ShardConsumer:
         )
         self.checkpointed_at = self._clock.monotonic()
         self.strikes = 0
+        self._refusals.clear()
         self._metrics.add("Checkpoints", 1, shard=self.shard_id)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:

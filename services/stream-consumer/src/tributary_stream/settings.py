@@ -50,6 +50,7 @@ class StreamSettings(CommonSettings):
     # emulators that never say so (moto): an empty page 0 ms behind on a closed shard ends it.
     end_on_empty_closed: bool = Field(default=False, validation_alias="STREAM_END_ON_EMPTY_CLOSED")
     poison_attempts: int = Field(default=3, ge=1, validation_alias="STREAM_POISON_ATTEMPTS")
+    poison_min_s: float = Field(default=60.0, ge=0, validation_alias="STREAM_POISON_MIN_S")
     health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
 
     @model_validator(mode="after")

@@ -42,7 +42,8 @@ class WorkerConfig:
     shutdown_timeout_s: float = 25.0
     tick_s: float = 0.25
     end_on_empty_closed: bool = False  # SHARD_END on an empty page of a closed shard (moto)
-    poison_attempts: int = 3  # runs a permanent refusal gets before its records are diverted
+    poison_attempts: int = 3  # permanent refusals of one target before its records are diverted
+    poison_min_s: float = 60.0  # ... and the least time from the first of them (IAM propagation)
     restart_backoff_s: float = 1.0  # first pause before a failed shard consumer is rerun
     max_backoff_s: float = 60.0  # cap of every backoff (failed shards, coordination)
     health_file: Path | None = None  # touched while renewals and shard loops are alive
@@ -305,6 +306,7 @@ class Worker:
             initial_timestamp=cfg.initial_timestamp,
             end_on_empty_closed=cfg.end_on_empty_closed,
             poison_attempts=cfg.poison_attempts,
+            poison_min_s=cfg.poison_min_s,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
@@ -312,8 +314,8 @@ class Worker:
 
     async def _supervise(self, consumer: ShardConsumer, stop: asyncio.Event) -> Shutdown:
         """Run a shard's consumer; when it fails, whatever the failure, log it (rate-limited),
-        count it, back off and run it again from the checkpoint, keeping the lease. Its
-        `strikes` tell it when the last attempt comes (poison is then diverted, see consumer)."""
+        count it, back off and run it again from the checkpoint, keeping the lease (the
+        consumer itself decides when refused records are poison, see tributary_stream.poison)."""
         shard = consumer.shard_id
         while True:
             try:
