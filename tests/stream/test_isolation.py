@@ -236,3 +236,28 @@ async def test_damaged_aggregates_say_why_and_empty_ones_are_counted(
     assert reasons[0] == "KPL aggregate: checksum mismatch (MD5 of the protobuf)"
     assert reasons[1].startswith("KPL aggregate: truncated or malformed protobuf")
     assert h.metrics.total("EmptyAggregates", shard=SHARD) == 1
+
+
+def huge_on_sevens(envelope: dict[str, Any]) -> dict[str, Any] | None:
+    n = envelope["data"]["id"]
+    return {"dataset": "posts", "id": envelope["id"], "n": 2**130 if n % 7 == 0 else n}
+
+
+@pytest.mark.parametrize("backend", ["memory", "dynamodb"])
+async def test_an_item_with_a_number_dynamodb_cannot_store_is_quarantined_alone(
+    registry: DatasetRegistry, backend: str, items_sink: DynamoDbItemSink
+) -> None:
+    h = Harness(registry, MemoryStream(1))
+    sink: Any = MemoryItemSink() if backend == "memory" else items_sink
+    h.processing = (huge_on_sevens, sink)
+    sent = [post(i) for i in range(1, 31)]
+    for data in sent:
+        h.stream.put(SHARD, data)
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    await h.stop(worker)
+    assert h.raw_lines() == Counter(sent)
+    assert sorted(int(f["id"]) for f in quarantined(h)) == [7, 14, 21, 28]
+    assert "more than 38 significant digits" in quarantined(h)[0]["errors"][0]["message"]
+    assert h.metrics.total("ItemsProcessed", shard=SHARD) == 26
+    assert h.metrics.total("ShardFailures", shard=SHARD) == 0

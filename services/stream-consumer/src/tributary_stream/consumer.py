@@ -323,9 +323,14 @@ class ShardConsumer:
                 except Exception as exc:  # noqa: BLE001 - a processor's item, not ours
                     failed.append((line, f"item not storable: {describe(exc)}"))
         if items:
+            pairs = list(items.values())
             try:
-                await self._call(partial(sink.put_items, [item for item, _ in items.values()]))
-                self._metrics.add("ItemsProcessed", len(items), shard=self.shard_id)
+                refused = await self._call(partial(sink.put_items, [item for item, _ in pairs]))
+                self._metrics.add("ItemsProcessed", len(pairs) - len(refused), shard=self.shard_id)
+                failed += [
+                    (pairs[i][1], f"item refused by the items table: {why}")
+                    for i, why in refused.items()
+                ]
             except PermanentError as exc:
                 now = self._clock.monotonic()
                 reason = self._refusals.refused("items", "items table", exc, now)

@@ -236,17 +236,18 @@ class MemoryItemSink:
         """The next `count` calls raise `TransientError`."""
         self._failures = count
 
-    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
-        """Upsert every item, 25 per call."""
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> dict[int, str]:
+        """Upsert every item, 25 per call; what DynamoDB refuses is refused before any write
+        by the same checks (`to_item`), so nothing is left to refuse one by one."""
         self.puts += 1
         if self.refuse is not None:
             raise PermanentError(f"BatchWriteItem refused ({self.refuse}) (fault injected)")
         if self._failures:
             self._failures -= 1
             raise TransientError("items table unavailable (fault injected)")
-        for start in range(0, len(items), BATCH_SIZE):
-            chunk = items[start : start + BATCH_SIZE]
-            keyed = [(item_key(item), to_item(item), item) for item in chunk]
+        checked = [(item_key(item), to_item(item), item) for item in items]
+        for start in range(0, len(checked), BATCH_SIZE):
+            keyed = checked[start : start + BATCH_SIZE]
             if len({key for key, _, _ in keyed}) < len(keyed):
                 raise PermanentError(
                     "BatchWriteItem refused (ValidationException: Provided list of item keys "
@@ -254,3 +255,4 @@ class MemoryItemSink:
                 )
             for key, _, item in keyed:
                 self.items[key] = dict(item)
+        return {}
