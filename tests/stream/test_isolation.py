@@ -8,6 +8,7 @@ import base64
 import hashlib
 import logging
 import re
+import threading
 from collections import Counter
 from typing import Any
 
@@ -261,3 +262,41 @@ async def test_an_item_with_a_number_dynamodb_cannot_store_is_quarantined_alone(
     assert "more than 38 significant digits" in quarantined(h)[0]["errors"][0]["message"]
     assert h.metrics.total("ItemsProcessed", shard=SHARD) == 26
     assert h.metrics.total("ShardFailures", shard=SHARD) == 0
+
+
+async def test_a_hanging_processor_costs_its_record_not_the_lease(
+    registry: DatasetRegistry,
+) -> None:
+    """The processor blocks (a sync call with no timeout) on one record: the event loop goes on
+    (renewals), the record is quarantined as timed out, the rest is processed."""
+    release = threading.Event()
+
+    def hang_on_three(envelope: dict[str, Any]) -> dict[str, Any] | None:
+        if envelope["data"]["id"] == 3:
+            release.wait(10)
+        return {"dataset": "posts", "id": envelope["id"], "n": envelope["data"]["id"]}
+
+    h = Harness(registry, MemoryStream(1), config={"processor_timeout_s": 0.5})
+    sink = MemoryItemSink()
+    h.processing = (hang_on_three, sink)
+    sent = [post(i) for i in range(1, 6)]
+    for data in sent:
+        h.stream.put(SHARD, data)
+    worker = h.start()
+    try:
+        await h.wait_for(
+            lambda: SHARD in h.store.leases and h.store.leases[SHARD].owner is not None
+        )
+        counter = h.store.leases[SHARD].counter
+        await h.wait_for(lambda: at_end(h))
+        assert h.store.leases[SHARD].counter > counter  # renewed while the processor hung
+        await h.stop(worker)
+    finally:
+        release.set()
+    assert h.raw_lines() == Counter(sent)
+    ((failure),) = quarantined(h)
+    assert failure["id"] == "3"
+    assert failure["errors"][0]["message"] == "STREAM_PROCESSOR timed out after 0.5 s"
+    assert sorted(sink.items) == ["posts#1", "posts#2", "posts#4", "posts#5"]
+    assert h.metrics.total("ProcessorTimeouts", shard=SHARD) == 1
+    assert h.metrics.total("LeasesLost") == 0

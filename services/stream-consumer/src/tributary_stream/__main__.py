@@ -50,6 +50,8 @@ async def serve(settings: StreamSettings) -> None:
                 end_on_empty_closed=settings.end_on_empty_closed,
                 poison_attempts=settings.poison_attempts,
                 poison_min_s=settings.poison_min_s,
+                processor_timeout_s=settings.processor_timeout_s,
+                processor_threads=settings.processor_threads,
                 health_file=settings.health_file,
             ),
             DynamoDbLeaseStore(await clients.dynamodb(), settings.lease_table),

@@ -6,24 +6,24 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
-
-import orjson
+from typing import TypeVar
 
 from tributary.clock import Clock
 from tributary.errors import PermanentError, TransientError
 from tributary.layout import Zone
 from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
+from tributary_stream.derive import derive
 from tributary_stream.lander import Lander, Line, PutRefusedError, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
 from tributary_stream.poison import Refusals
-from tributary_stream.processing import ItemRefusedError, ItemSink, Processor, item_key, to_item
-from tributary_stream.quarantine import describe, failure_line
+from tributary_stream.processing import ItemSink, Processor
+from tributary_stream.quarantine import failure_line
 from tributary_stream.route import Router, Target
 from tributary_stream.settings import StreamSettings
 from tributary_stream.stream import IteratorExpiredError, Record, StreamReader, ThrottledError
@@ -102,6 +102,8 @@ class ShardConsumer:
         end_on_empty_closed: bool = False,
         poison_attempts: int = 3,
         poison_min_s: float = 60.0,
+        executor: Executor | None = None,
+        processor_timeout_s: float = 10.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.lease = lease
@@ -119,6 +121,8 @@ class ShardConsumer:
         self._initial_timestamp = initial_timestamp
         self._end_on_empty_closed = end_on_empty_closed
         self._refusals = Refusals(poison_attempts, poison_min_s)
+        self._executor = executor  # where the processor runs (None: the loop's default)
+        self._processor_timeout_s = processor_timeout_s
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
         self._failures = Lander(
@@ -302,26 +306,11 @@ class ShardConsumer:
         with the reason; the rest of the batch goes on."""
         assert self._processing is not None
         processor, sink = self._processing
-        items: dict[str, tuple[dict[str, Any], Line]] = {}  # by item key: the last one wins
-        failed: list[tuple[Line, str]] = []
-        for target, lines in buffer.lines.items():
-            if target.zone is not Zone.RAW:
-                continue
-            for line in lines:
-                try:
-                    item = processor(orjson.loads(line.line))
-                except Exception as exc:  # noqa: BLE001 - user code: isolate the record
-                    failed.append((line, f"STREAM_PROCESSOR raised {describe(exc)}"))
-                    continue
-                if item is None:
-                    continue
-                try:
-                    to_item(item)
-                    items[item_key(item)] = (item, line)
-                except ItemRefusedError as exc:
-                    failed.append((line, f"item not storable: {exc}"))
-                except Exception as exc:  # noqa: BLE001 - a processor's item, not ours
-                    failed.append((line, f"item not storable: {describe(exc)}"))
+        raw = [line for t, lines in buffer.lines.items() if t.zone is Zone.RAW for line in lines]
+        derived = await derive(processor, raw, self._executor, self._processor_timeout_s)
+        if derived.timeouts:
+            self._metrics.add("ProcessorTimeouts", derived.timeouts, shard=self.shard_id)
+        items, failed = derived.items, derived.failed
         if items:
             pairs = list(items.values())
             try:

@@ -51,6 +51,12 @@ class StreamSettings(CommonSettings):
     end_on_empty_closed: bool = Field(default=False, validation_alias="STREAM_END_ON_EMPTY_CLOSED")
     poison_attempts: int = Field(default=3, ge=1, validation_alias="STREAM_POISON_ATTEMPTS")
     poison_min_s: float = Field(default=60.0, ge=0, validation_alias="STREAM_POISON_MIN_S")
+    processor_timeout_s: float = Field(
+        default=10.0, gt=0, validation_alias="STREAM_PROCESSOR_TIMEOUT_S"
+    )
+    processor_threads: int = Field(
+        default=4, ge=1, le=64, validation_alias="STREAM_PROCESSOR_THREADS"
+    )
     health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
 
     @model_validator(mode="after")

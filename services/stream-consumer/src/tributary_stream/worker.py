@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +47,8 @@ class WorkerConfig:
     poison_min_s: float = 60.0  # ... and the least time from the first of them (IAM propagation)
     restart_backoff_s: float = 1.0  # first pause before a failed shard consumer is rerun
     max_backoff_s: float = 60.0  # cap of every backoff (failed shards, coordination)
+    processor_timeout_s: float = 10.0  # deadline of one STREAM_PROCESSOR call
+    processor_threads: int = 4  # threads the STREAM_PROCESSOR runs in (shared by all shards)
     health_file: Path | None = None  # touched while renewals and shard loops are alive
     stall_s: float = 300.0  # a shard loop that has not turned for this long is stalled
 
@@ -91,6 +94,11 @@ class Worker:
         self._loop_at = clock.monotonic()  # last turn of the coordination loop
         self._coord_failures = 0
         self._warned: dict[str, float] = {}  # rate limit of repeated warnings, by subject
+        self._executor = (
+            ThreadPoolExecutor(config.processor_threads, thread_name_prefix="stream-processor")
+            if processing is not None
+            else None
+        )
 
     @property
     def worker_id(self) -> str:
@@ -107,6 +115,8 @@ class Worker:
         finally:
             renewals_done.set()
             await renewer
+            if self._executor is not None:  # a hung processor call must not hold up the exit
+                self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _coordinate(self, stop: asyncio.Event, renewer: asyncio.Task[None]) -> None:
         """Shard sync and lease taking, backing off while the lease table or stream fails."""
@@ -307,6 +317,8 @@ class Worker:
             end_on_empty_closed=cfg.end_on_empty_closed,
             poison_attempts=cfg.poison_attempts,
             poison_min_s=cfg.poison_min_s,
+            executor=self._executor,
+            processor_timeout_s=cfg.processor_timeout_s,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
