@@ -41,6 +41,7 @@ class Shutdown(StrEnum):
     SHARD_END = "SHARD_END"  # read to the end and checkpointed SHARD_END
     LEASE_LOST = "LEASE_LOST"  # another worker owns it: stopped without checkpointing
     REQUESTED = "REQUESTED"  # graceful stop: flushed and checkpointed
+    GIVEN_UP = "GIVEN_UP"  # failed run after run: released for a cool-down (see worker)
 
 
 class LeaseLostError(Exception):
@@ -136,9 +137,15 @@ class ShardConsumer:
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
         self.checkpointed_at = clock.monotonic()
         self.active_at = clock.monotonic()  # last turn of the read loop (health signal)
+        self.behind = False  # the last page said more records wait (health signal)
         # Runs in a row that failed without moving the checkpoint (counted by the worker's
         # supervision, for its backoff).
         self.strikes = 0
+
+    @property
+    def behind_or_failing(self) -> bool:
+        """Whether the shard has work it is not getting through (a checkpoint is due)."""
+        return self.behind or self.strikes > 0
 
     @property
     def shard_id(self) -> str:
@@ -200,6 +207,7 @@ class ShardConsumer:
             self._metrics.gauge(
                 "MillisBehindLatest", page.millis_behind, Unit.MILLISECONDS, shard=self.shard_id
             )
+            self.behind = page.millis_behind > 0
             ended = page.next_iterator is None or bool(page.children)
             if (
                 self._end_on_empty_closed

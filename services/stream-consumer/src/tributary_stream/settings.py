@@ -57,6 +57,13 @@ class StreamSettings(CommonSettings):
     processor_threads: int = Field(
         default=4, ge=1, le=64, validation_alias="STREAM_PROCESSOR_THREADS"
     )
+    stall_s: float = Field(default=300.0, gt=0, validation_alias="STREAM_STALL_S")
+    release_after_failures: int = Field(
+        default=10, ge=1, validation_alias="STREAM_RELEASE_AFTER_FAILURES"
+    )
+    failing_cool_down_s: float = Field(
+        default=300.0, ge=0, validation_alias="STREAM_FAILING_COOL_DOWN_S"
+    )
     health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
 
     @model_validator(mode="after")

@@ -50,7 +50,9 @@ class WorkerConfig:
     processor_timeout_s: float = 10.0  # deadline of one STREAM_PROCESSOR call
     processor_threads: int = 4  # threads the STREAM_PROCESSOR runs in (shared by all shards)
     health_file: Path | None = None  # touched while renewals and shard loops are alive
-    stall_s: float = 300.0  # a shard loop that has not turned for this long is stalled
+    stall_s: float = 300.0  # a shard loop still, or failing/behind with no checkpoint, this long
+    release_after_failures: int = 10  # failed runs in a row before the lease is given up
+    failing_cool_down_s: float = 300.0  # ... and not taken again by this worker for this long
 
     @property
     def renew_every_s(self) -> float:
@@ -94,6 +96,8 @@ class Worker:
         self._loop_at = clock.monotonic()  # last turn of the coordination loop
         self._coord_failures = 0
         self._warned: dict[str, float] = {}  # rate limit of repeated warnings, by subject
+        # Shards given up after failing: (no retake before, checkpointed_at of the last run).
+        self._cooling: dict[str, tuple[float, float]] = {}
         self._executor = (
             ThreadPoolExecutor(config.processor_threads, thread_name_prefix="stream-processor")
             if processing is not None
@@ -235,19 +239,36 @@ class Worker:
         else:  # only the counter: a checkpoint may have landed meanwhile
             consumer.lease = replace(consumer.lease, counter=renewed.counter)
 
+    def unhealthy(self) -> list[str]:
+        """Why the worker should be replaced (empty while healthy): the coordination loop or a
+        shard loop has not turned for long, or a shard, failing or behind, has made no
+        checkpoint for `stall_s` (counting the runs before a cool-down)."""
+        cfg, now = self.config, self._clock.monotonic()
+        reasons = []
+        if now - self._loop_at > max(60.0, 2 * cfg.failover_time_s):
+            reasons.append(f"coordination loop still for {now - self._loop_at:.0f} s")
+        for shard_id, r in self.running.items():
+            if r.task.done():
+                continue
+            if now - r.consumer.active_at > cfg.stall_s:
+                reasons.append(f"{shard_id}: read loop still for {cfg.stall_s:g} s")
+            elif r.consumer.behind_or_failing and now - r.consumer.checkpointed_at > cfg.stall_s:
+                reasons.append(
+                    f"{shard_id}: no checkpoint for {cfg.stall_s:g} s while failing or behind"
+                )
+        for shard_id, (_, since) in self._cooling.items():
+            if now - since > cfg.stall_s:
+                reasons.append(f"{shard_id}: given up, no checkpoint for {cfg.stall_s:g} s")
+        return reasons
+
     async def _heartbeat(self) -> None:
-        """Touch the health file while the loops turn (see tributary_stream.health)."""
+        """Touch the health file while the worker is healthy (see tributary_stream.health)."""
         path = self.config.health_file
         if path is None:
             return
-        now = self._clock.monotonic()
-        stalled = [
-            s
-            for s, r in self.running.items()
-            if not r.task.done() and now - r.consumer.active_at > self.config.stall_s
-        ]
-        if now - self._loop_at > max(60.0, 2 * self.config.failover_time_s) or stalled:
-            self._warn("health", "worker unhealthy: not touching the health file", stalled=stalled)
+        reasons = self.unhealthy()
+        if reasons:
+            self._warn("health", "worker unhealthy: not touching the health file", reasons=reasons)
             return
         try:
             await asyncio.to_thread(path.touch)
@@ -262,7 +283,10 @@ class Worker:
         now = self._clock.monotonic()
         self._observer.observe(leases, now)
         by_key = {lease.key: lease for lease in leases}
+        self._cooling = {k: v for k, v in self._cooling.items() if v[0] > now}
         for lease in leases:
+            if lease.key in self._cooling:
+                continue
             mine = lease.owner == self.worker_id
             if mine and lease.key not in self.running and eligible(lease, by_key):
                 # Taken again, not just restarted: a new take token fences out any consumer
@@ -281,7 +305,7 @@ class Worker:
             self.config.max_steal,
         )
         for lease in plan.take:
-            if lease.key in self.running:
+            if lease.key in self.running or lease.key in self._cooling:
                 continue
             taken = await self._store.take(lease, self.worker_id)
             if taken is None:
@@ -320,6 +344,8 @@ class Worker:
             executor=self._executor,
             processor_timeout_s=cfg.processor_timeout_s,
         )
+        if lease.key in self._cooling:  # the shard's checkpoint is as old as before
+            consumer.checkpointed_at = self._cooling.pop(lease.key)[1]
         stop = asyncio.Event()
         task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
         self.running[lease.key] = _Running(consumer, task, stop)
@@ -327,7 +353,9 @@ class Worker:
     async def _supervise(self, consumer: ShardConsumer, stop: asyncio.Event) -> Shutdown:
         """Run a shard's consumer; when it fails, whatever the failure, log it (rate-limited),
         count it, back off and run it again from the checkpoint, keeping the lease (the
-        consumer itself decides when refused records are poison, see tributary_stream.poison)."""
+        consumer itself decides when refused records are poison, see tributary_stream.poison).
+        After `release_after_failures` runs in a row without a checkpoint, give the lease up
+        (another worker may fare better) and leave it alone for `failing_cool_down_s`."""
         shard = consumer.shard_id
         while True:
             try:
@@ -345,11 +373,28 @@ class Worker:
                     failures=consumer.strikes,
                     pause_s=round(pause, 2),
                 )
+                if consumer.strikes >= self.config.release_after_failures:
+                    return self._give_up(consumer)
             await _wait_any(pause, stop, consumer.lost)
             if consumer.lost.is_set():
                 return Shutdown.LEASE_LOST
             if stop.is_set():
                 return Shutdown.REQUESTED
+
+    def _give_up(self, consumer: ShardConsumer) -> Shutdown:
+        cfg, shard = self.config, consumer.shard_id
+        log.error(
+            "shard keeps failing; giving its lease up for a cool-down",
+            extra={
+                "shard": shard,
+                "failures": consumer.strikes,
+                "cool_down_s": cfg.failing_cool_down_s,
+            },
+        )
+        self._metrics.add("LeasesGivenUp", 1, shard=shard)
+        until = self._clock.monotonic() + cfg.failing_cool_down_s
+        self._cooling[shard] = (until, consumer.checkpointed_at)
+        return Shutdown.GIVEN_UP
 
     async def reap(self) -> None:
         """Forget finished consumers; release leases of shards that ended."""
