@@ -11,7 +11,9 @@ from tests.stream.conftest import Harness, envelope
 from tributary.dataset import DatasetRegistry
 from tributary.raw_writer import RawObject, WriteOutcome
 from tributary.testing import MemoryRawWriter
-from tributary_stream.testing import MemoryStream
+from tributary_stream.lease import Lease
+from tributary_stream.stream import Page
+from tributary_stream.testing import MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
 
@@ -78,4 +80,65 @@ async def test_a_shard_failing_for_longer_than_stall_s_makes_the_worker_unhealth
     await h.wait_for(lambda: at_end(h))
     await h.wait_for(lambda: health.stat().st_mtime_ns > touched)
     assert worker.unhealthy() == []
+    await h.stop(worker)
+
+
+class SlowScans(MemoryLeaseStore):
+    """Scans (the coordination loop's) hang while `free` is clear; renewals answer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.free = asyncio.Event()
+        self.free.set()
+
+    async def list_leases(self) -> list[Lease]:
+        await self.free.wait()
+        return await super().list_leases()
+
+
+async def test_a_hanging_lease_scan_is_cut_off_and_the_worker_stays_healthy(
+    registry: DatasetRegistry,
+) -> None:
+    store = SlowScans()
+    h = Harness(registry, MemoryStream(1), store=store, config={"coordination_deadline_s": 0.3})
+    h.stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    store.free.clear()  # a DynamoDB brownout for Scan
+    counter = store.leases[SHARD].counter
+    await asyncio.sleep(1.5)  # 2.5x the coordination loop's health limit (2 x 0.3 s)
+    assert worker.unhealthy() == []
+    assert h.metrics.total("CoordinationFailures") >= 1
+    assert store.leases[SHARD].counter > counter  # renewals went on
+    store.free.set()
+    await h.stop(worker)
+
+
+class HangingReads(MemoryStream):
+    """GetRecords hangs while `flowing` is clear: a read loop that stopped turning."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        await self.flowing.wait()
+        return await super().get_records(iterator, limit)
+
+
+async def test_a_read_loop_that_stops_turning_makes_the_worker_unhealthy(
+    registry: DatasetRegistry,
+) -> None:
+    stream = HangingReads()
+    h = Harness(registry, stream, config={"stall_s": 0.5})
+    stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    assert worker.unhealthy() == []
+    stream.flowing.clear()
+    await h.wait_for(lambda: bool(worker.unhealthy()))
+    assert worker.unhealthy() == [f"{SHARD}: read loop still for 0.5 s"]
+    stream.flowing.set()
+    await h.wait_for(lambda: not worker.unhealthy())
     await h.stop(worker)

@@ -51,8 +51,16 @@ class WorkerConfig:
     processor_threads: int = 4  # threads the STREAM_PROCESSOR runs in (shared by all shards)
     health_file: Path | None = None  # touched while renewals and shard loops are alive
     stall_s: float = 300.0  # a shard loop still, or failing/behind with no checkpoint, this long
+    coordination_deadline_s: float | None = None  # of one sync + take cycle; max(30, failover)
     release_after_failures: int = 10  # failed runs in a row before the lease is given up
     failing_cool_down_s: float = 300.0  # ... and not taken again by this worker for this long
+
+    @property
+    def coordination_deadline(self) -> float:
+        """How long one shard sync + lease taking cycle may take before it is cut off."""
+        if self.coordination_deadline_s is not None:
+            return self.coordination_deadline_s
+        return max(30.0, self.failover_time_s)
 
     @property
     def renew_every_s(self) -> float:
@@ -133,13 +141,14 @@ class Worker:
             now = self._loop_at = self._clock.monotonic()
             if now >= retry_at:
                 try:
-                    if now - self._last_sync >= cfg.shard_sync_s:
-                        await self.sync_shards()
-                    if now >= next_take:
-                        await self.take()
-                        next_take = now + cfg.failover_time_s / 2
+                    async with asyncio.timeout(cfg.coordination_deadline):
+                        if now - self._last_sync >= cfg.shard_sync_s:
+                            await self.sync_shards()
+                        if now >= next_take:
+                            await self.take()
+                            next_take = now + cfg.failover_time_s / 2
                     self._coord_failures = 0
-                except TributaryError as exc:  # the lease table or stream hiccuped: back off
+                except (TributaryError, TimeoutError) as exc:  # a hiccup or brownout: back off
                     self._coord_failures += 1
                     self._metrics.add("CoordinationFailures", 1)
                     pause = self._backoff(self._coord_failures, 0.5)
@@ -147,7 +156,7 @@ class Worker:
                     self._warn(
                         "coordination",
                         "coordination cycle failed; backing off",
-                        error=str(exc),
+                        error=str(exc) or type(exc).__name__,
                         failures=self._coord_failures,
                         pause_s=round(pause, 2),
                     )
@@ -245,7 +254,7 @@ class Worker:
         checkpoint for `stall_s` (counting the runs before a cool-down)."""
         cfg, now = self.config, self._clock.monotonic()
         reasons = []
-        if now - self._loop_at > max(60.0, 2 * cfg.failover_time_s):
+        if now - self._loop_at > 2 * cfg.coordination_deadline:
             reasons.append(f"coordination loop still for {now - self._loop_at:.0f} s")
         for shard_id, r in self.running.items():
             if r.task.done():
