@@ -159,3 +159,15 @@ async def test_a_checkpoint_after_renewals_and_checkpoints_is_accepted(store: Le
     assert await store.checkpoint(first, "200", {}) is not None
     (row,) = await store.list_leases()
     assert (row.owner, row.counter, row.checkpoint) == ("w1", 3, "200")
+
+
+async def test_get_reads_one_lease_as_stored(store: LeaseStore) -> None:
+    await store.create(new())
+    assert await store.get("shardId-000000000009") is None
+    (free,) = await store.list_leases()
+    mine = await store.take(free, "w1")
+    assert mine is not None
+    renewed = await store.renew(mine)
+    assert renewed is not None
+    assert await store.get(mine.key) == (await store.list_leases())[0]
+    assert (await store.get(mine.key)) == renewed

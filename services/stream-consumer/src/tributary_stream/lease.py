@@ -64,6 +64,9 @@ class LeaseStore(Protocol):
     async def list_leases(self) -> list[Lease]:
         """Every lease, strongly consistent."""
 
+    async def get(self, key: str) -> Lease | None:
+        """One lease, strongly consistent; None if there is none for `key`."""
+
     async def create(self, lease: Lease) -> bool:
         """Create `lease` unless one exists for its shard; True if this call created it."""
 
@@ -103,6 +106,17 @@ class DynamoDbLeaseStore:
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "scan") from exc
+
+    async def get(self, key: str) -> Lease | None:
+        """GetItem, consistent read."""
+        try:
+            response = await self._db.get_item(
+                TableName=self._table, Key={"leaseKey": {"S": key}}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "get") from exc
+        item = response.get("Item")
+        return None if item is None else _parse(item)
 
     async def create(self, lease: Lease) -> bool:
         """PutItem unless the key exists."""

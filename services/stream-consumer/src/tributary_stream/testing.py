@@ -51,6 +51,11 @@ class MemoryLeaseStore:
         self._check()
         return [self.leases[k] for k in sorted(self.leases)]
 
+    async def get(self, key: str) -> Lease | None:
+        """One lease, or None."""
+        self._check()
+        return self.leases.get(key)
+
     async def create(self, lease: Lease) -> bool:
         """Create unless present; an empty key is refused, as DynamoDB refuses it."""
         self._check()

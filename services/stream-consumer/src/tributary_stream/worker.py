@@ -233,6 +233,8 @@ class Worker:
                 self._store.renew(consumer.lease), self.config.renew_every_s
             )
         except (TributaryError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                await self._after_late_renewal(consumer)
             self._metrics.add("RenewalFailures", 1, shard=shard_id)
             self._warn(
                 f"renew {shard_id}",
@@ -247,6 +249,18 @@ class Worker:
             consumer.lost.set()
         else:  # only the counter: a checkpoint may have landed meanwhile
             consumer.lease = replace(consumer.lease, counter=renewed.counter)
+
+    async def _after_late_renewal(self, consumer: ShardConsumer) -> None:
+        """A renewal that timed out may have gone through: read the row, and if it is still
+        ours (owner and take token: nobody took it since), carry on from its counter, or the
+        next renewal would fence ourselves out."""
+        lease = consumer.lease
+        try:
+            row = await asyncio.wait_for(self._store.get(lease.key), self.config.renew_every_s)
+        except (TributaryError, TimeoutError):
+            return  # next round: the lease is lost only if the row says so
+        if row is not None and row.owner == lease.owner and row.token == lease.token:
+            consumer.lease = replace(consumer.lease, counter=max(row.counter, lease.counter))
 
     def unhealthy(self) -> list[str]:
         """Why the worker should be replaced (empty while healthy): the coordination loop or a
