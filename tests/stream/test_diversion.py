@@ -212,3 +212,22 @@ async def test_refusals_divert_only_after_the_minimum_time(registry: DatasetRegi
     assert h.metrics.total("ShardFailures", shard=SHARD) > 2
     ((_, diverted),) = quarantined(h)
     assert re.match(r"raw write refused \d+ times in 1\.\d s: ", diverted["errors"][0]["message"])
+
+
+async def test_an_empty_aggregate_is_counted_once_across_a_replay(
+    registry: DatasetRegistry,
+) -> None:
+    store = HangingCheckpoints()
+    h = Harness(registry, MemoryStream(1), store=store)
+    h.stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    h.stream.put(SHARD, b"", aggregated=[])  # an aggregate of nothing
+    h.stream.put(SHARD, envelope("events", "e2", {"i": 2}))
+    store.hang = True
+    worker = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) == 2)
+    await h.kill(worker)  # landed, not checkpointed: the replay reads the empty one again
+    store.hang = False
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    await h.stop(worker)
+    assert h.metrics.total("EmptyAggregates", shard=SHARD) == 1

@@ -126,6 +126,7 @@ class ShardConsumer:
         self._processor_timeout_s = processor_timeout_s
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
+        self._empty: set[int] = set()  # empty KPL aggregates read, not yet checkpointed past
         self._failures = Lander(
             lander.writer, lease.key, metrics, lander.compresslevel, stage="processing"
         )
@@ -156,6 +157,7 @@ class ShardConsumer:
         """Consume until the shard ends, the lease is lost, or `stop` is set; may be called
         again after it raised (it resumes from the stored checkpoint)."""
         self._landed = dict(self.lease.landed)
+        self._empty = set()
         try:
             return await self._consume(stop)
         except LeaseLostError:
@@ -197,8 +199,8 @@ class ShardConsumer:
                     partial(self._reader.iterator, self.shard_id, resume, None)
                 )
                 continue
-            if page.empty_aggregates:
-                self._metrics.add("EmptyAggregates", page.empty_aggregates, shard=self.shard_id)
+            # Counted once checkpointed past, so a replay does not count them again.
+            self._empty.update(int(sequence) for sequence in page.empty_aggregates)
             for group in _by_sequence(page.records):
                 if self._should_cut(buffer, group[0]):
                     position = await self._flush(buffer) or position
@@ -372,6 +374,12 @@ class ShardConsumer:
         self.checkpointed_at = self._clock.monotonic()
         self.strikes = 0
         self._refusals.clear()
+        done = {
+            s for s in self._empty if checkpoint == Checkpoint.SHARD_END or s <= int(checkpoint)
+        }
+        if done:
+            self._empty -= done
+            self._metrics.add("EmptyAggregates", len(done), shard=self.shard_id)
         self._metrics.add("Checkpoints", 1, shard=self.shard_id)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:

@@ -214,16 +214,17 @@ class MemoryStream:
         records = self.shards[shard_id]
         chunk = records[index : index + limit]
         out: list[Record] = []
-        empty = 0
+        empty: list[str] = []
         for r in chunk:
             parts = user_records(r.sequence, r.partition_key, r.data, r.arrival)
             out += parts
-            empty += not parts
+            if not parts:
+                empty.append(r.sequence)
         end = index + len(chunk)
         closed = shard_id in self.children
         if closed and end >= len(records):
-            return Page(out, None, 0, self.children[shard_id], empty)
-        return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None, empty)
+            return Page(out, None, 0, self.children[shard_id], tuple(empty))
+        return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None, tuple(empty))
 
 
 class MemoryItemSink:
