@@ -142,3 +142,20 @@ async def test_a_read_loop_that_stops_turning_makes_the_worker_unhealthy(
     stream.flowing.set()
     await h.wait_for(lambda: not worker.unhealthy())
     await h.stop(worker)
+
+
+async def test_a_shard_given_up_for_longer_than_stall_s_keeps_the_worker_unhealthy(
+    registry: DatasetRegistry,
+) -> None:
+    h = Harness(
+        registry,
+        MemoryStream(1),
+        writer=Buggy(),
+        config={"release_after_failures": 2, "failing_cool_down_s": 30.0, "stall_s": 0.5},
+    )
+    h.stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    worker = h.start()
+    await h.wait_for(lambda: h.metrics.total("LeasesGivenUp", shard=SHARD) == 1)
+    await h.wait_for(lambda: bool(worker.unhealthy()))
+    assert worker.unhealthy() == [f"{SHARD}: given up, no checkpoint for 0.5 s"]
+    await h.stop(worker)

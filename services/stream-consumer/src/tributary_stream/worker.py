@@ -104,8 +104,10 @@ class Worker:
         self._loop_at = clock.monotonic()  # last turn of the coordination loop
         self._coord_failures = 0
         self._warned: dict[str, float] = {}  # rate limit of repeated warnings, by subject
-        # Shards given up after failing: (no retake before, checkpointed_at of the last run).
-        self._cooling: dict[str, tuple[float, float]] = {}
+        # Shards given up after failing: no retake before (monotonic), and since when they
+        # have made no checkpoint (kept until this worker runs them again or another owns them).
+        self._cooling: dict[str, float] = {}
+        self._failing_since: dict[str, float] = {}
         self._executor = (
             ThreadPoolExecutor(config.processor_threads, thread_name_prefix="stream-processor")
             if processing is not None
@@ -279,8 +281,8 @@ class Worker:
                 reasons.append(
                     f"{shard_id}: no checkpoint for {cfg.stall_s:g} s while failing or behind"
                 )
-        for shard_id, (_, since) in self._cooling.items():
-            if now - since > cfg.stall_s:
+        for shard_id, since in self._failing_since.items():
+            if shard_id not in self.running and now - since > cfg.stall_s:
                 reasons.append(f"{shard_id}: given up, no checkpoint for {cfg.stall_s:g} s")
         return reasons
 
@@ -306,7 +308,10 @@ class Worker:
         now = self._clock.monotonic()
         self._observer.observe(leases, now)
         by_key = {lease.key: lease for lease in leases}
-        self._cooling = {k: v for k, v in self._cooling.items() if v[0] > now}
+        self._cooling = {k: until for k, until in self._cooling.items() if until > now}
+        for lease in leases:  # another worker has it now: its health, not ours
+            if lease.owner not in (None, self.worker_id):
+                self._failing_since.pop(lease.key, None)
         for lease in leases:
             if lease.key in self._cooling:
                 continue
@@ -367,8 +372,8 @@ class Worker:
             executor=self._executor,
             processor_timeout_s=cfg.processor_timeout_s,
         )
-        if lease.key in self._cooling:  # the shard's checkpoint is as old as before
-            consumer.checkpointed_at = self._cooling.pop(lease.key)[1]
+        if lease.key in self._failing_since:  # the shard's checkpoint is as old as before
+            consumer.checkpointed_at = self._failing_since.pop(lease.key)
         stop = asyncio.Event()
         task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
         self.running[lease.key] = _Running(consumer, task, stop)
@@ -416,7 +421,8 @@ class Worker:
         )
         self._metrics.add("LeasesGivenUp", 1, shard=shard)
         until = self._clock.monotonic() + cfg.failing_cool_down_s
-        self._cooling[shard] = (until, consumer.checkpointed_at)
+        self._cooling[shard] = until
+        self._failing_since[shard] = consumer.checkpointed_at
         return Shutdown.GIVEN_UP
 
     async def reap(self) -> None:
