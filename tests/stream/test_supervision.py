@@ -159,3 +159,21 @@ async def test_a_shard_given_up_for_longer_than_stall_s_keeps_the_worker_unhealt
     await h.wait_for(lambda: bool(worker.unhealthy()))
     assert worker.unhealthy() == [f"{SHARD}: given up, no checkpoint for 0.5 s"]
     await h.stop(worker)
+
+
+async def test_a_shard_taken_back_after_its_cool_down_keeps_its_checkpoint_age(
+    registry: DatasetRegistry,
+) -> None:
+    h = Harness(
+        registry,
+        MemoryStream(1),
+        writer=Buggy(),
+        config={"release_after_failures": 2, "failing_cool_down_s": 0.3},
+    )
+    h.stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    worker = h.start()
+    await h.wait_for(lambda: SHARD in worker.running)
+    since = worker.running[SHARD].consumer.checkpointed_at
+    await h.wait_for(lambda: h.metrics.total("LeasesTaken") == 2)
+    assert worker.running[SHARD].consumer.checkpointed_at == since
+    await h.stop(worker)
