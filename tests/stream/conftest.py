@@ -91,6 +91,7 @@ class Harness:
     processing: Any = None
     live: dict[Worker, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
     count: int = 0
+    config: dict[str, Any] = field(default_factory=dict)  # WorkerConfig overrides
 
     def start(self, name: str | None = None) -> Worker:
         self.count += 1
@@ -106,6 +107,7 @@ class Harness:
                 shutdown_timeout_s=5,
                 restart_backoff_s=0.05,
                 max_backoff_s=0.3,
+                **{"poison_min_s": 0.0, **self.config},
             ),
             self.store,
             self.stream,

@@ -7,6 +7,8 @@ import asyncio
 import base64
 import hashlib
 import logging
+import re
+import threading
 from typing import Any
 
 import orjson
@@ -128,7 +130,9 @@ async def test_an_items_table_that_refuses_ends_in_quarantine_not_a_loop(
     await h.stop(worker)
     assert h.raw_lines() == landed(expected)
     (reason,) = {f["errors"][0]["message"] for f in quarantined(h)}
-    assert reason.startswith("items table refused 3 times: PermanentError: BatchWriteItem refused")
+    assert re.match(
+        r"items table refused 3 times in \d+\.\d s: PermanentError: BatchWriteItem refused", reason
+    )
     assert sink.puts == 3  # bounded: three attempts, with backoff between them
     assert h.metrics.total("ShardFailures", shard=SHARD) == 2
 
@@ -151,7 +155,7 @@ async def test_raw_refused_for_good_diverts_to_quarantine_and_the_shard_moves_on
     diverted = [q for q in quarantined(h) if q["dataset"] == "posts"]
     diverted_lines = [without_arrival(base64.b64decode(q["data_base64"])) for q in diverted]
     assert landed(diverted_lines) == landed(posts)
-    assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times:")
+    assert diverted[0]["errors"][0]["message"].startswith("raw write refused 3 times in ")
     assert h.metrics.total("RecordsQuarantined", dataset="posts") == 5
     assert h.metrics.total("ShardFailures", shard=SHARD) == 2
 
@@ -234,3 +238,66 @@ async def test_damaged_aggregates_say_why_and_empty_ones_are_counted(
     assert reasons[0] == "KPL aggregate: checksum mismatch (MD5 of the protobuf)"
     assert reasons[1].startswith("KPL aggregate: truncated or malformed protobuf")
     assert h.metrics.total("EmptyAggregates", shard=SHARD) == 1
+
+
+def huge_on_sevens(envelope: dict[str, Any]) -> dict[str, Any] | None:
+    n = envelope["data"]["id"]
+    return {"dataset": "posts", "id": envelope["id"], "n": 2**130 if n % 7 == 0 else n}
+
+
+@pytest.mark.parametrize("backend", ["memory", "dynamodb"])
+async def test_an_item_with_a_number_dynamodb_cannot_store_is_quarantined_alone(
+    registry: DatasetRegistry, backend: str, items_sink: DynamoDbItemSink
+) -> None:
+    h = Harness(registry, MemoryStream(1))
+    sink: Any = MemoryItemSink() if backend == "memory" else items_sink
+    h.processing = (huge_on_sevens, sink)
+    sent = [post(i) for i in range(1, 31)]
+    for data in sent:
+        h.stream.put(SHARD, data)
+    worker = h.start()
+    await h.wait_for(lambda: at_end(h))
+    await h.stop(worker)
+    assert h.raw_lines() == landed(sent)
+    assert sorted(int(f["id"]) for f in quarantined(h)) == [7, 14, 21, 28]
+    assert "more than 38 significant digits" in quarantined(h)[0]["errors"][0]["message"]
+    assert h.metrics.total("ItemsProcessed", shard=SHARD) == 26
+    assert h.metrics.total("ShardFailures", shard=SHARD) == 0
+
+
+async def test_a_hanging_processor_costs_its_record_not_the_lease(
+    registry: DatasetRegistry,
+) -> None:
+    """The processor blocks (a sync call with no timeout) on one record: the event loop goes on
+    (renewals), the record is quarantined as timed out, the rest is processed."""
+    release = threading.Event()
+
+    def hang_on_three(envelope: dict[str, Any]) -> dict[str, Any] | None:
+        if envelope["data"]["id"] == 3:
+            release.wait(10)
+        return {"dataset": "posts", "id": envelope["id"], "n": envelope["data"]["id"]}
+
+    h = Harness(registry, MemoryStream(1), config={"processor_timeout_s": 0.5})
+    sink = MemoryItemSink()
+    h.processing = (hang_on_three, sink)
+    sent = [post(i) for i in range(1, 6)]
+    for data in sent:
+        h.stream.put(SHARD, data)
+    worker = h.start()
+    try:
+        await h.wait_for(
+            lambda: SHARD in h.store.leases and h.store.leases[SHARD].owner is not None
+        )
+        counter = h.store.leases[SHARD].counter
+        await h.wait_for(lambda: at_end(h))
+        assert h.store.leases[SHARD].counter > counter  # renewed while the processor hung
+        await h.stop(worker)
+    finally:
+        release.set()
+    assert h.raw_lines() == landed(sent)
+    ((failure),) = quarantined(h)
+    assert failure["id"] == "3"
+    assert failure["errors"][0]["message"] == "STREAM_PROCESSOR timed out after 0.5 s"
+    assert sorted(sink.items) == ["posts#1", "posts#2", "posts#4", "posts#5"]
+    assert h.metrics.total("ProcessorTimeouts", shard=SHARD) == 1
+    assert h.metrics.total("LeasesLost") == 0

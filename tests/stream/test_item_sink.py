@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tributary.errors import PermanentError
+from tributary_stream import processing
 from tributary_stream.processing import DynamoDbItemSink, ItemRefusedError, ItemSink
 from tributary_stream.testing import MemoryItemSink
 
@@ -66,6 +67,10 @@ async def test_repeats_in_separate_calls_of_25_are_upserts(sink: ItemSink) -> No
         (item(1, big="x" * 420_000), "larger than"),
         ({"dataset": "posts", "n": 1}, "non-empty string 'dataset' and 'id'"),
         ({"dataset": "posts", "id": "x" * 3000}, "longer than"),
+        (item(1, big=2**130), "more than 38 significant digits"),
+        (item(1, nested={"x": [-(10**38) - 1]}), "more than 38 significant digits"),
+        (item(1, huge=1e200), "magnitude larger than"),
+        (item(1, tiny=-1e-200), "magnitude smaller than"),
     ],
 )
 async def test_items_dynamodb_cannot_store_are_refused_before_any_write(
@@ -97,3 +102,26 @@ async def test_moto_itself_refuses_what_the_checks_stop_early(
         await db.batch_write_item(
             RequestItems={table: [{"PutRequest": {"Item": {"pk": {"S": "k"}}}}] * 2}
         )
+
+
+async def test_numbers_within_dynamodbs_range_and_precision_are_stored(sink: ItemSink) -> None:
+    edges = [10**38 - 1, -(10**38 - 1), 10**100, 9.99e125, 1e-130, -1e-130, 0, 0.1]
+    assert await sink.put_items([item(i, v=v) for i, v in enumerate(edges)]) == {}
+    got = await stored(sink)
+    assert {k: float(v["v"]) for k, v in got.items()} == {
+        f"posts#{i}": float(v) for i, v in enumerate(edges)
+    }
+
+
+async def test_an_item_the_table_refuses_is_found_and_the_others_stored(
+    items_sink: DynamoDbItemSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the checks before the call miss, the service refuses (a whole call of 25): the sink
+    bisects down to the refused item and stores every other one."""
+    monkeypatch.setattr(processing, "check_number", str)  # let 1e200 through to moto
+    items = [item(i) for i in range(40)]
+    items[30] = item(30, huge=1e200)
+    refused = await items_sink.put_items(items)
+    assert list(refused) == [30]
+    assert "Number overflow" in refused[30]
+    assert sorted(await stored(items_sink)) == sorted(f"posts#{i}" for i in range(40) if i != 30)

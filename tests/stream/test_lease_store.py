@@ -100,3 +100,74 @@ async def test_a_row_that_is_not_a_lease_is_a_clear_permanent_error(lake: AwsSet
         await db.put_item(TableName=lake.lease_table, Item={"leaseKey": {"S": "stranger"}})
         with pytest.raises(PermanentError, match="'stranger' is not a lease"):
             await DynamoDbLeaseStore(db, lake.lease_table).list_leases()
+
+
+async def test_take_returns_the_stored_row_not_the_callers_copy(store: LeaseStore) -> None:
+    """B takes and checkpoints after A scanned: A's take (the counter is unchanged by the
+    checkpoint) must hand A the row as stored, so A's own checkpoint is accepted."""
+    await store.create(new())
+    (free,) = await store.list_leases()
+    b = await store.take(free, "B")
+    assert b is not None
+    (seen,) = await store.list_leases()  # A's scan
+    assert await store.checkpoint(b, "200", {"raw/posts": "210"}) is not None
+    a = await store.take(seen, "A")
+    assert a is not None
+    (row,) = await store.list_leases()
+    assert a == row
+    assert (a.checkpoint, dict(a.landed)) == ("200", {"raw/posts": "210"})
+    assert await store.checkpoint(a, "300", {}) is not None
+
+
+async def test_a_zombie_checkpoint_is_refused_after_the_lease_came_back_a_b_a(
+    store: LeaseStore,
+) -> None:
+    """A checkpoints, B takes and checkpoints, A takes it back and checkpoints: A's first
+    consumer (same owner, stale copy) must not move the checkpoint back."""
+    await store.create(new())
+    (free,) = await store.list_leases()
+    a = await store.take(free, "A")
+    assert a is not None
+    zombie = await store.checkpoint(a, "100", {})
+    assert zombie is not None
+    (row,) = await store.list_leases()
+    b = await store.take(row, "B")
+    assert b is not None
+    assert await store.checkpoint(b, "200", {}) is not None
+    (row,) = await store.list_leases()
+    a2 = await store.take(row, "A")
+    assert a2 is not None
+    assert await store.checkpoint(a2, "300", {}) is not None
+    assert await store.checkpoint(zombie, "150", {"raw/posts": "160"}) is None
+    (row,) = await store.list_leases()
+    assert (row.checkpoint, dict(row.landed)) == ("300", {})
+
+
+async def test_a_checkpoint_after_renewals_and_checkpoints_is_accepted(store: LeaseStore) -> None:
+    """Renewals never fence the owner's checkpoints, nor do its own earlier checkpoints (a
+    retried checkpoint that had in fact gone through is accepted again)."""
+    await store.create(new())
+    (free,) = await store.list_leases()
+    mine = await store.take(free, "w1")
+    assert mine is not None
+    renewed = await store.renew(mine)
+    assert renewed is not None
+    assert await store.renew(renewed) is not None
+    first = await store.checkpoint(mine, "100", {})  # the consumer's copy: counter 1
+    assert first is not None
+    assert await store.checkpoint(mine, "100", {}) is not None  # the retry of that call
+    assert await store.checkpoint(first, "200", {}) is not None
+    (row,) = await store.list_leases()
+    assert (row.owner, row.counter, row.checkpoint) == ("w1", 3, "200")
+
+
+async def test_get_reads_one_lease_as_stored(store: LeaseStore) -> None:
+    await store.create(new())
+    assert await store.get("shardId-000000000009") is None
+    (free,) = await store.list_leases()
+    mine = await store.take(free, "w1")
+    assert mine is not None
+    renewed = await store.renew(mine)
+    assert renewed is not None
+    assert await store.get(mine.key) == (await store.list_leases())[0]
+    assert (await store.get(mine.key)) == renewed

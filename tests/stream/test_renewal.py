@@ -62,3 +62,38 @@ async def test_slow_scans_and_checkpoints_lose_no_lease(registry: DatasetRegistr
     slow.slow = False
     await h.stop_all()
     assert h.raw_lines() == landed(expected)
+
+
+class LateAnswers(MemoryLeaseStore):
+    """The next `late` renewals are applied, but their answer comes after the deadline."""
+
+    late = 0
+
+    async def renew(self, lease: Lease) -> Lease | None:
+        renewed = await super().renew(lease)
+        if self.late:
+            self.late -= 1
+            await asyncio.sleep(FAILOVER)  # 3x the renewal deadline
+        return renewed
+
+
+async def test_a_renewal_applied_but_answered_late_does_not_lose_the_lease(
+    registry: DatasetRegistry,
+) -> None:
+    store = LateAnswers()
+    h = Harness(registry, MemoryStream(1), store=store)
+    expected = fill(h.stream, 5)
+    worker = h.start()
+    await h.wait_for(lambda: len(worker.running) == 1 and sum(h.raw_lines().values()) == 5)
+    store.late = 1
+    shard = "shardId-000000000000"
+    await h.wait_for(lambda: h.metrics.total("RenewalFailures", shard=shard) == 1)
+    counter = next(iter(store.leases.values())).counter
+    await h.wait_for(lambda: next(iter(store.leases.values())).counter >= counter + 2)
+    assert h.metrics.total("LeasesLost") == h.metrics.total("LeasesLost", shard=shard) == 0
+    assert h.metrics.total("LeasesRestarted") == 0
+    assert len(worker.running) == 1
+    expected += fill(h.stream, 5, start=10)  # and the shard goes on
+    await h.wait_for(lambda: sum(h.raw_lines().values()) == 10)
+    await h.stop(worker)
+    assert h.raw_lines() == landed(expected)

@@ -6,23 +6,24 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import partial
-from typing import Any, TypeVar
-
-import orjson
+from typing import TypeVar
 
 from tributary.clock import Clock
 from tributary.errors import PermanentError, TransientError
 from tributary.layout import Zone
 from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
-from tributary_stream.lander import Lander, Line, landed_through
+from tributary_stream.derive import derive
+from tributary_stream.lander import Lander, Line, PutRefusedError, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
-from tributary_stream.processing import ItemRefusedError, ItemSink, Processor, item_key, to_item
-from tributary_stream.quarantine import describe, failure_line
+from tributary_stream.poison import Refusals
+from tributary_stream.processing import ItemSink, Processor
+from tributary_stream.quarantine import failure_line
 from tributary_stream.route import Router, Target
 from tributary_stream.settings import StreamSettings
 from tributary_stream.stream import IteratorExpiredError, Record, StreamReader, ThrottledError
@@ -40,6 +41,7 @@ class Shutdown(StrEnum):
     SHARD_END = "SHARD_END"  # read to the end and checkpointed SHARD_END
     LEASE_LOST = "LEASE_LOST"  # another worker owns it: stopped without checkpointing
     REQUESTED = "REQUESTED"  # graceful stop: flushed and checkpointed
+    GIVEN_UP = "GIVEN_UP"  # failed run after run: released for a cool-down (see worker)
 
 
 class LeaseLostError(Exception):
@@ -100,6 +102,9 @@ class ShardConsumer:
         initial_timestamp: datetime | None = None,
         end_on_empty_closed: bool = False,
         poison_attempts: int = 3,
+        poison_min_s: float = 60.0,
+        executor: Executor | None = None,
+        processor_timeout_s: float = 10.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.lease = lease
@@ -116,18 +121,32 @@ class ShardConsumer:
         self._processing = processing
         self._initial_timestamp = initial_timestamp
         self._end_on_empty_closed = end_on_empty_closed
-        self._poison_attempts = poison_attempts
+        self._refusals = Refusals(poison_attempts, poison_min_s)
+        self._executor = executor  # where the processor runs (None: the loop's default)
+        self._processor_timeout_s = processor_timeout_s
         self._sleep = sleep
         self._landed: dict[str, str] = dict(lease.landed)
+        self._empty: set[int] = set()  # empty KPL aggregates read, not yet checkpointed past
         self._failures = Lander(
             lander.writer, lease.key, metrics, lander.compresslevel, stage="processing"
+        )
+        # Lines raw refused for good: a chain of their own, so that a replay (which may find
+        # raw writable again) never rewrites the routed quarantine chain differently.
+        self._refused = Lander(
+            lander.writer, lease.key, metrics, lander.compresslevel, stage="refused"
         )
         self.lost = asyncio.Event()  # set by the worker when a renewal finds the lease taken
         self.checkpointed_at = clock.monotonic()
         self.active_at = clock.monotonic()  # last turn of the read loop (health signal)
-        # Runs in a row that failed without moving the checkpoint (set by the worker's
-        # supervision): on the last allowed attempt, permanent refusals divert to quarantine.
+        self.behind = False  # the last page said more records wait (health signal)
+        # Runs in a row that failed without moving the checkpoint (counted by the worker's
+        # supervision, for its backoff).
         self.strikes = 0
+
+    @property
+    def behind_or_failing(self) -> bool:
+        """Whether the shard has work it is not getting through (a checkpoint is due)."""
+        return self.behind or self.strikes > 0
 
     @property
     def shard_id(self) -> str:
@@ -138,6 +157,7 @@ class ShardConsumer:
         """Consume until the shard ends, the lease is lost, or `stop` is set; may be called
         again after it raised (it resumes from the stored checkpoint)."""
         self._landed = dict(self.lease.landed)
+        self._empty = set()
         try:
             return await self._consume(stop)
         except LeaseLostError:
@@ -179,8 +199,8 @@ class ShardConsumer:
                     partial(self._reader.iterator, self.shard_id, resume, None)
                 )
                 continue
-            if page.empty_aggregates:
-                self._metrics.add("EmptyAggregates", page.empty_aggregates, shard=self.shard_id)
+            # Counted once checkpointed past, so a replay does not count them again.
+            self._empty.update(int(sequence) for sequence in page.empty_aggregates)
             for group in _by_sequence(page.records):
                 if self._should_cut(buffer, group[0]):
                     position = await self._flush(buffer) or position
@@ -189,6 +209,7 @@ class ShardConsumer:
             self._metrics.gauge(
                 "MillisBehindLatest", page.millis_behind, Unit.MILLISECONDS, shard=self.shard_id
             )
+            self.behind = page.millis_behind > 0
             ended = page.next_iterator is None or bool(page.children)
             if (
                 self._end_on_empty_closed
@@ -248,42 +269,45 @@ class ShardConsumer:
             return None
         if self.lost.is_set():
             raise LeaseLostError(self.shard_id)
-        # Raw first: lines raw refuses for good are diverted into their quarantine chain,
-        # which lands after (every chain is still written in sequence order).
+        # Raw first; lines raw refuses for good land in their own quarantine chain after the
+        # routed ones (every chain is written in sequence order).
+        refused: dict[Target, list[Line]] = {}
         for zone in (Zone.RAW, Zone.QUARANTINE):
             for target in [t for t in buffer.lines if t.zone is zone]:
-                await self._land(buffer, target)
+                await self._land(buffer, target, refused)
+        for aside, lines in refused.items():
+            await self._call(partial(self._refused.land, aside, lines, self._landed))
         if self._processing is not None:
             await self._process(buffer)
         await self._checkpoint(buffer.through)
         return buffer.through
 
-    @property
-    def _last_attempt(self) -> bool:
-        return self.strikes + 1 >= self._poison_attempts
-
-    async def _land(self, buffer: _Buffer, target: Target) -> None:
+    async def _land(
+        self, buffer: _Buffer, target: Target, refused: dict[Target, list[Line]]
+    ) -> None:
         lines = buffer.lines[target]
         try:
             await self._call(partial(self._lander.land, target, lines, self._landed))
-        except PermanentError as exc:
-            if target.zone is not Zone.RAW or not self._last_attempt:
+        except PutRefusedError as exc:
+            if target.zone is not Zone.RAW:
                 raise  # quarantine itself refused: nothing left to divert to
-            reason = f"raw write refused {self.strikes + 1} times: {describe(exc)}"
+            now = self._clock.monotonic()
+            reason = self._refusals.refused(target.name, "raw write", exc, now)
+            if reason is None:
+                raise
             log.error(
                 "raw write refused; records quarantined",
                 extra={"shard": self.shard_id, "dataset": target.dataset, "error": str(exc)},
             )
-            self._metrics.add("RecordsQuarantined", len(lines), dataset=target.dataset)
-            aside = Target(Zone.QUARANTINE, target.dataset)
+            done = landed_through(self._landed, target)
             diverted = [
                 Line(line.sequence, line.arrival, failure_line(line.line, reason)[1])
                 for line in lines
-                if line.position > landed_through(self._landed, target)
+                if line.position > done
             ]
-            merged = sorted([*buffer.lines.get(aside, []), *diverted], key=lambda ln: ln.position)
-            buffer.lines[aside] = merged
-            del buffer.lines[target]
+            self._metrics.add("RecordsQuarantined", len(diverted), dataset=target.dataset)
+            refused[Target(Zone.QUARANTINE, target.dataset)] = diverted
+            buffer.lines[target] = [line for line in lines if line.position <= done]  # in raw
 
     async def _process(self, buffer: _Buffer) -> None:
         """The second prong: items derived from the landed raw records, durable before the
@@ -292,34 +316,25 @@ class ShardConsumer:
         with the reason; the rest of the batch goes on."""
         assert self._processing is not None
         processor, sink = self._processing
-        items: dict[str, tuple[dict[str, Any], Line]] = {}  # by item key: the last one wins
-        failed: list[tuple[Line, str]] = []
-        for target, lines in buffer.lines.items():
-            if target.zone is not Zone.RAW:
-                continue
-            for line in lines:
-                try:
-                    item = processor(orjson.loads(line.line))
-                except Exception as exc:  # noqa: BLE001 - user code: isolate the record
-                    failed.append((line, f"STREAM_PROCESSOR raised {describe(exc)}"))
-                    continue
-                if item is None:
-                    continue
-                try:
-                    to_item(item)
-                    items[item_key(item)] = (item, line)
-                except ItemRefusedError as exc:
-                    failed.append((line, f"item not storable: {exc}"))
-                except Exception as exc:  # noqa: BLE001 - a processor's item, not ours
-                    failed.append((line, f"item not storable: {describe(exc)}"))
+        raw = [line for t, lines in buffer.lines.items() if t.zone is Zone.RAW for line in lines]
+        derived = await derive(processor, raw, self._executor, self._processor_timeout_s)
+        if derived.timeouts:
+            self._metrics.add("ProcessorTimeouts", derived.timeouts, shard=self.shard_id)
+        items, failed = derived.items, derived.failed
         if items:
+            pairs = list(items.values())
             try:
-                await self._call(partial(sink.put_items, [item for item, _ in items.values()]))
-                self._metrics.add("ItemsProcessed", len(items), shard=self.shard_id)
+                refused = await self._call(partial(sink.put_items, [item for item, _ in pairs]))
+                self._metrics.add("ItemsProcessed", len(pairs) - len(refused), shard=self.shard_id)
+                failed += [
+                    (pairs[i][1], f"item refused by the items table: {why}")
+                    for i, why in refused.items()
+                ]
             except PermanentError as exc:
-                if not self._last_attempt:
+                now = self._clock.monotonic()
+                reason = self._refusals.refused("items", "items table", exc, now)
+                if reason is None:
                     raise
-                reason = f"items table refused {self.strikes + 1} times: {describe(exc)}"
                 failed += [(line, reason) for _, line in items.values()]
         if failed:
             await self._land_failures(failed)
@@ -358,6 +373,13 @@ class ShardConsumer:
         )
         self.checkpointed_at = self._clock.monotonic()
         self.strikes = 0
+        self._refusals.clear()
+        done = {
+            s for s in self._empty if checkpoint == Checkpoint.SHARD_END or s <= int(checkpoint)
+        }
+        if done:
+            self._empty -= done
+            self._metrics.add("EmptyAggregates", len(done), shard=self.shard_id)
         self._metrics.add("Checkpoints", 1, shard=self.shard_id)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:

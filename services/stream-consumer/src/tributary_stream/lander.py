@@ -22,6 +22,11 @@ from tributary.raw_writer import META_LAST, RawObject, RawWriter, WriteOutcome
 from tributary_stream.route import Target
 
 
+class PutRefusedError(PermanentError):
+    """The store refused to create an object for good (a 403, say): its lines are not in the
+    lake. Unlike a refused HeadObject after a 412, whose lines are."""
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """A line to land and where it came from."""
@@ -59,12 +64,10 @@ class Lander:
     ) -> None:
         self.writer = writer
         self.compresslevel = compresslevel
-        self._writer = writer
         self._shard = shard_id
         self._name = f"{shard_id}.{stage}" if stage else shard_id
         self._stage = stage
         self._metrics = metrics
-        self._level = compresslevel
 
     async def land(
         self, target: Target, lines: Sequence[Line], landed: MutableMapping[str, str]
@@ -79,7 +82,7 @@ class Lander:
         while pending:
             first = pending[0]
             key = object_key(target.zone, target.dataset, first.arrival, self._name, first.sequence)
-            body = encode_ndjson_gz([line.line for line in pending], self._level)
+            body = encode_ndjson_gz([line.line for line in pending], self.compresslevel)
             obj = RawObject(
                 key,
                 body,
@@ -88,13 +91,19 @@ class Lander:
                 pending[-1].sequence,
                 {"shard": self._shard},
             )
-            if await self._writer.put(obj) is WriteOutcome.WRITTEN:
+            try:
+                outcome = await self.writer.put(obj)
+            except PutRefusedError:
+                raise
+            except PermanentError as exc:
+                raise PutRefusedError(str(exc)) from exc
+            if outcome is WriteOutcome.WRITTEN:
                 landed[chain] = pending[-1].sequence
                 self._metrics.add("ObjectsWritten", 1, dataset=target.dataset)
                 self._metrics.add("RecordsLanded", len(pending), dataset=target.dataset)
                 self._metrics.add("BytesLanded", len(body), Unit.BYTES, dataset=target.dataset)
                 return
-            info = await self._writer.head(key)
+            info = await self.writer.head(key)
             if info is None or META_LAST not in info.metadata:
                 raise TransientError(f"{key} exists but its metadata is not readable yet")
             end = info.metadata[META_LAST]

@@ -2,13 +2,17 @@
 
 A lease's `counter` is a fencing token: renew, take and release are conditional on it, so a
 worker that lost a lease can never renew or release it again. A checkpoint is fenced on the owner
-and the owner switches instead (a take bumps them, renewals do not), so a checkpoint in flight
-is never fenced out by its own worker's renewals, however slow the table: a worker that lost the
-lease can still never overwrite the new owner's checkpoint.
+and the lease's take token instead: a random token each take writes (like KCL's concurrency
+token, but stored) and nothing else changes. Renewals leave it alone, so a checkpoint in flight
+is never fenced out by its own worker's renewals however slow the table, and a retried checkpoint
+that had gone through is accepted again; every take replaces it, so a consumer whose lease was
+taken can never checkpoint again, even when the lease has come back to the same worker since
+(A, then B, then A again).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -42,7 +46,8 @@ class Lease:
     checkpoint: str
     parents: frozenset[str] = frozenset()
     children: frozenset[str] = frozenset()
-    owner_switches: int = 0
+    owner_switches: int = 0  # takes since the last checkpoint (KCL's column; not a fence)
+    token: str = ""  # the take token: written by each take, fences checkpoints
     # Per dataset, the last sequence number already landed in raw *beyond* the checkpoint
     # (an object adopted from another writer can reach past it); see tributary_stream.lander.
     landed: Mapping[str, str] = field(default_factory=dict)
@@ -59,6 +64,9 @@ class LeaseStore(Protocol):
     async def list_leases(self) -> list[Lease]:
         """Every lease, strongly consistent."""
 
+    async def get(self, key: str) -> Lease | None:
+        """One lease, strongly consistent; None if there is none for `key`."""
+
     async def create(self, lease: Lease) -> bool:
         """Create `lease` unless one exists for its shard; True if this call created it."""
 
@@ -72,7 +80,7 @@ class LeaseStore(Protocol):
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
         """Store the checkpoint if `lease.owner` still holds it and nobody took it since
-        (`lease.owner_switches` unchanged; the counter may have moved: renewals); else None."""
+        (`lease.token` unchanged; the counter may have moved: renewals); else None."""
 
     async def release(self, lease: Lease) -> bool:
         """Give the lease up (owner removed) if still held; True on success."""
@@ -99,6 +107,17 @@ class DynamoDbLeaseStore:
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, "scan") from exc
 
+    async def get(self, key: str) -> Lease | None:
+        """GetItem, consistent read."""
+        try:
+            response = await self._db.get_item(
+                TableName=self._table, Key={"leaseKey": {"S": key}}, ConsistentRead=True
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _translate(exc, "get") from exc
+        item = response.get("Item")
+        return None if item is None else _parse(item)
+
     async def create(self, lease: Lease) -> bool:
         """PutItem unless the key exists."""
         return await self._conditional(
@@ -118,22 +137,26 @@ class DynamoDbLeaseStore:
         return replace(lease, counter=lease.counter + 1) if ok else None
 
     async def take(self, lease: Lease, owner: str) -> Lease | None:
-        """New owner, counter + 1, owner switches + 1, if the counter is unchanged."""
+        """New owner, counter + 1, owner switches + 1 and a new take token, if the counter is
+        unchanged; returns the row as stored (a checkpoint may have landed since `lease` was
+        read)."""
         try:
-            await self._db.update_item(
+            response = await self._db.update_item(
                 TableName=self._table,
                 Key={"leaseKey": {"S": lease.key}},
                 UpdateExpression=(
-                    "SET leaseOwner = :owner, leaseCounter = :next, "
+                    "SET leaseOwner = :owner, leaseCounter = :next, takeToken = :token, "
                     "ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one"
                 ),
                 ConditionExpression="leaseCounter = :counter",
                 ExpressionAttributeValues={
                     ":owner": {"S": owner},
+                    ":token": {"S": new_token()},
                     ":next": {"N": str(lease.counter + 1)},
                     ":counter": {"N": str(lease.counter)},
                     ":one": {"N": "1"},
                 },
+                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
@@ -141,14 +164,14 @@ class DynamoDbLeaseStore:
             raise _translate(exc, "take") from exc
         except BotoCoreError as exc:
             raise _translate(exc, "take") from exc
-        return replace(
-            lease, owner=owner, counter=lease.counter + 1, owner_switches=lease.owner_switches + 1
-        )
+        return _parse(response.get("Attributes", {}))
 
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Checkpoint and landed map, if owner and owner switches are unchanged."""
+        """Checkpoint and landed map, if owner and take token are unchanged."""
+        if not lease.owner or not lease.token:
+            return None  # never taken: nothing to fence on
         ok = await self._conditional(
             self._db.update_item(
                 TableName=self._table,
@@ -157,13 +180,13 @@ class DynamoDbLeaseStore:
                     "SET checkpoint = :cp, landedThrough = :landed, "
                     "ownerSwitchesSinceCheckpoint = :zero"
                 ),
-                ConditionExpression="leaseOwner = :me AND ownerSwitchesSinceCheckpoint = :switches",
+                ConditionExpression="leaseOwner = :me AND takeToken = :token",
                 ExpressionAttributeValues={
                     ":cp": {"S": checkpoint},
                     ":landed": {"M": {k: {"S": v} for k, v in landed.items()}},
                     ":zero": {"N": "0"},
-                    ":me": {"S": lease.owner or ""},
-                    ":switches": {"N": str(lease.owner_switches)},
+                    ":me": {"S": lease.owner},
+                    ":token": {"S": lease.token},
                 },
             ),
             "checkpoint",
@@ -221,6 +244,8 @@ def _to_item(lease: Lease) -> dict[str, Any]:
     }
     if lease.owner:
         item["leaseOwner"] = {"S": lease.owner}
+    if lease.token:
+        item["takeToken"] = {"S": lease.token}
     if lease.parents:  # DynamoDB sets cannot be empty
         item["parentShardIds"] = {"SS": sorted(lease.parents)}
     if lease.children:
@@ -238,7 +263,13 @@ def _from_item(item: Mapping[str, Any]) -> Lease:
         children=frozenset(item.get("childShardIds", {}).get("SS", [])),
         owner_switches=int(item.get("ownerSwitchesSinceCheckpoint", {}).get("N", "0")),
         landed={k: v["S"] for k, v in item.get("landedThrough", {}).get("M", {}).items()},
+        token=item.get("takeToken", {}).get("S", ""),
     )
+
+
+def new_token() -> str:
+    """A take token: random, never reused."""
+    return uuid.uuid4().hex
 
 
 def _parse(item: Mapping[str, Any]) -> Lease:

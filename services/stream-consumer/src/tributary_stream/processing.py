@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Callable, Sequence
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tributary.aws import translate_aws_error
+from tributary.aws import error_code, translate_aws_error
 from tributary.errors import ConfigError, PermanentError, TransientError
 from tributary.retry import RetryPolicy, retry
 
@@ -51,6 +52,9 @@ def load_processor(path: str) -> Processor:
 BATCH_SIZE = 25  # BatchWriteItem's limit
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB's item size limit
 MAX_KEY_BYTES = 2048  # DynamoDB's partition key limit
+MAX_NUMBER_DIGITS = 38  # DynamoDB numbers: 38 significant digits,
+MAX_NUMBER_EXPONENT = 125  # magnitudes up to 9.99...E+125
+MIN_NUMBER_EXPONENT = -130  # and down to 1E-130
 
 
 class ItemRefusedError(PermanentError):
@@ -77,21 +81,18 @@ def to_item(item: dict[str, Any]) -> dict[str, Any]:
     return attributes
 
 
-def collapse(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One item per key, the last one winning (BatchWriteItem refuses repeated keys)."""
-    return list({item_key(item): item for item in items}.values())
-
-
 class ItemSink(Protocol):
     """Where processed items go."""
 
-    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
-        """Store every item (upsert by `dataset` + `id`) or raise; returns when durable.
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> dict[int, str]:
+        """Store the items (upsert by `dataset` + `id`); returns when durable, with the items
+        the table refused one by one (their index in `items`, and why): all others are stored.
 
-        Items go in calls of 25, as BatchWriteItem takes them. Raises `ItemRefusedError` for an
-        item DynamoDB refuses (see `to_item`), `PermanentError` when a call of 25 repeats a key
-        (DynamoDB: "Provided list of item keys contains duplicates"; nothing of that call is
-        written) or the table refuses the call, `TransientError` when it stays unavailable.
+        Items go in calls of 25, as BatchWriteItem takes them. Raises `ItemRefusedError`, before
+        any write, for an item the checks of `to_item` know DynamoDB refuses; `PermanentError`
+        when a call of 25 repeats a key (DynamoDB: "Provided list of item keys contains
+        duplicates"; nothing of that call is written) or the table refuses the call itself
+        (missing table, no grant), `TransientError` when it stays unavailable.
         """
 
 
@@ -102,31 +103,78 @@ class DynamoDbItemSink:
         self._db = dynamodb
         self._table = table
 
-    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
-        """25 items per call; unprocessed ones are retried with backoff."""
-        for start in range(0, len(items), BATCH_SIZE):
-            pending: list[Any] = [
-                {"PutRequest": {"Item": to_item(i)}} for i in items[start : start + BATCH_SIZE]
-            ]
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> dict[int, str]:
+        """25 items per call; unprocessed ones are retried with backoff. A call the table
+        refuses for an item in it (ValidationException) is split in halves until the refused
+        items are alone; those are returned, the others written."""
+        refused: dict[int, str] = {}
+        chunks = [
+            [(i, to_item(item)) for i, item in enumerate(items[start : start + BATCH_SIZE], start)]
+            for start in range(0, len(items), BATCH_SIZE)
+        ]
+        for chunk in chunks:
+            await self._write(chunk, refused)
+        return refused
 
-            async def attempt() -> None:
-                nonlocal pending
-                try:
-                    response = await self._db.batch_write_item(RequestItems={self._table: pending})
-                except (ClientError, BotoCoreError) as exc:
-                    # DynamoDB's message says which rule the call broke (duplicates, size...).
-                    message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
-                    hint = (
-                        f"{message}; check STREAM_ITEMS_TABLE"
-                        if message
-                        else ("check STREAM_ITEMS_TABLE")
-                    )
-                    raise translate_aws_error(exc, "BatchWriteItem", hint) from exc
-                pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
-                if pending:
-                    raise TransientError(f"{len(pending)} items unprocessed")
+    async def _write(
+        self, chunk: list[tuple[int, dict[str, Any]]], refused: dict[int, str]
+    ) -> None:
+        pending: list[Any] = [{"PutRequest": {"Item": attributes}} for _, attributes in chunk]
 
+        async def attempt() -> None:
+            nonlocal pending
+            try:
+                response = await self._db.batch_write_item(RequestItems={self._table: pending})
+            except (ClientError, BotoCoreError) as exc:
+                # DynamoDB's message says which rule the call broke (duplicates, size...).
+                message = getattr(exc, "response", {}).get("Error", {}).get("Message", "")
+                if error_code(exc) == "ValidationException" and "duplicates" not in message:
+                    raise _ItemInvalidError(f"ValidationException: {message}") from exc
+                hint = (
+                    f"{message}; check STREAM_ITEMS_TABLE"
+                    if message
+                    else "check STREAM_ITEMS_TABLE"
+                )
+                raise translate_aws_error(exc, "BatchWriteItem", hint) from exc
+            pending = list(response.get("UnprocessedItems", {}).get(self._table, []))
+            if pending:
+                raise TransientError(f"{len(pending)} items unprocessed")
+
+        try:
             await retry(attempt, RetryPolicy(max_attempts=8), what="BatchWriteItem")
+        except _ItemInvalidError as exc:
+            if len(chunk) == 1:
+                refused[chunk[0][0]] = str(exc)
+                return
+            half = len(chunk) // 2
+            await self._write(chunk[:half], refused)
+            await self._write(chunk[half:], refused)
+
+
+class _ItemInvalidError(PermanentError):
+    """The table refused a call for what an item in it holds (not for the call itself)."""
+
+
+def check_number(value: int | float) -> str:
+    """`value` as a DynamoDB number; `ItemRefusedError` outside its precision and range."""
+    text = str(value)
+    try:
+        number = Decimal(text)
+    except InvalidOperation as exc:  # pragma: no cover - str() of an int or float parses
+        raise ItemRefusedError(f"{text!r} is not a number") from exc
+    if number == 0:
+        return text
+    digits = "".join(map(str, number.as_tuple().digits)).strip("0")
+    if len(digits) > MAX_NUMBER_DIGITS:
+        raise ItemRefusedError(
+            f"DynamoDB numbers cannot have more than {MAX_NUMBER_DIGITS} significant digits "
+            f"({text[:60]})"
+        )
+    if number.adjusted() > MAX_NUMBER_EXPONENT:
+        raise ItemRefusedError(f"number magnitude larger than DynamoDB's 1E+126 ({text[:60]})")
+    if number.adjusted() < MIN_NUMBER_EXPONENT:
+        raise ItemRefusedError(f"number magnitude smaller than DynamoDB's 1E-130 ({text[:60]})")
+    return text
 
 
 def to_attribute(value: Any) -> dict[str, Any]:
@@ -138,7 +186,7 @@ def to_attribute(value: Any) -> dict[str, Any]:
     if isinstance(value, float) and not math.isfinite(value):
         raise ItemRefusedError(f"DynamoDB numbers cannot be {value}")
     if isinstance(value, int | float):
-        return {"N": str(value)}
+        return {"N": check_number(value)}
     if isinstance(value, str):
         return {"S": value}
     if isinstance(value, list):

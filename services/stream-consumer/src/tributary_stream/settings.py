@@ -51,6 +51,20 @@ class StreamSettings(CommonSettings):
     # emulators that never say so (moto): an empty page 0 ms behind on a closed shard ends it.
     end_on_empty_closed: bool = Field(default=False, validation_alias="STREAM_END_ON_EMPTY_CLOSED")
     poison_attempts: int = Field(default=3, ge=1, validation_alias="STREAM_POISON_ATTEMPTS")
+    poison_min_s: float = Field(default=60.0, ge=0, validation_alias="STREAM_POISON_MIN_S")
+    processor_timeout_s: float = Field(
+        default=10.0, gt=0, validation_alias="STREAM_PROCESSOR_TIMEOUT_S"
+    )
+    processor_threads: int = Field(
+        default=4, ge=1, le=64, validation_alias="STREAM_PROCESSOR_THREADS"
+    )
+    stall_s: float = Field(default=300.0, gt=0, validation_alias="STREAM_STALL_S")
+    release_after_failures: int = Field(
+        default=10, ge=1, validation_alias="STREAM_RELEASE_AFTER_FAILURES"
+    )
+    failing_cool_down_s: float = Field(
+        default=300.0, ge=0, validation_alias="STREAM_FAILING_COOL_DOWN_S"
+    )
     health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
     # The API's key: only envelopes signed with it keep their id, source and received_at.
     envelope_signing_key: SecretStr | None = Field(

@@ -47,7 +47,8 @@ class Page:
     next_iterator: str | None
     millis_behind: int
     children: frozenset[str] | None
-    empty_aggregates: int = 0  # KPL aggregates that held no user record (nothing to land)
+    # Sequence numbers of KPL aggregates that held no user record (nothing to land).
+    empty_aggregates: tuple[str, ...] = ()
 
 
 def user_records(sequence: str, partition_key: str, data: bytes, arrival: datetime) -> list[Record]:
@@ -148,7 +149,7 @@ class KinesisStreamReader:
             raise _translate(exc, "GetRecords") from exc
         try:
             records: list[Record] = []
-            empty = 0
+            empty: list[str] = []
             for r in response["Records"]:
                 parts = user_records(
                     r["SequenceNumber"],
@@ -157,14 +158,15 @@ class KinesisStreamReader:
                     r["ApproximateArrivalTimestamp"],
                 )
                 records += parts
-                empty += not parts
+                if not parts:
+                    empty.append(r["SequenceNumber"])
             children = response.get("ChildShards")
             return Page(
                 records,
                 response.get("NextShardIterator"),
                 int(response.get("MillisBehindLatest", 0)),
                 frozenset(c["ShardId"] for c in children) if children else None,
-                empty,
+                tuple(empty),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedResponseError(

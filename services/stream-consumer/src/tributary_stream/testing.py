@@ -9,7 +9,7 @@ from typing import Any
 
 from tributary.errors import PermanentError, TransientError
 from tributary_stream.aggregation import aggregate
-from tributary_stream.lease import Checkpoint, Lease
+from tributary_stream.lease import Checkpoint, Lease, new_token
 from tributary_stream.processing import BATCH_SIZE, item_key, to_item
 from tributary_stream.stream import (
     IteratorExpiredError,
@@ -51,6 +51,11 @@ class MemoryLeaseStore:
         self._check()
         return [self.leases[k] for k in sorted(self.leases)]
 
+    async def get(self, key: str) -> Lease | None:
+        """One lease, or None."""
+        self._check()
+        return self.leases.get(key)
+
     async def create(self, lease: Lease) -> bool:
         """Create unless present; an empty key is refused, as DynamoDB refuses it."""
         self._check()
@@ -71,7 +76,7 @@ class MemoryLeaseStore:
         return renewed
 
     async def take(self, lease: Lease, owner: str) -> Lease | None:
-        """New owner if the counter is unchanged."""
+        """New owner and take token if the counter is unchanged."""
         self._check()
         stored = self.leases.get(lease.key)
         if stored is None or stored.counter != lease.counter:
@@ -81,6 +86,7 @@ class MemoryLeaseStore:
             owner=owner,
             counter=stored.counter + 1,
             owner_switches=stored.owner_switches + 1,
+            token=new_token(),
         )
         self.leases[lease.key] = taken
         return taken
@@ -88,14 +94,15 @@ class MemoryLeaseStore:
     async def checkpoint(
         self, lease: Lease, checkpoint: str, landed: Mapping[str, str]
     ) -> Lease | None:
-        """Store the checkpoint if owner and owner switches are unchanged."""
+        """Store the checkpoint if owner and take token are unchanged."""
         self._check()
         stored = self.leases.get(lease.key)
         if (
             stored is None
-            or lease.owner is None
+            or not lease.owner
+            or not lease.token
             or stored.owner != lease.owner
-            or stored.owner_switches != lease.owner_switches
+            or stored.token != lease.token
         ):
             return None
         updated = replace(
@@ -207,16 +214,17 @@ class MemoryStream:
         records = self.shards[shard_id]
         chunk = records[index : index + limit]
         out: list[Record] = []
-        empty = 0
+        empty: list[str] = []
         for r in chunk:
             parts = user_records(r.sequence, r.partition_key, r.data, r.arrival)
             out += parts
-            empty += not parts
+            if not parts:
+                empty.append(r.sequence)
         end = index + len(chunk)
         closed = shard_id in self.children
         if closed and end >= len(records):
-            return Page(out, None, 0, self.children[shard_id], empty)
-        return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None, empty)
+            return Page(out, None, 0, self.children[shard_id], tuple(empty))
+        return Page(out, f"{shard_id}@{end}", max(0, len(records) - end) * 1000, None, tuple(empty))
 
 
 class MemoryItemSink:
@@ -234,17 +242,18 @@ class MemoryItemSink:
         """The next `count` calls raise `TransientError`."""
         self._failures = count
 
-    async def put_items(self, items: Sequence[dict[str, Any]]) -> None:
-        """Upsert every item, 25 per call."""
+    async def put_items(self, items: Sequence[dict[str, Any]]) -> dict[int, str]:
+        """Upsert every item, 25 per call; what DynamoDB refuses is refused before any write
+        by the same checks (`to_item`), so nothing is left to refuse one by one."""
         self.puts += 1
         if self.refuse is not None:
             raise PermanentError(f"BatchWriteItem refused ({self.refuse}) (fault injected)")
         if self._failures:
             self._failures -= 1
             raise TransientError("items table unavailable (fault injected)")
-        for start in range(0, len(items), BATCH_SIZE):
-            chunk = items[start : start + BATCH_SIZE]
-            keyed = [(item_key(item), to_item(item), item) for item in chunk]
+        checked = [(item_key(item), to_item(item), item) for item in items]
+        for start in range(0, len(checked), BATCH_SIZE):
+            keyed = checked[start : start + BATCH_SIZE]
             if len({key for key, _, _ in keyed}) < len(keyed):
                 raise PermanentError(
                     "BatchWriteItem refused (ValidationException: Provided list of item keys "
@@ -252,3 +261,4 @@ class MemoryItemSink:
                 )
             for key, _, item in keyed:
                 self.items[key] = dict(item)
+        return {}

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -42,11 +43,24 @@ class WorkerConfig:
     shutdown_timeout_s: float = 25.0
     tick_s: float = 0.25
     end_on_empty_closed: bool = False  # SHARD_END on an empty page of a closed shard (moto)
-    poison_attempts: int = 3  # runs a permanent refusal gets before its records are diverted
+    poison_attempts: int = 3  # permanent refusals of one target before its records are diverted
+    poison_min_s: float = 60.0  # ... and the least time from the first of them (IAM propagation)
     restart_backoff_s: float = 1.0  # first pause before a failed shard consumer is rerun
     max_backoff_s: float = 60.0  # cap of every backoff (failed shards, coordination)
+    processor_timeout_s: float = 10.0  # deadline of one STREAM_PROCESSOR call
+    processor_threads: int = 4  # threads the STREAM_PROCESSOR runs in (shared by all shards)
     health_file: Path | None = None  # touched while renewals and shard loops are alive
-    stall_s: float = 300.0  # a shard loop that has not turned for this long is stalled
+    stall_s: float = 300.0  # a shard loop still, or failing/behind with no checkpoint, this long
+    coordination_deadline_s: float | None = None  # of one sync + take cycle; max(30, failover)
+    release_after_failures: int = 10  # failed runs in a row before the lease is given up
+    failing_cool_down_s: float = 300.0  # ... and not taken again by this worker for this long
+
+    @property
+    def coordination_deadline(self) -> float:
+        """How long one shard sync + lease taking cycle may take before it is cut off."""
+        if self.coordination_deadline_s is not None:
+            return self.coordination_deadline_s
+        return max(30.0, self.failover_time_s)
 
     @property
     def renew_every_s(self) -> float:
@@ -90,6 +104,15 @@ class Worker:
         self._loop_at = clock.monotonic()  # last turn of the coordination loop
         self._coord_failures = 0
         self._warned: dict[str, float] = {}  # rate limit of repeated warnings, by subject
+        # Shards given up after failing: no retake before (monotonic), and since when they
+        # have made no checkpoint (kept until this worker runs them again or another owns them).
+        self._cooling: dict[str, float] = {}
+        self._failing_since: dict[str, float] = {}
+        self._executor = (
+            ThreadPoolExecutor(config.processor_threads, thread_name_prefix="stream-processor")
+            if processing is not None
+            else None
+        )
 
     @property
     def worker_id(self) -> str:
@@ -106,6 +129,8 @@ class Worker:
         finally:
             renewals_done.set()
             await renewer
+            if self._executor is not None:  # a hung processor call must not hold up the exit
+                self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _coordinate(self, stop: asyncio.Event, renewer: asyncio.Task[None]) -> None:
         """Shard sync and lease taking, backing off while the lease table or stream fails."""
@@ -118,13 +143,14 @@ class Worker:
             now = self._loop_at = self._clock.monotonic()
             if now >= retry_at:
                 try:
-                    if now - self._last_sync >= cfg.shard_sync_s:
-                        await self.sync_shards()
-                    if now >= next_take:
-                        await self.take()
-                        next_take = now + cfg.failover_time_s / 2
+                    async with asyncio.timeout(cfg.coordination_deadline):
+                        if now - self._last_sync >= cfg.shard_sync_s:
+                            await self.sync_shards()
+                        if now >= next_take:
+                            await self.take()
+                            next_take = now + cfg.failover_time_s / 2
                     self._coord_failures = 0
-                except TributaryError as exc:  # the lease table or stream hiccuped: back off
+                except (TributaryError, TimeoutError) as exc:  # a hiccup or brownout: back off
                     self._coord_failures += 1
                     self._metrics.add("CoordinationFailures", 1)
                     pause = self._backoff(self._coord_failures, 0.5)
@@ -132,7 +158,7 @@ class Worker:
                     self._warn(
                         "coordination",
                         "coordination cycle failed; backing off",
-                        error=str(exc),
+                        error=str(exc) or type(exc).__name__,
                         failures=self._coord_failures,
                         pause_s=round(pause, 2),
                     )
@@ -209,6 +235,8 @@ class Worker:
                 self._store.renew(consumer.lease), self.config.renew_every_s
             )
         except (TributaryError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):
+                await self._after_late_renewal(consumer)
             self._metrics.add("RenewalFailures", 1, shard=shard_id)
             self._warn(
                 f"renew {shard_id}",
@@ -224,19 +252,48 @@ class Worker:
         else:  # only the counter: a checkpoint may have landed meanwhile
             consumer.lease = replace(consumer.lease, counter=renewed.counter)
 
+    async def _after_late_renewal(self, consumer: ShardConsumer) -> None:
+        """A renewal that timed out may have gone through: read the row, and if it is still
+        ours (owner and take token: nobody took it since), carry on from its counter, or the
+        next renewal would fence ourselves out."""
+        lease = consumer.lease
+        try:
+            row = await asyncio.wait_for(self._store.get(lease.key), self.config.renew_every_s)
+        except (TributaryError, TimeoutError):
+            return  # next round: the lease is lost only if the row says so
+        if row is not None and row.owner == lease.owner and row.token == lease.token:
+            consumer.lease = replace(consumer.lease, counter=max(row.counter, lease.counter))
+
+    def unhealthy(self) -> list[str]:
+        """Why the worker should be replaced (empty while healthy): the coordination loop or a
+        shard loop has not turned for long, or a shard, failing or behind, has made no
+        checkpoint for `stall_s` (counting the runs before a cool-down)."""
+        cfg, now = self.config, self._clock.monotonic()
+        reasons = []
+        if now - self._loop_at > 2 * cfg.coordination_deadline:
+            reasons.append(f"coordination loop still for {now - self._loop_at:.0f} s")
+        for shard_id, r in self.running.items():
+            if r.task.done():
+                continue
+            if now - r.consumer.active_at > cfg.stall_s:
+                reasons.append(f"{shard_id}: read loop still for {cfg.stall_s:g} s")
+            elif r.consumer.behind_or_failing and now - r.consumer.checkpointed_at > cfg.stall_s:
+                reasons.append(
+                    f"{shard_id}: no checkpoint for {cfg.stall_s:g} s while failing or behind"
+                )
+        for shard_id, since in self._failing_since.items():
+            if shard_id not in self.running and now - since > cfg.stall_s:
+                reasons.append(f"{shard_id}: given up, no checkpoint for {cfg.stall_s:g} s")
+        return reasons
+
     async def _heartbeat(self) -> None:
-        """Touch the health file while the loops turn (see tributary_stream.health)."""
+        """Touch the health file while the worker is healthy (see tributary_stream.health)."""
         path = self.config.health_file
         if path is None:
             return
-        now = self._clock.monotonic()
-        stalled = [
-            s
-            for s, r in self.running.items()
-            if not r.task.done() and now - r.consumer.active_at > self.config.stall_s
-        ]
-        if now - self._loop_at > max(60.0, 2 * self.config.failover_time_s) or stalled:
-            self._warn("health", "worker unhealthy: not touching the health file", stalled=stalled)
+        reasons = self.unhealthy()
+        if reasons:
+            self._warn("health", "worker unhealthy: not touching the health file", reasons=reasons)
             return
         try:
             await asyncio.to_thread(path.touch)
@@ -251,12 +308,23 @@ class Worker:
         now = self._clock.monotonic()
         self._observer.observe(leases, now)
         by_key = {lease.key: lease for lease in leases}
+        self._cooling = {k: until for k, until in self._cooling.items() if until > now}
+        for lease in leases:  # another worker has it now: its health, not ours
+            if lease.owner not in (None, self.worker_id):
+                self._failing_since.pop(lease.key, None)
         for lease in leases:
+            if lease.key in self._cooling:
+                continue
             mine = lease.owner == self.worker_id
             if mine and lease.key not in self.running and eligible(lease, by_key):
+                # Taken again, not just restarted: a new take token fences out any consumer
+                # of ours still holding the old one.
+                retaken = await self._store.take(lease, self.worker_id)
+                if retaken is None:
+                    continue
                 log.warning("restarting an orphaned lease", extra={"shard": lease.key})
                 self._metrics.add("LeasesRestarted", 1)
-                self._start(lease)
+                self._start(retaken)
         plan = plan_takes(
             self.worker_id,
             leases,
@@ -265,7 +333,7 @@ class Worker:
             self.config.max_steal,
         )
         for lease in plan.take:
-            if lease.key in self.running:
+            if lease.key in self.running or lease.key in self._cooling:
                 continue
             taken = await self._store.take(lease, self.worker_id)
             if taken is None:
@@ -300,15 +368,22 @@ class Worker:
             initial_timestamp=cfg.initial_timestamp,
             end_on_empty_closed=cfg.end_on_empty_closed,
             poison_attempts=cfg.poison_attempts,
+            poison_min_s=cfg.poison_min_s,
+            executor=self._executor,
+            processor_timeout_s=cfg.processor_timeout_s,
         )
+        if lease.key in self._failing_since:  # the shard's checkpoint is as old as before
+            consumer.checkpointed_at = self._failing_since.pop(lease.key)
         stop = asyncio.Event()
         task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
         self.running[lease.key] = _Running(consumer, task, stop)
 
     async def _supervise(self, consumer: ShardConsumer, stop: asyncio.Event) -> Shutdown:
         """Run a shard's consumer; when it fails, whatever the failure, log it (rate-limited),
-        count it, back off and run it again from the checkpoint, keeping the lease. Its
-        `strikes` tell it when the last attempt comes (poison is then diverted, see consumer)."""
+        count it, back off and run it again from the checkpoint, keeping the lease (the
+        consumer itself decides when refused records are poison, see tributary_stream.poison).
+        After `release_after_failures` runs in a row without a checkpoint, give the lease up
+        (another worker may fare better) and leave it alone for `failing_cool_down_s`."""
         shard = consumer.shard_id
         while True:
             try:
@@ -326,11 +401,29 @@ class Worker:
                     failures=consumer.strikes,
                     pause_s=round(pause, 2),
                 )
+                if consumer.strikes >= self.config.release_after_failures:
+                    return self._give_up(consumer)
             await _wait_any(pause, stop, consumer.lost)
             if consumer.lost.is_set():
                 return Shutdown.LEASE_LOST
             if stop.is_set():
                 return Shutdown.REQUESTED
+
+    def _give_up(self, consumer: ShardConsumer) -> Shutdown:
+        cfg, shard = self.config, consumer.shard_id
+        log.error(
+            "shard keeps failing; giving its lease up for a cool-down",
+            extra={
+                "shard": shard,
+                "failures": consumer.strikes,
+                "cool_down_s": cfg.failing_cool_down_s,
+            },
+        )
+        self._metrics.add("LeasesGivenUp", 1, shard=shard)
+        until = self._clock.monotonic() + cfg.failing_cool_down_s
+        self._cooling[shard] = until
+        self._failing_since[shard] = consumer.checkpointed_at
+        return Shutdown.GIVEN_UP
 
     async def reap(self) -> None:
         """Forget finished consumers; release leases of shards that ended."""
