@@ -52,6 +52,22 @@ def cursor_key(value: str) -> CursorKey:
     return (2, _ZERO, _EPOCH, value)
 
 
+def canonical(value: str) -> str:
+    """One spelling per value, for ids and dedupe: equal keys give equal text. An instant as
+    `YYYY-MM-DDTHH:MM:SS[.fraction]Z` in UTC (trailing zeros dropped, so "…T00:00:00Z",
+    "…T00:00:00.000+00:00" and "…T01:00:00+01:00" are all "…T00:00:00Z"); a number in plain
+    notation without trailing zeros ("1.50" is "1.5", "1e2" is "100"); text as it is."""
+    kind, number, instant, rest = cursor_key(value)
+    if kind == 0:
+        if number == number.to_integral_value():
+            return str(int(number))
+        return format(number.normalize(), "f")
+    if kind == 1:
+        fraction = f"{instant.microsecond:06d}{rest}".rstrip("0")
+        return instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+    return value
+
+
 def lower_bound(cursor: str, lag_s: float) -> str:
     """The inclusive lower bound of the next run: `cursor` minus the look-back (timestamps)."""
     if not lag_s:

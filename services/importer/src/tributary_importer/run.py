@@ -30,7 +30,7 @@ from tributary.errors import PermanentError
 from tributary.layout import Zone, partition_prefix
 from tributary.metrics import Metrics
 from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
-from tributary_importer.cursor import cursor_key, lower_bound, parse_instant
+from tributary_importer.cursor import canonical, cursor_key, lower_bound, parse_instant
 from tributary_importer.fetch import SourceClient
 from tributary_importer.state import RunInfo, StateStore
 
@@ -122,17 +122,22 @@ class Importer:
         # (read back below). That last set is NOT bounded: it grows with what the interrupted
         # attempt landed (~90 bytes per id: bench/importer_resume.py), because a source need
         # not order its records by cursor, so any of them may come back on any page.
-        earlier: set[str] = set(state.seen)
+        # Ids carry the cursor value's canonical spelling, so one instant spelled two ways
+        # (Z, +00:00, another offset) is one id; state written before that is re-keyed here.
+        tail: dict[str, str] = {_canonical_id(k, v): v for k, v in state.seen.items()}
+        earlier: set[str] = set(tail)
         previous_page: set[str] = set()
-        tail: dict[str, str] = dict(state.seen)
         next_page = 1
         for key in await self._writer.keys(prefix):  # what an interrupted attempt landed
             next_page = max(next_page, int(key[len(prefix) :].split(".")[0]) + 1)
             for line in decode_ndjson_gz(await self._writer.get(key)):
-                envelope = orjson.loads(line)
-                earlier.add(envelope["id"])
-                if inc is not None:
-                    tail[envelope["id"]] = str(envelope["data"].get(inc.field))
+                data = orjson.loads(line)["data"]
+                landed_id, landed_value = self._identify(
+                    spec.id_field, inc.field if inc else None, data
+                )
+                earlier.add(landed_id)
+                if landed_value is not None:
+                    tail[landed_id] = landed_value
         cursor = state.cursor
         pages = records = skipped = 0
         async for page in client.pages(run.lower):
@@ -217,12 +222,21 @@ class Importer:
     def _identify(
         id_field: str, cursor_field: str | None, record: dict[str, Any]
     ) -> tuple[str, str | None]:
-        """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value when the
-        source has one, else a hash of the content, so a full-refresh snapshot re-lands an
+        """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value's canonical
+        spelling (`cursor.canonical`: one instant is one id however the vendor spells it) when
+        the source has one, else a hash of the content, so a full-refresh snapshot re-lands an
         unchanged record under the same id (deduped downstream) and a changed one as new."""
         pk = scalar_text(record.get(id_field))
         value = scalar_text(record.get(cursor_field)) if cursor_field is not None else None
         if pk is not None and value is not None:
-            return f"{pk}@{value}", value
+            return f"{pk}@{canonical(value)}", value
         digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return (f"{pk}@{digest[:12]}" if pk is not None else digest[:24]), value
+
+
+def _canonical_id(record_id: str, value: str) -> str:
+    """A stored look-back id `<pk>@<value>` with its value in canonical spelling."""
+    suffix = f"@{value}"
+    if record_id.endswith(suffix):
+        return f"{record_id[: -len(suffix)]}@{canonical(value)}"
+    return record_id
