@@ -323,3 +323,28 @@ async def test_integer_cursors_compare_exactly_past_2_to_the_53(
     second = await run.run_once(client)
     assert (second.records, second.skipped) == (0, 1)  # only the boundary record is re-read
     assert max(landed(writer).values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "param", "initial"),
+    [("big", "big_since", "0"), ("rev", "rev_since", "0")],
+    ids=["integers_past_2_to_the_64", "decimals_finer_than_a_float"],
+)
+async def test_json_number_cursors_are_read_exactly(
+    fake_url: str, http: httpx.AsyncClient, field: str, param: str, initial: str
+) -> None:
+    """orjson decodes 2^64 + n and 1.000…0n as floats: as floats, every record shares one
+    version, so each run would take the newer ones for the boundary and skip them."""
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    run = importer(writer, store)
+    client = SourceClient(field, mixed(fake_url, field, param, initial), http)
+    served = (await http.get(f"{fake_url}/changes/mixed")).content.decode()
+    count = len((await http.get(f"{fake_url}/changes/mixed")).json())
+    first = await run.run_once(client)
+    assert first.records == count
+    assert len(set(landed(writer))) == count  # one id per record: pk@<exact value>
+    assert first.cursor is not None and first.cursor in served  # the literal, not a float
+    await http.post(f"{fake_url}/__admin/advance", params={"changed": 0, "added": 3})
+    second = await run.run_once(client)
+    assert (second.records, second.skipped) == (3, 1)  # the 3 new ones; the boundary re-read
+    assert max(landed(writer).values()) == 1

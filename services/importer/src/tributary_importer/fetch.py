@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
@@ -85,11 +86,33 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page: its records, and how many HTTP attempts it took."""
+    """One page: its records, how many HTTP attempts it took, and the exact text of cursor
+    values that JSON decoding turned into floats (decimals, integers past 64 bits), by index."""
 
     number: int
     records: list[dict[str, Any]]
     attempts: int
+    exact: dict[int, str] = field(default_factory=dict)
+
+
+class _Literal(str):
+    """A JSON number kept as the text it was sent as."""
+
+    __slots__ = ()
+
+
+def exact_numbers(content: bytes, records_path: str | None, name: str) -> list[str | None]:
+    """The number literal of field `name` in each record of a JSON page (None where it is not
+    a number): orjson, like a float, cannot tell 1.00000000000000000001 from 1.0 or
+    2^64 + 1 from 2^64."""
+    found: Any = json.loads(content, parse_float=_Literal, parse_int=_Literal)
+    for part in (records_path or "").split("."):
+        if part:
+            found = found.get(part) if isinstance(found, dict) else None
+    return [
+        str(r.get(name)) if isinstance(r, dict) and isinstance(r.get(name), _Literal) else None
+        for r in (found if isinstance(found, list) else [])
+    ]
 
 
 class RateLimiter:
@@ -130,12 +153,12 @@ class SourceClient:
                 return {"Authorization": f"Basic {token}"}
         return {}
 
-    async def _get(self, url: str, params: dict[str, str]) -> tuple[Any, httpx.Headers, int]:
-        """GET with retries; returns the parsed body, headers and attempts used."""
+    async def _get(self, url: str, params: dict[str, str]) -> tuple[Any, bytes, httpx.Headers, int]:
+        """GET with retries; returns the parsed body, its bytes, headers and attempts used."""
         attempts = 0
         shown = redact_url(httpx.URL(url).copy_merge_params(params), self.spec.loggable_params())
 
-        async def attempt() -> tuple[Any, httpx.Headers]:
+        async def attempt() -> tuple[Any, bytes, httpx.Headers]:
             nonlocal attempts
             attempts += 1
             await self._limiter.wait()
@@ -163,16 +186,16 @@ class SourceClient:
                     "and parameters"
                 )
             try:
-                return orjson.loads(response.content), response.headers
+                return orjson.loads(response.content), response.content, response.headers
             except orjson.JSONDecodeError as exc:
                 raise RetryableHttpError(
                     f"{self.name}: malformed JSON page from {shown} ({exc.msg})"
                 ) from exc
 
         policy = RetryPolicy(max_attempts=self.spec.max_attempts, base_delay=0.2, max_delay=10)
-        body, headers = await retry(attempt, policy, what=f"GET {shown}")
+        body, content, headers = await retry(attempt, policy, what=f"GET {shown}")
         self.retries += attempts - 1
-        return body, headers, attempts
+        return body, content, headers, attempts
 
     def _records(self, body: Any, url: str) -> list[dict[str, Any]]:
         found = body
@@ -201,11 +224,17 @@ class SourceClient:
             params[paging.offset_param] = str(index * paging.page_size)
         return Request(spec.base_url.rstrip("/") + spec.path, params)
 
-    async def _fetch(self, request: Request) -> tuple[list[dict[str, Any]], Request | None, int]:
-        """One page: its records, the request that follows it (cursor, Link), attempts."""
+    async def _fetch(self, request: Request) -> Fetched:
+        """One page: its records, the request that follows it (cursor, Link), attempts, and
+        the exact cursor values the decoder turned into floats."""
         paging = self.spec.pagination
-        body, headers, attempts = await self._get(request.url, request.params)
+        body, content, headers, attempts = await self._get(request.url, request.params)
         records = self._records(body, request.url)
+        exact: dict[int, str] = {}
+        inc = self.spec.incremental
+        if inc is not None and any(type(r.get(inc.field)) is float for r in records):
+            literals = exact_numbers(content, self.spec.records_path, inc.field)
+            exact = {i: v for i, v in enumerate(literals) if v is not None}
         follow = None
         if paging.kind is PaginationKind.CURSOR:
             cursor = body.get(paging.next_cursor_path) if isinstance(body, dict) else None
@@ -215,7 +244,7 @@ class SourceClient:
             link = httpx.Response(200, headers=headers).links.get("next", {}).get("url")
             if link:
                 follow = Request(link, {})
-        return records, follow, attempts
+        return Fetched(records, follow, attempts, exact)
 
     async def pages(self, lower_bound: str | None) -> AsyncIterator[Page]:
         """Every page, in order; the incremental lower bound (inclusive) is sent as a param.
@@ -227,13 +256,13 @@ class SourceClient:
         paging = self.spec.pagination
         speculative = paging.kind in (PaginationKind.PAGE_NUMBER, PaginationKind.OFFSET)
         depth = self.spec.concurrency if speculative else 1
-        inflight: deque[asyncio.Task[tuple[list[dict[str, Any]], Request | None, int]]] = deque()
+        inflight: deque[asyncio.Task[Fetched]] = deque()
         for index in range(depth):
             inflight.append(asyncio.create_task(self._fetch(self._request(lower_bound, index))))
         number = 1
         try:
             while inflight:
-                records, follow, attempts = await inflight.popleft()
+                records, follow, attempts, exact = await inflight.popleft()
                 last = paging.kind is PaginationKind.NONE
                 if speculative:
                     last = len(records) < paging.page_size
@@ -245,7 +274,7 @@ class SourceClient:
                         )
                 elif follow is not None:
                     inflight.append(asyncio.create_task(self._fetch(follow)))
-                yield Page(number, records, attempts)
+                yield Page(number, records, attempts, exact)
                 number += 1
                 if last:
                     return
@@ -263,3 +292,12 @@ class Request:
 
     url: str
     params: dict[str, str]
+
+
+class Fetched(NamedTuple):
+    """One fetched page before numbering."""
+
+    records: list[dict[str, Any]]
+    follow: Request | None
+    attempts: int
+    exact: dict[int, str]

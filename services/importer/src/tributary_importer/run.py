@@ -131,20 +131,26 @@ class Importer:
         for key in await self._writer.keys(prefix):  # what an interrupted attempt landed
             next_page = max(next_page, int(key[len(prefix) :].split(".")[0]) + 1)
             for line in decode_ndjson_gz(await self._writer.get(key)):
-                data = orjson.loads(line)["data"]
-                landed_id, landed_value = self._identify(
-                    spec.id_field, inc.field if inc else None, data
-                )
+                envelope = orjson.loads(line)
+                landed_id, pk = envelope["id"], scalar_text(envelope["data"].get(spec.id_field))
                 earlier.add(landed_id)
-                if landed_value is not None:
-                    tail[landed_id] = landed_value
+                if inc is None or pk is None or not landed_id.startswith(f"{pk}@"):
+                    continue
+                if scalar_text(envelope["data"].get(inc.field)) is None:
+                    continue  # no cursor value: the id is a content hash
+                # The version part of the id is the exact value (the data may hold a float).
+                value = landed_id[len(pk) + 1 :]
+                earlier.add(_canonical_id(landed_id, value))
+                tail[_canonical_id(landed_id, value)] = value
         cursor = state.cursor
         pages = records = skipped = 0
         async for page in client.pages(run.lower):
             lines: list[bytes] = []
             this_page: set[str] = set()
-            for record in page.records:
-                record_id, value = self._identify(spec.id_field, inc.field if inc else None, record)
+            for index, record in enumerate(page.records):
+                record_id, value = self._identify(
+                    spec.id_field, inc.field if inc else None, record, page.exact.get(index)
+                )
                 if value is not None:
                     if end is not None and cursor_key(value) > cursor_key(end):
                         continue  # a backfill's upper bound
@@ -220,14 +226,14 @@ class Importer:
 
     @staticmethod
     def _identify(
-        id_field: str, cursor_field: str | None, record: dict[str, Any]
+        id_field: str, cursor_field: str | None, record: dict[str, Any], exact: str | None = None
     ) -> tuple[str, str | None]:
         """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value's canonical
         spelling (`cursor.canonical`: one instant is one id however the vendor spells it) when
         the source has one, else a hash of the content, so a full-refresh snapshot re-lands an
         unchanged record under the same id (deduped downstream) and a changed one as new."""
         pk = scalar_text(record.get(id_field))
-        value = scalar_text(record.get(cursor_field)) if cursor_field is not None else None
+        value = exact or (scalar_text(record.get(cursor_field)) if cursor_field else None)
         if pk is not None and value is not None:
             return f"{pk}@{canonical(value)}", value
         digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
