@@ -343,7 +343,8 @@ async def test_json_number_cursors_are_read_exactly(
     first = await run.run_once(client)
     assert first.records == count
     assert len(set(landed(writer))) == count  # one id per record: pk@<exact value>
-    assert first.cursor is not None and first.cursor in served  # the literal, not a float
+    assert first.cursor is not None
+    assert first.cursor in served  # the literal, not a float
     await http.post(f"{fake_url}/__admin/advance", params={"changed": 0, "added": 3})
     second = await run.run_once(client)
     assert (second.records, second.skipped) == (3, 1)  # the 3 new ones; the boundary re-read
