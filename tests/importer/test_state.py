@@ -59,8 +59,51 @@ async def test_put_is_conditional_on_the_version(stores: tuple[StateStore, State
     with pytest.raises(StateConflictError, match="another run"):
         await store.put(SourceState("src", fresh.version, cursor="6"))
     assert (await store.get("src")) == saved
-    await store.delete("src")
-    assert (await store.get("src")).version == 0
+    reset = await store.reset("src")
+    assert reset == SourceState("src", 2, runs=0)  # versions never restart
+    assert (await store.get("src")) == reset
+
+
+async def test_a_run_that_read_the_state_before_a_reset_cannot_write_after_it(
+    stores: tuple[StateStore, StateBlobs],
+) -> None:
+    """The operator's reset wins: a run that read version 2 cannot undo it with version 3."""
+    store, _ = stores
+    first = await store.put(SourceState("r", 0, cursor="1", runs=1))
+    second = await store.put(SourceState("r", first.version, cursor="2", runs=2))
+    await store.reset("r")
+    with pytest.raises(StateConflictError):
+        await store.put(SourceState("r", second.version, cursor="3"))
+    after = await store.get("r")
+    assert (after.cursor, after.version, after.runs) == (None, 3, 2)
+
+
+async def test_a_write_at_a_version_that_was_never_stored_is_refused(
+    stores: tuple[StateStore, StateBlobs],
+) -> None:
+    store, _ = stores
+    with pytest.raises(StateConflictError):
+        await store.put(SourceState("never", 4, cursor="1"))
+    assert (await store.get("never")) == SourceState("never")
+    saved = await store.put(SourceState("never", 0, cursor="1"))
+    with pytest.raises(StateConflictError):
+        await store.put(SourceState("never", 0, cursor="2"))  # a second "first" write
+    assert (await store.get("never")) == saved
+
+
+async def test_a_reset_leaves_the_blob_of_a_run_that_writes_after_it(
+    stores: tuple[StateStore, StateBlobs],
+) -> None:
+    """A run starting during the reset writes its blob for the version after the reset's; the
+    reset's pruning leaves it (it drops only versions up to its own)."""
+    store, blobs = stores
+    saved = await store.put(SourceState("race", 0, seen=look_back(10_000)))
+    [old] = await blobs.keys(f"{BLOB_PREFIX}race/")
+    newer = f"{BLOB_PREFIX}race/v{saved.version + 2:010d}-0123456789abcdef.json.gz"
+    await blobs.put(newer, b"a blob of the run after the reset")
+    await store.reset("race")
+    assert await blobs.keys(f"{BLOB_PREFIX}race/") == [newer]
+    assert old != newer
 
 
 async def test_a_look_back_of_50k_ids_round_trips(stores: tuple[StateStore, StateBlobs]) -> None:
@@ -116,16 +159,16 @@ async def test_a_missing_blob_is_a_clear_permanent_error(
     await blobs.delete(key)
     with pytest.raises(PermanentError, match=r"missing; `state reset --source gone`"):
         await store.get("gone")
-    await store.delete("gone")
-    assert (await store.get("gone")).version == 0
+    await store.reset("gone")  # what the error tells the operator to do
+    assert (await store.get("gone")) == SourceState("gone", 2)
 
 
-async def test_delete_removes_the_blobs(stores: tuple[StateStore, StateBlobs]) -> None:
+async def test_reset_removes_the_blobs(stores: tuple[StateStore, StateBlobs]) -> None:
     store, blobs = stores
     await store.put(SourceState("reset", 0, seen=look_back(10_000)))
-    await store.delete("reset")
+    await store.reset("reset")
     assert await blobs.keys(f"{BLOB_PREFIX}reset/") == []
-    assert (await store.get("reset")) == SourceState("reset")
+    assert (await store.get("reset")) == SourceState("reset", 2)
 
 
 @pytest.fixture(scope="module")

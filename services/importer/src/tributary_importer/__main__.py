@@ -93,7 +93,7 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
         if args.command == "state":
             for name in names:
                 if args.action == "reset":
-                    await store.delete(name)
+                    await store.reset(name)
                     print(f"{name}: state reset; the next run imports from the start")
                 else:
                     print(_show(await store.get(name)))

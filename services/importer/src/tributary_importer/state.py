@@ -148,11 +148,6 @@ class StateCodec:
             doc["seen"] = orjson.loads(seen)
         return SourceState.from_document(source, version, doc)
 
-    async def prune_all(self, source: str) -> None:
-        """Drop every blob of `source` (its state was deleted)."""
-        for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
-            await self._blobs.delete(key)
-
     async def prune(self, source: str, version: int, keep: str | None) -> None:
         """Drop the blobs of versions up to `version` other than `keep` (older versions', and
         those of attempts that lost the conditional write or crashed before it)."""
@@ -182,8 +177,10 @@ class StateStore(Protocol):
         version + 1. Raises `StateConflictError` otherwise, and `StateTooLargeError` (nothing
         stored) when the item would pass 400 KB."""
 
-    async def delete(self, source: str) -> None:
-        """Forget the source (a full re-import follows)."""
+    async def reset(self, source: str) -> SourceState:
+        """Forget the cursor, look-back and run in progress (a full re-import follows): a put of
+        an empty state at the next version (versions never restart, so a run that read the
+        state before the reset cannot write after it). Works when the blob is missing."""
 
 
 class MemoryStateStore:
@@ -223,7 +220,17 @@ class MemoryStateStore:
         await self._codec.prune(state.source, item.version, item.blob_key)
         return replace(state, version=item.version)
 
-    async def delete(self, source: str) -> None:
-        """Forget it, blobs too."""
-        self.items.pop(item_key(source), None)
-        await self._codec.prune_all(source)
+    async def reset(self, source: str) -> SourceState:
+        """A versioned put of an empty state (keeping the run count), blobs pruned."""
+        stored = self.items.get(item_key(source))
+        return await self.put(reset_state(source, *stored) if stored else SourceState(source))
+
+
+def reset_state(source: str, version: int, doc_text: str) -> SourceState:
+    """The empty state a reset writes over stored version `version` (the run count kept: run
+    windows stay new). Reads the item only, never its blob (which may be what is wrong)."""
+    try:
+        runs = int(orjson.loads(doc_text).get("runs", 0))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        runs = 0
+    return SourceState(source, version, runs=runs)
