@@ -30,7 +30,14 @@ from tributary.errors import PermanentError
 from tributary.layout import Zone, partition_prefix
 from tributary.metrics import Metrics
 from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
-from tributary_importer.cursor import canonical, cursor_key, lower_bound, parse_instant
+from tributary_importer.cursor import (
+    CursorType,
+    canonical,
+    cursor_key,
+    lower_bound,
+    parse_instant,
+    type_of,
+)
 from tributary_importer.fetch import SourceClient
 from tributary_importer.state import RunInfo, StateStore
 
@@ -124,7 +131,8 @@ class Importer:
         # not order its records by cursor, so any of them may come back on any page.
         # Ids carry the cursor value's canonical spelling, so one instant spelled two ways
         # (Z, +00:00, another offset) is one id; state written before that is re-keyed here.
-        tail: dict[str, str] = {_canonical_id(k, v): v for k, v in state.seen.items()}
+        ctype = inc.cursor_type() if inc is not None else CursorType.TEXT
+        tail: dict[str, str] = {_canonical_id(k, v, ctype): v for k, v in state.seen.items()}
         earlier: set[str] = set(tail)
         previous_page: set[str] = set()
         next_page = 1
@@ -140,8 +148,11 @@ class Importer:
                     continue  # no cursor value: the id is a content hash
                 # The version part of the id is the exact value (the data may hold a float).
                 value = landed_id[len(pk) + 1 :]
-                earlier.add(_canonical_id(landed_id, value))
-                tail[_canonical_id(landed_id, value)] = value
+                earlier.add(_canonical_id(landed_id, value, ctype))
+                tail[_canonical_id(landed_id, value, ctype)] = value
+        for bound in (start, end):
+            if bound is not None and ctype is not CursorType.TEXT and type_of(bound) is not ctype:
+                raise PermanentError(f"{name}: backfill bound {bound!r} is not a {ctype}")
         cursor = state.cursor
         pages = records = skipped = 0
         async for page in client.pages(run.lower):
@@ -149,13 +160,14 @@ class Importer:
             this_page: set[str] = set()
             for index, record in enumerate(page.records):
                 record_id, value = self._identify(
-                    spec.id_field, inc.field if inc else None, record, page.exact.get(index)
+                    spec.id_field, inc.field if inc else None, record, page.exact.get(index), ctype
                 )
                 if value is not None:
-                    if end is not None and cursor_key(value) > cursor_key(end):
+                    _check_type(name, spec.id_field, record, inc.field if inc else "", value, ctype)
+                    if end is not None and cursor_key(value, ctype) > cursor_key(end, ctype):
                         continue  # a backfill's upper bound
                     tail[record_id] = value
-                    if cursor is None or cursor_key(value) > cursor_key(cursor):
+                    if cursor is None or cursor_key(value, ctype) > cursor_key(cursor, ctype):
                         cursor = value
                 if record_id in earlier or record_id in previous_page or record_id in this_page:
                     skipped += 1
@@ -193,13 +205,21 @@ class Importer:
             self._metrics.add("PagesFetched", 1, source=name)
             if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
                 keep_from = lower_bound(cursor, inc.lag_s)  # only the look-back is needed
-                tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
+                tail = {
+                    k: v
+                    for k, v in tail.items()
+                    if cursor_key(v, ctype) >= cursor_key(keep_from, ctype)
+                }
             if self.progress is not None:
                 self.progress(name, pages, records)
         await self._step("before_cursor")
         if inc is not None and cursor is not None:
             keep_from = lower_bound(cursor, inc.lag_s)
-            tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
+            tail = {
+                k: v
+                for k, v in tail.items()
+                if cursor_key(v, ctype) >= cursor_key(keep_from, ctype)
+            }
         else:
             tail = {}
         finished = {
@@ -226,7 +246,11 @@ class Importer:
 
     @staticmethod
     def _identify(
-        id_field: str, cursor_field: str | None, record: dict[str, Any], exact: str | None = None
+        id_field: str,
+        cursor_field: str | None,
+        record: dict[str, Any],
+        exact: str | None = None,
+        ctype: CursorType | None = None,
     ) -> tuple[str, str | None]:
         """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value's canonical
         spelling (`cursor.canonical`: one instant is one id however the vendor spells it) when
@@ -235,14 +259,27 @@ class Importer:
         pk = scalar_text(record.get(id_field))
         value = exact or (scalar_text(record.get(cursor_field)) if cursor_field else None)
         if pk is not None and value is not None:
-            return f"{pk}@{canonical(value)}", value
+            return f"{pk}@{canonical(value, ctype)}", value
         digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return (f"{pk}@{digest[:12]}" if pk is not None else digest[:24]), value
 
 
-def _canonical_id(record_id: str, value: str) -> str:
+def _canonical_id(record_id: str, value: str, ctype: CursorType | None = None) -> str:
     """A stored look-back id `<pk>@<value>` with its value in canonical spelling."""
     suffix = f"@{value}"
     if record_id.endswith(suffix):
-        return f"{record_id[: -len(suffix)]}@{canonical(value)}"
+        return f"{record_id[: -len(suffix)]}@{canonical(value, ctype)}"
     return record_id
+
+
+def _check_type(
+    source: str, id_field: str, record: dict[str, Any], field: str, value: str, want: CursorType
+) -> None:
+    """A cursor value of another type than the source's is an error naming the record (else
+    one "N/A" would become the cursor forever, or epoch numbers never advance a timestamp)."""
+    if want is not CursorType.TEXT and type_of(value) is not want:
+        raise PermanentError(
+            f"{source}: record {id_field}={record.get(id_field)!r} has {field}={value!r}, not a "
+            f"{want} like the source's cursor; its page and those after it were not landed, the "
+            "cursor has not moved (fix the record at the source, or declare incremental.type)"
+        )

@@ -16,7 +16,7 @@ sources:
     params: {_page: "1"}  # the first page; the Link header names the rest
     pagination: {kind: link_header, size_param: _limit, page_size: 100}
     incremental: {field: updated_at, param: updated_since, initial: "2026-01-01T00:00:00Z",
-                  lag_s: 0}
+                  lag_s: 0}  # type: timestamp (what `initial` reads as; number, text)
 ```
 `${VAR}` and `${VAR:-default}` in strings are read from the environment (an empty value counts
 as unset). A source that names an unset `${VAR}` without a default loads, but cannot run: the
@@ -36,10 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tributary.dataset import DATASET_NAME
 from tributary.errors import ConfigError, describe_problems
+from tributary_importer.cursor import CursorType, type_of
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -98,6 +106,19 @@ class IncrementalSpec(BaseModel):
     param: str  # query parameter carrying the lower bound (inclusive)
     initial: str
     lag_s: float = Field(default=0.0, ge=0)  # look back this far (ISO timestamp cursors)
+    # number, timestamp or text; by default the type `initial` reads as. A record whose value
+    # is of another type fails the run (records without the field land, cursor unmoved).
+    type: CursorType | None = None
+
+    @model_validator(mode="after")
+    def _initial_has_the_type(self) -> IncrementalSpec:
+        if self.type not in (None, CursorType.TEXT) and type_of(self.initial) is not self.type:
+            raise ValueError(f"initial {self.initial!r} is not a {self.type} cursor value")
+        return self
+
+    def cursor_type(self) -> CursorType:
+        """The declared type, else the type of `initial`."""
+        return self.type if self.type is not None else type_of(self.initial)
 
 
 class SourceSpec(BaseModel):
