@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import fake_vendor_api
 from tributary.aws import AwsClients
-from tributary.errors import PermanentError
+from tributary.errors import PermanentError, TransientError
 from tributary.settings import AwsSettings
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
 from tributary_importer.fetch import SourceClient
@@ -253,3 +253,47 @@ async def test_a_reader_racing_a_writer_gets_the_new_version_not_a_missing_blob(
         blobs.writer = store
         read = await store.get("race")
     assert (read.version, len(read.seen)) == (2, 20_000)
+
+
+class DeletesFail:
+    """`StateBlobs` whose deletes fail (S3 throttling, a policy without DeleteObject)."""
+
+    def __init__(self, inner: StateBlobs) -> None:
+        self.inner = inner
+        self.failing = True
+
+    async def put(self, key: str, body: bytes) -> None:
+        await self.inner.put(key, body)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.inner.get(key)
+
+    async def delete(self, key: str) -> None:
+        if self.failing:
+            raise TransientError(f"delete {key}: SlowDown")
+        await self.inner.delete(key)
+
+    async def keys(self, prefix: str) -> list[str]:
+        return await self.inner.keys(prefix)
+
+
+@pytest.mark.parametrize("backend", ["memory", "dynamodb"])
+async def test_a_committed_write_is_not_reported_failed_when_pruning_fails(
+    backend: str, lake: AwsSettings
+) -> None:
+    async with AwsClients(lake) as clients:
+        if backend == "memory":
+            blobs = DeletesFail(MemoryStateBlobs())
+            store: StateStore = MemoryStateStore(blobs)
+        else:
+            blobs = DeletesFail(S3StateBlobs(await clients.s3(), lake.lake_bucket))
+            store = DynamoDbStateStore(await clients.dynamodb(), lake.state_table, blobs)
+        first = await store.put(SourceState("prune", 0, seen=look_back(10_000)))
+        second = await store.put(replace_seen(first, look_back(10_001)))  # pruning v1 fails
+        assert second.version == 2
+        assert (await store.get("prune")) == second
+        assert len(await blobs.keys(f"{BLOB_PREFIX}prune/")) == 2  # v1's is left for later
+        blobs.failing = False
+        third = await store.put(replace_seen(second, look_back(10_002)))
+        assert len(await blobs.keys(f"{BLOB_PREFIX}prune/")) == 1  # the next put pruned it
+        assert (await store.get("prune")) == third

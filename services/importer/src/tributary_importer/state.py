@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 
-from tributary.errors import PermanentError
+from tributary.errors import PermanentError, TributaryError
 from tributary_importer.state_blob import BLOB_PREFIX, MemoryStateBlobs, StateBlobs
+
+log = logging.getLogger(__name__)
 
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB refuses a larger item (names and values, UTF-8)
 INLINE_SEEN_BYTES = 32 * 1024  # a larger look-back set is stored as a blob
@@ -150,11 +153,23 @@ class StateCodec:
 
     async def prune(self, source: str, version: int, keep: str | None) -> None:
         """Drop the blobs of versions up to `version` other than `keep` (older versions', and
-        those of attempts that lost the conditional write or crashed before it)."""
-        for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
-            name = key.rsplit("/", 1)[-1]
-            if key != keep and name[1:11].isdigit() and int(name[1:11]) <= version:
-                await self._blobs.delete(key)
+        those of attempts that lost the conditional write or crashed before it).
+
+        Best effort: it runs after the item is written, so the write has happened whatever
+        pruning does; a failure is logged and the next put prunes what is left."""
+        try:
+            for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
+                name = key.rsplit("/", 1)[-1]
+                if key != keep and name[1:11].isdigit() and int(name[1:11]) <= version:
+                    await self._blobs.delete(key)
+        except TributaryError as exc:
+            log.warning(
+                "importer state of %s stored as version %d; pruning its old look-back blobs "
+                "failed (the next write retries): %s",
+                source,
+                version,
+                exc,
+            )
 
 
 def too_large(item: StateItem, source: str) -> StateTooLargeError:
