@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -26,15 +26,18 @@ import orjson
 
 from tributary.errors import PermanentError, TransientError, TributaryError
 from tributary.retry import RetryPolicy, retry
-from tributary_importer.source import AuthKind, PaginationKind, SourceSpec
+from tributary_importer.source import AuthKind, PaginationKind, SourceSpec, origin_of
 
 MIN_PAUSE_S = 0.2  # floor for Retry-After: 0 (dlt spun on it)
 REDACTED = "***"
 
 
-def redact_url(url: str | httpx.URL, loggable: Collection[str] = ()) -> str:
-    """`url` fit for a log: no user info, and every query value redacted but the `loggable`
-    ones (a vendor's next-page link may carry a token, a source's params an API key)."""
+def redact_url(
+    url: str | httpx.URL, loggable: Collection[str] = (), paths: Collection[str] | None = None
+) -> str:
+    """`url` fit for a log: no user info, every query value redacted but the `loggable` ones
+    (a vendor's next-page link may carry a token, a source's params an API key), and, when
+    `paths` is given, a path that is not one of them redacted (a token in a link's path)."""
     parts = urlsplit(str(url))
     host = parts.hostname or ""
     netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
@@ -42,24 +45,50 @@ def redact_url(url: str | httpx.URL, loggable: Collection[str] = ()) -> str:
         f"{k}={v if k in loggable else REDACTED}"
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    path = parts.path
+    if paths is not None and path not in paths:
+        path = f"/{REDACTED}"
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 class RedactUrls(logging.Filter):
     """Redacts the URLs httpx logs ("HTTP Request: GET <url> …") before any handler sees them."""
 
-    def __init__(self, loggable: Collection[str]) -> None:
+    def __init__(self, loggable: Collection[str], paths: Collection[str] | None = None) -> None:
         super().__init__()
         self._loggable = frozenset(loggable)
+        self._paths = frozenset(paths) if paths is not None else None
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite URL arguments; never drops a record."""
         if isinstance(record.args, tuple):
             record.args = tuple(
-                redact_url(a, self._loggable) if isinstance(a, httpx.URL) else a
+                redact_url(a, self._loggable, self._paths) if isinstance(a, httpx.URL) else a
                 for a in record.args
             )
         return True
+
+
+def install_log_redaction(specs: Iterable[SourceSpec]) -> RedactUrls:
+    """Make httpx's request log ("HTTP Request: GET <url>") show URLs as our own messages do:
+    only the sources' loggable parameters and paths. Returns the filter it installed."""
+    specs = list(specs)
+    redact = RedactUrls(
+        frozenset().union(*(s.loggable_params() for s in specs)),
+        frozenset().union(*(s.loggable_paths() for s in specs)),
+    )
+    logging.getLogger("httpx").addFilter(redact)
+    return redact
+
+
+@contextlib.contextmanager
+def redact_http_logs(specs: Iterable[SourceSpec]) -> Iterator[None]:
+    """`install_log_redaction` while open."""
+    redact = install_log_redaction(specs)
+    try:
+        yield
+    finally:
+        logging.getLogger("httpx").removeFilter(redact)
 
 
 class RetryableHttpError(TransientError):
@@ -141,8 +170,15 @@ class SourceClient:
         self._limiter = RateLimiter(spec.rate_limit_rps)
         self.retries = 0
 
-    def _headers(self) -> dict[str, str]:
+    def _shown(self, url: str | httpx.URL) -> str:
+        return redact_url(url, self.spec.loggable_params(), self.spec.loggable_paths())
+
+    def _headers(self, url: str) -> dict[str, str]:
+        """The auth headers, for the source's own origin only: a next-page link to another
+        host gets no credentials."""
         auth = self.spec.auth
+        if origin_of(url) != self.spec.origin():
+            return {}
         match auth.kind:
             case AuthKind.HEADER:
                 return {auth.header: auth.secret}
@@ -156,18 +192,21 @@ class SourceClient:
     async def _get(self, url: str, params: dict[str, str]) -> tuple[Any, bytes, httpx.Headers, int]:
         """GET with retries; returns the parsed body, its bytes, headers and attempts used."""
         attempts = 0
-        shown = redact_url(httpx.URL(url).copy_merge_params(params), self.spec.loggable_params())
+        auth = self.spec.auth
+        if auth.kind is AuthKind.QUERY and origin_of(url) == self.spec.origin():
+            params = {**params, auth.param: auth.secret}
+        target = httpx.URL(url).copy_merge_params(params)
+        shown = self._shown(target)
 
         async def attempt() -> tuple[Any, bytes, httpx.Headers]:
             nonlocal attempts
             attempts += 1
             await self._limiter.wait()
             try:
-                # params=None, not {}: an empty dict would wipe a next-link's own query string
+                # merged into the URL: httpx's params= would replace a next-link's own query
                 response = await self._http.get(
-                    url,
-                    params=params or None,
-                    headers=self._headers(),
+                    target,
+                    headers=self._headers(url),
                     timeout=self.spec.timeout_s,
                 )
             except httpx.TimeoutException as exc:
@@ -180,10 +219,12 @@ class SourceClient:
                     retry_after_seconds(response.headers.get("retry-after")),
                 )
             if response.status_code >= 400:
+                said = response.text[:200]
+                if auth.secret:
+                    said = said.replace(auth.secret, REDACTED)  # a vendor echoing the key
                 raise PermanentError(
                     f"{self.name}: HTTP {response.status_code} on {shown}: "
-                    f"{response.text[:200]} — check the source's URL, auth "
-                    "and parameters"
+                    f"{said} — check the source's URL, auth and parameters"
                 )
             try:
                 return orjson.loads(response.content), response.content, response.headers
@@ -203,7 +244,7 @@ class SourceClient:
             if part:
                 found = found.get(part) if isinstance(found, dict) else None
         if not isinstance(found, list) or not all(isinstance(r, dict) for r in found):
-            shown = redact_url(url, self.spec.loggable_params())
+            shown = self._shown(url)
             raise PermanentError(
                 f"{self.name}: {shown} did not return a list of objects at "
                 f"{self.spec.records_path or 'the top level'}; check records_path"
