@@ -90,13 +90,16 @@ class StateItem:
     blob: bytes = b""
 
     def size(self) -> int:
-        """The item's size as DynamoDB counts it: attribute names plus values (UTF-8; a number
-        as its digits, which is at least what DynamoDB counts)."""
+        """The item's size as DynamoDB documents it: attribute names plus values, strings as
+        UTF-8 bytes, a number as 1 byte per two significant digits plus 1 (AWS calls that
+        approximate; the version is the only number and a few bytes either way)."""
+        digits = len(str(self.version).strip("0")) or 1
         return (
             len("pk")
             + len(self.pk.encode())
             + len("version")
-            + len(str(self.version))
+            + (digits + 1) // 2
+            + 1
             + len("doc")
             + len(self.doc.encode())
         )
