@@ -15,21 +15,16 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.importer.faults import Crash, CrashingStore, CrashingWriter
 from tributary.batch import decode_ndjson_gz
-from tributary.raw_writer import RawObject, WriteOutcome
-from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
+from tributary.testing import FakeClock, MemoryMetrics
 from tributary_importer.cursor import canonical, parse_instant
 from tributary_importer.fetch import SourceClient
 from tributary_importer.run import Importer
 from tributary_importer.source import SourceSpec
-from tributary_importer.state import MemoryStateStore, SourceState
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 PAGE = 3
-
-
-class Crash(Exception):
-    """A process dying at that point."""
 
 
 def spell(at: datetime, style: int, offset_min: int) -> str:
@@ -48,44 +43,6 @@ def spell(at: datetime, style: int, offset_min: int) -> str:
             return local.isoformat(timespec="microseconds")
         case _:
             return at.strftime("%Y-%m-%dT%H:%M:%S")  # no offset: UTC
-
-
-class CrashingWriter(MemoryRawWriter):
-    """Dies before or after its `at`-th put (counting from 1), once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.at: tuple[int, bool] | None = None  # (nth put, after it landed)
-        self.count = 0
-
-    async def put(self, obj: RawObject) -> WriteOutcome:
-        self.count += 1
-        crash = self.at is not None and self.at[0] == self.count
-        if crash and self.at is not None and not self.at[1]:
-            raise Crash("before page")
-        outcome = await super().put(obj)
-        if crash:
-            raise Crash("after page")
-        return outcome
-
-
-class CrashingStore(MemoryStateStore):
-    """Dies before or after its `at`-th put (the run start, then the cursor), once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.at: tuple[int, bool] | None = None
-        self.count = 0
-
-    async def put(self, state: SourceState) -> SourceState:
-        self.count += 1
-        crash = self.at is not None and self.at[0] == self.count
-        if crash and self.at is not None and not self.at[1]:
-            raise Crash("before state")
-        stored = await super().put(state)
-        if crash:
-            raise Crash("after state")
-        return stored
 
 
 def vendor(rows: dict[str, tuple[datetime, str]]) -> httpx.MockTransport:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import fake_vendor_api
+from tests.importer.faults import Crash, CrashingStore, CrashingWriter
 from tributary.batch import decode_ndjson_gz
 from tributary.errors import PermanentError
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
@@ -58,11 +59,8 @@ def primary_keys(ids: Counter[str]) -> Counter[str]:
     return found
 
 
-def importer(writer: MemoryRawWriter, store: MemoryStateStore, step: Any = None) -> Importer:
-    kw = {"step": step} if step else {}
-    return Importer(
-        writer, store, FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC)), MemoryMetrics(), **kw
-    )
+def importer(writer: MemoryRawWriter, store: MemoryStateStore) -> Importer:
+    return Importer(writer, store, FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC)), MemoryMetrics())
 
 
 PAGINATIONS = {
@@ -181,25 +179,23 @@ async def test_full_refresh_relands_unchanged_records_under_the_same_ids(
     assert {i.split("@")[0] for i in ids - set(first)} == changed
 
 
-@pytest.mark.parametrize("crash_at", ["before_page", "after_page", "before_cursor", "after_cursor"])
+@pytest.mark.parametrize(
+    ("crash_at", "after"),
+    [("writer", False), ("writer", True), ("store", False), ("store", True)],
+    ids=["before_page", "after_page", "before_state", "after_state"],
+)
 @pytest.mark.parametrize("occurrence", [1, 2])
 async def test_crash_at_every_step_then_rerun_lands_each_version_once(
-    fake_url: str, http: httpx.AsyncClient, crash_at: str, occurrence: int
+    fake_url: str, http: httpx.AsyncClient, crash_at: str, after: bool, occurrence: int
 ) -> None:
-    class Crash(Exception):
-        pass
-
-    seen = Counter[str]()
-
-    async def step(name: str) -> None:
-        seen[name] += 1
-        if name == crash_at and seen[name] == occurrence:
-            raise Crash(name)
-
-    writer, store = MemoryRawWriter(), MemoryStateStore()
+    """A crash before or after the 1st/2nd page write, or before or after the run-start and
+    cursor writes of the state (the store's 1st and 2nd puts)."""
+    writer, store = CrashingWriter(), CrashingStore()
+    (writer if crash_at == "writer" else store).at = (occurrence, after)
     client = SourceClient("items", items(fake_url), http)
     with contextlib.suppress(Crash):
-        await importer(writer, store, step).run_once(client)
+        await importer(writer, store).run_once(client)
+    writer.at = store.at = None
     # The source moves on before the rerun: pages shift, versions change.
     await http.post(f"{fake_url}/__admin/advance", params={"changed": 4, "added": 3})
     await importer(writer, store).run_once(client)

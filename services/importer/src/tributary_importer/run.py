@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -43,14 +43,6 @@ from tributary_importer.state import RunInfo, StateStore
 
 log = logging.getLogger(__name__)
 
-# Test hook: called with a step name ("before_page", "after_page", "before_cursor",
-# "after_cursor"); a test raises from it to simulate a crash at that step.
-Step = Callable[[str], Awaitable[None]]
-
-
-async def _no_step(_: str) -> None:
-    return None
-
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
@@ -74,13 +66,11 @@ class Importer:
         store: StateStore,
         clock: Clock,
         metrics: Metrics,
-        step: Step = _no_step,
     ) -> None:
         self._writer = writer
         self._store = store
         self._clock = clock
         self._metrics = metrics
-        self._step = step
         self.progress: Callable[[str, int, int], None] | None = None  # (source, pages, records)
 
     async def run_once(self, client: SourceClient) -> RunResult:
@@ -127,8 +117,8 @@ class Importer:
         # two pages (a record that moves while we page — it changed, or others were inserted —
         # lands on a neighbour) and, on resume only, every id the interrupted attempt landed
         # (read back below). That last set is NOT bounded: it grows with what the interrupted
-        # attempt landed (~90 bytes per id: bench/importer_resume.py), because a source need
-        # not order its records by cursor, so any of them may come back on any page.
+        # attempt landed (~210 bytes of RSS per id: bench/importer_resume.py), because a source
+        # need not order its records by cursor, so any of them may come back on any page.
         # Ids carry the cursor value's canonical spelling, so one instant spelled two ways
         # (Z, +00:00, another offset) is one id; state written before that is re-keyed here.
         ctype = inc.cursor_type() if inc is not None else CursorType.TEXT
@@ -180,7 +170,6 @@ class Importer:
                 )
             pages += 1
             if lines:
-                await self._step("before_page")
                 key = f"{prefix}{next_page:05d}.ndjson.gz"
                 outcome = await self._writer.put(
                     RawObject(
@@ -200,7 +189,6 @@ class Importer:
                 next_page += 1
                 records += len(lines)
                 self._metrics.add("RecordsImported", len(lines), source=name)
-                await self._step("after_page")
             previous_page = this_page
             self._metrics.add("PagesFetched", 1, source=name)
             if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
@@ -212,7 +200,6 @@ class Importer:
                 }
             if self.progress is not None:
                 self.progress(name, pages, records)
-        await self._step("before_cursor")
         if inc is not None and cursor is not None:
             keep_from = lower_bound(cursor, inc.lag_s)
             tail = {
@@ -240,7 +227,6 @@ class Importer:
         if instant is not None:  # only timestamp cursors have a lag
             lag = (self._clock.now() - instant[0]).total_seconds()
             self._metrics.gauge("CursorLagSeconds", lag, source=name)
-        await self._step("after_cursor")
         log.info("import run finished", extra={"source": name, **finished, "cursor": cursor})
         return RunResult(name, run.window, pages, records, skipped, cursor, resumed)
 
