@@ -345,3 +345,24 @@ async def test_json_number_cursors_are_read_exactly(
     second = await run.run_once(client)
     assert (second.records, second.skipped) == (3, 1)  # the 3 new ones; the boundary re-read
     assert max(landed(writer).values()) == 1
+
+
+async def test_a_resumed_run_keeps_exact_json_number_cursors(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    """The landed data holds the decoder's float; the resumed run takes the exact value from
+    the id, so the look-back it stores still dedupes the boundary record."""
+    writer, store = CrashingWriter(), CrashingStore()
+    writer.at = (1, True)  # dies after the first page landed
+    client = SourceClient("big", mixed(fake_url, "big", "big_since", "0"), http)
+    with contextlib.suppress(Crash):
+        await importer(writer, store).run_once(client)
+    writer.at = None
+    resumed = await importer(writer, store).run_once(client)
+    assert resumed.resumed
+    top = max(r["big"] for r in (await http.get(f"{fake_url}/changes/mixed")).json())
+    assert resumed.cursor == str(top)
+    assert set((await store.get("big")).seen.values()) == {str(top)}
+    again = await importer(writer, store).run_once(client)
+    assert (again.records, again.skipped) == (0, 1)
+    assert max(landed(writer).values()) == 1
