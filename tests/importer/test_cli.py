@@ -183,7 +183,8 @@ def test_urls_are_redacted_in_logs_and_errors(
     sources = tmp_path / "sources.yaml"
     sources.write_text(
         "sources:\n  signed:\n    base_url: ${FAKEAPI_URL}\n    path: /signed/posts\n"
-        "    dataset: posts\n    params: {_page: '1', api_key: '${VENDOR_API_KEY}'}\n"
+        "    dataset: posts\n    params: {_page: '1'}\n"
+        "    auth: {kind: query, param: api_key, secret: '${VENDOR_API_KEY}'}\n"
         "    max_attempts: 2\n    pagination: {kind: link_header, page_param: _page,\n"
         "                 size_param: _limit, page_size: 10}\n"
     )

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests.conftest import fake_vendor_api
+from tests.importer.faults import Crash, CrashingStore, CrashingWriter
 from tributary.batch import decode_ndjson_gz
 from tributary.errors import PermanentError
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
@@ -58,11 +59,8 @@ def primary_keys(ids: Counter[str]) -> Counter[str]:
     return found
 
 
-def importer(writer: MemoryRawWriter, store: MemoryStateStore, step: Any = None) -> Importer:
-    kw = {"step": step} if step else {}
-    return Importer(
-        writer, store, FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC)), MemoryMetrics(), **kw
-    )
+def importer(writer: MemoryRawWriter, store: MemoryStateStore) -> Importer:
+    return Importer(writer, store, FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC)), MemoryMetrics())
 
 
 PAGINATIONS = {
@@ -181,25 +179,23 @@ async def test_full_refresh_relands_unchanged_records_under_the_same_ids(
     assert {i.split("@")[0] for i in ids - set(first)} == changed
 
 
-@pytest.mark.parametrize("crash_at", ["before_page", "after_page", "before_cursor", "after_cursor"])
+@pytest.mark.parametrize(
+    ("crash_at", "after"),
+    [("writer", False), ("writer", True), ("store", False), ("store", True)],
+    ids=["before_page", "after_page", "before_state", "after_state"],
+)
 @pytest.mark.parametrize("occurrence", [1, 2])
 async def test_crash_at_every_step_then_rerun_lands_each_version_once(
-    fake_url: str, http: httpx.AsyncClient, crash_at: str, occurrence: int
+    fake_url: str, http: httpx.AsyncClient, crash_at: str, after: bool, occurrence: int
 ) -> None:
-    class Crash(Exception):
-        pass
-
-    seen = Counter[str]()
-
-    async def step(name: str) -> None:
-        seen[name] += 1
-        if name == crash_at and seen[name] == occurrence:
-            raise Crash(name)
-
-    writer, store = MemoryRawWriter(), MemoryStateStore()
+    """A crash before or after the 1st/2nd page write, or before or after the run-start and
+    cursor writes of the state (the store's 1st and 2nd puts)."""
+    writer, store = CrashingWriter(), CrashingStore()
+    (writer if crash_at == "writer" else store).at = (occurrence, after)
     client = SourceClient("items", items(fake_url), http)
     with contextlib.suppress(Crash):
-        await importer(writer, store, step).run_once(client)
+        await importer(writer, store).run_once(client)
+    writer.at = store.at = None
     # The source moves on before the rerun: pages shift, versions change.
     await http.post(f"{fake_url}/__admin/advance", params={"changed": 4, "added": 3})
     await importer(writer, store).run_once(client)
@@ -322,4 +318,51 @@ async def test_integer_cursors_compare_exactly_past_2_to_the_53(
     assert first.cursor == str(top)  # as floats, all of 10^18 + 1 … 10^18 + n are one value
     second = await run.run_once(client)
     assert (second.records, second.skipped) == (0, 1)  # only the boundary record is re-read
+    assert max(landed(writer).values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "param", "initial"),
+    [("big", "big_since", "0"), ("rev", "rev_since", "0")],
+    ids=["integers_past_2_to_the_64", "decimals_finer_than_a_float"],
+)
+async def test_json_number_cursors_are_read_exactly(
+    fake_url: str, http: httpx.AsyncClient, field: str, param: str, initial: str
+) -> None:
+    """orjson decodes 2^64 + n and 1.000…0n as floats: as floats, every record shares one
+    version, so each run would take the newer ones for the boundary and skip them."""
+    writer, store = MemoryRawWriter(), MemoryStateStore()
+    run = importer(writer, store)
+    client = SourceClient(field, mixed(fake_url, field, param, initial), http)
+    served = (await http.get(f"{fake_url}/changes/mixed")).content.decode()
+    count = len((await http.get(f"{fake_url}/changes/mixed")).json())
+    first = await run.run_once(client)
+    assert first.records == count
+    assert len(set(landed(writer))) == count  # one id per record: pk@<exact value>
+    assert first.cursor is not None
+    assert first.cursor in served  # the literal, not a float
+    await http.post(f"{fake_url}/__admin/advance", params={"changed": 0, "added": 3})
+    second = await run.run_once(client)
+    assert (second.records, second.skipped) == (3, 1)  # the 3 new ones; the boundary re-read
+    assert max(landed(writer).values()) == 1
+
+
+async def test_a_resumed_run_keeps_exact_json_number_cursors(
+    fake_url: str, http: httpx.AsyncClient
+) -> None:
+    """The landed data holds the decoder's float; the resumed run takes the exact value from
+    the id, so the look-back it stores still dedupes the boundary record."""
+    writer, store = CrashingWriter(), CrashingStore()
+    writer.at = (1, True)  # dies after the first page landed
+    client = SourceClient("big", mixed(fake_url, "big", "big_since", "0"), http)
+    with contextlib.suppress(Crash):
+        await importer(writer, store).run_once(client)
+    writer.at = None
+    resumed = await importer(writer, store).run_once(client)
+    assert resumed.resumed
+    top = max(r["big"] for r in (await http.get(f"{fake_url}/changes/mixed")).json())
+    assert resumed.cursor == str(top)
+    assert set((await store.get("big")).seen.values()) == {str(top)}
+    again = await importer(writer, store).run_once(client)
+    assert (again.records, again.skipped) == (0, 1)
     assert max(landed(writer).values()) == 1

@@ -6,8 +6,9 @@ and fault knobs (rate limit with Retry-After, random 5xx, slow responses, trunca
 - `GET /cursor/{resource}?limit=N&cursor=C` — `{"data": [...], "next_cursor": C | null}`.
 - `GET /changes/items?updated_since=T&_page=&_limit=` — items with `updated_at >= T`, oldest
   first (then by id).
-- `GET /changes/mixed?updated_since=T&seq_since=N&_page=&_limit=` — the same items with
-  `updated_at` in mixed ISO-8601 spellings (offsets, fractions) and an integer `seq` past 2^53;
+- `GET /changes/mixed?updated_since=T&seq_since=N&big_since=N&rev_since=D&_page=&_limit=` — the
+  same items with `updated_at` in mixed ISO-8601 spellings (offsets, fractions), an integer
+  `seq` past 2^53, `big` past 2^64 and a decimal `rev` with more digits than a float holds;
   filtered by instant and by integer, oldest first.
 - `GET /signed/{resource}?_page=&_limit=` — json-server paging whose next links carry a
   `token` (as some vendors sign them); a page past the first without the right token is 403.
@@ -20,8 +21,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import random
+import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -46,6 +50,21 @@ class Faults(BaseModel):
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _exact_json(body: Any, headers: dict[str, str]) -> Response:
+    """JSON with integers of any size and `Decimal`s as exact number literals (orjson refuses
+    integers past 64 bits and has no decimals)."""
+    marker = "\u0000num:"
+
+    def number(value: Any) -> str:
+        if isinstance(value, Decimal):
+            return f"{marker}{value}"
+        raise TypeError(type(value).__name__)
+
+    text = json.dumps(body, default=number)
+    text = re.sub(r'"\\u0000num:([^"]*)"', r"\1", text)
+    return Response(text.encode(), 200, headers, media_type="application/json")
 
 
 def page_token(page: int) -> str:
@@ -118,7 +137,7 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
         return data.resources[name]
 
     def page_response(
-        request: Request, items: list[dict[str, Any]], signed: bool = False
+        request: Request, items: list[dict[str, Any]], signed: bool = False, exact: bool = False
     ) -> Response:
         """json-server slicing: _page/_limit (Link, X-Total-Count), _start/_end/_limit; with
         `signed`, links carry the page's token."""
@@ -145,12 +164,12 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
                 links.append(link(page + 1, "next"))
             links.append(link(last, "last"))
             headers["Link"] = ", ".join(links)
-            return _json(items[(page - 1) * limit : page * limit], headers=headers)
-        if "_start" in q:
+            items = items[(page - 1) * limit : page * limit]
+        elif "_start" in q:
             start = int(q["_start"])
             end = int(q["_end"]) if "_end" in q else start + int(q.get("_limit", "10"))
-            return _json(items[start:end], headers=headers)
-        return _json(items, headers=headers)
+            items = items[start:end]
+        return _exact_json(items, headers) if exact else _json(items, headers=headers)
 
     @app.get("/signed/{resource}")
     async def signed(resource: str, request: Request) -> Response:
@@ -213,7 +232,13 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
         return truncated(page_response(request, items))
 
     @app.get("/changes/mixed")
-    async def mixed(request: Request, updated_since: str = "", seq_since: int = 0) -> Response:
+    async def mixed(
+        request: Request,
+        updated_since: str = "",
+        seq_since: int = 0,
+        big_since: int = 0,
+        rev_since: str = "0",
+    ) -> Response:
         rows = await resource_rows(request, "items")
         if isinstance(rows, Response):
             return rows
@@ -224,9 +249,12 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
         items = [
             item
             for at, item in served
-            if (since is None or at >= since) and item["seq"] >= seq_since
+            if (since is None or at >= since)
+            and item["seq"] >= seq_since
+            and item["big"] >= big_since
+            and item["rev"] >= Decimal(rev_since)
         ]
-        return truncated(page_response(request, items))
+        return truncated(page_response(request, items, exact=True))
 
     @app.get("/{resource}")
     async def listing(resource: str, request: Request) -> Response:

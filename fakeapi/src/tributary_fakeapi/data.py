@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 _WORDS = (
@@ -47,6 +48,7 @@ BASE_COUNTS = {
 }
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 SEQ_BASE = 10**18  # past 2^53: floats cannot tell these sequence numbers apart
+BIG_BASE = 2**64  # past what orjson decodes as an integer (it gives a float)
 PLUS_TWO = timezone(timedelta(hours=2))
 
 
@@ -147,7 +149,8 @@ class Dataset:
 def mixed_item(item: dict[str, Any]) -> tuple[datetime, dict[str, Any]]:
     """`item` as a vendor with untidy timestamps serves it, and its instant: `updated_at` in
     one of three ISO-8601 spellings (`Z`; a +02:00 offset; milliseconds, a quarter second
-    later), and `seq`, an integer sequence number past 2^53."""
+    later), `seq`, an integer sequence number past 2^53, `big`, one past 2^64, and `rev`, a
+    decimal with more digits than a float holds (a `Decimal`: serve it with `exact_json`)."""
     at = datetime.fromisoformat(item["updated_at"])
     match item["id"] % 3:
         case 0:
@@ -157,4 +160,10 @@ def mixed_item(item: dict[str, Any]) -> tuple[datetime, dict[str, Any]]:
         case _:
             at += timedelta(milliseconds=250)
             text = at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return at, {**item, "updated_at": text, "seq": SEQ_BASE + item["id"]}
+    return at, {
+        **item,
+        "updated_at": text,
+        "seq": SEQ_BASE + item["id"],
+        "big": BIG_BASE + item["id"],
+        "rev": Decimal(f"1.{item['id']:020d}"),
+    }

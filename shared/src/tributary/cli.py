@@ -30,8 +30,10 @@ async def every(
     interval: float, once: Callable[[], Awaitable[int]], *, signals: bool = True
 ) -> int:
     """Call `once`, then again every `interval` seconds, until SIGTERM or SIGINT (a pass in
-    progress finishes first). Failures do not stop the loop (the next pass retries); the exit
-    code is that of the last pass, so a supervisor sees whether the loop ended healthy. With
+    progress finishes first). A pass reports its failures as its exit code and the next pass
+    retries; an exception out of `once` ends the loop (callers catch what they classify, e.g.
+    `TributaryError`, so only a bug does). The exit code is that of the last pass, so a
+    supervisor sees whether the loop ended healthy. With
     `signals=False` it leaves the signals to the caller and runs until its task is cancelled."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

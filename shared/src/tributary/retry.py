@@ -1,6 +1,8 @@
 """Retrying a transient failure: capped exponential backoff with full jitter.
 
-Every retry of a failed operation goes through `retry`. Other code sleeps for other reasons:
+Retries of a failed call go through `retry`, with one exception: the stream consumer's worker
+backs off on its own schedule before rerunning a failed shard consumer and after a failed
+coordination round (`tributary_stream.worker`, `_backoff`). Other code sleeps for other reasons:
 pacing (the importer's rate limiter), polling (the stream consumer between reads and after a
 throttled read, bootstrap waiting for the stream), periodic flushes, and the `--loop` commands.
 """

@@ -11,7 +11,6 @@ its last pass.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +24,7 @@ from tributary.errors import PermanentError, TributaryError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
 from tributary.s3_writer import S3RawWriter
-from tributary_importer.fetch import RedactUrls, SourceClient
+from tributary_importer.fetch import SourceClient, install_log_redaction
 from tributary_importer.run import Importer
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import DeclaredSource, load_sources
@@ -74,9 +73,7 @@ def _show(state: SourceState) -> str:
 async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
     sources = load_sources(settings.sources_config)
     # httpx logs every request's URL at INFO: redact it as our own messages are redacted.
-    logging.getLogger("httpx").addFilter(
-        RedactUrls(frozenset().union(*(s.spec.loggable_params() for s in sources.values())))
-    )
+    install_log_redaction(s.spec for s in sources.values())
     # `backfill --source` names one source; `run` and `state` take it repeatedly (a list).
     names: Sequence[str] = (
         [args.source] if isinstance(args.source, str) else args.source or list(sources)
@@ -93,7 +90,7 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
         if args.command == "state":
             for name in names:
                 if args.action == "reset":
-                    await store.delete(name)
+                    await store.reset(name)
                     print(f"{name}: state reset; the next run imports from the start")
                 else:
                     print(_show(await store.get(name)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 
 from tributary.clock import iso_utc
 
@@ -18,6 +19,20 @@ _ZERO = Decimal(0)
 # (kind, number, instant, rest): numbers sort before timestamps before text; within a kind by
 # value. `rest` holds a timestamp's digits past microseconds, or the text itself.
 CursorKey = tuple[int, Decimal, datetime, str]
+
+
+class CursorType(StrEnum):
+    """What a source's cursor values are; fixed per source, so values of another type are an
+    error rather than silently ordered before or after all the others."""
+
+    NUMBER = "number"  # integers and decimals, compared exactly
+    TIMESTAMP = "timestamp"  # ISO-8601, compared as UTC instants
+    TEXT = "text"  # compared as text
+
+
+def type_of(value: str) -> CursorType:
+    """The type a cursor value reads as (any value may also be read as TEXT)."""
+    return (CursorType.NUMBER, CursorType.TIMESTAMP, CursorType.TEXT)[cursor_key(value)[0]]
 
 
 def parse_instant(value: str) -> tuple[datetime, str] | None:
@@ -38,9 +53,11 @@ def parse_instant(value: str) -> tuple[datetime, str] | None:
     return at, extra
 
 
-def cursor_key(value: str) -> CursorKey:
+def cursor_key(value: str, ctype: CursorType | None = None) -> CursorKey:
     """The sort key of a cursor value: "9" < "10", 2^53 < 2^53 + 1, and
-    "2026-01-01T01:00:00+02:00" < "2026-01-01T00:00:00.5Z"."""
+    "2026-01-01T01:00:00+02:00" < "2026-01-01T00:00:00.5Z"; with `ctype` TEXT, text order."""
+    if ctype is CursorType.TEXT:
+        return (2, _ZERO, _EPOCH, value)
     if _NUMBER.fullmatch(value):
         try:
             return (0, Decimal(value), _EPOCH, "")
@@ -50,6 +67,23 @@ def cursor_key(value: str) -> CursorKey:
     if instant is not None:
         return (1, _ZERO, instant[0], instant[1])
     return (2, _ZERO, _EPOCH, value)
+
+
+def canonical(value: str, ctype: CursorType | None = None) -> str:
+    """One spelling per value, for ids and dedupe: equal keys give equal text. An instant as
+    `YYYY-MM-DDTHH:MM:SS[.fraction]Z` in UTC (trailing zeros dropped, so "…T00:00:00Z",
+    "…T00:00:00.000+00:00" and "…T01:00:00+01:00" are all "…T00:00:00Z"); a number in plain
+    notation without trailing zeros ("1.50" is "1.5", "1e2" is "100"); text (and any value
+    of a TEXT cursor) as it is."""
+    kind, number, instant, rest = cursor_key(value, ctype)
+    if kind == 0:
+        if number == number.to_integral_value():
+            return str(int(number))
+        return format(number.normalize(), "f")
+    if kind == 1:
+        fraction = f"{instant.microsecond:06d}{rest}".rstrip("0")
+        return instant.strftime("%Y-%m-%dT%H:%M:%S") + (f".{fraction}" if fraction else "") + "Z"
+    return value
 
 
 def lower_bound(cursor: str, lag_s: float) -> str:

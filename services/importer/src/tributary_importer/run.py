@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -30,19 +30,18 @@ from tributary.errors import PermanentError
 from tributary.layout import Zone, partition_prefix
 from tributary.metrics import Metrics
 from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
-from tributary_importer.cursor import cursor_key, lower_bound, parse_instant
+from tributary_importer.cursor import (
+    CursorType,
+    canonical,
+    cursor_key,
+    lower_bound,
+    parse_instant,
+    type_of,
+)
 from tributary_importer.fetch import SourceClient
 from tributary_importer.state import RunInfo, StateStore
 
 log = logging.getLogger(__name__)
-
-# Test hook: called with a step name ("before_page", "after_page", "before_cursor",
-# "after_cursor"); a test raises from it to simulate a crash at that step.
-Step = Callable[[str], Awaitable[None]]
-
-
-async def _no_step(_: str) -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +66,11 @@ class Importer:
         store: StateStore,
         clock: Clock,
         metrics: Metrics,
-        step: Step = _no_step,
     ) -> None:
         self._writer = writer
         self._store = store
         self._clock = clock
         self._metrics = metrics
-        self._step = step
         self.progress: Callable[[str, int, int], None] | None = None  # (source, pages, records)
 
     async def run_once(self, client: SourceClient) -> RunResult:
@@ -120,31 +117,47 @@ class Importer:
         # two pages (a record that moves while we page — it changed, or others were inserted —
         # lands on a neighbour) and, on resume only, every id the interrupted attempt landed
         # (read back below). That last set is NOT bounded: it grows with what the interrupted
-        # attempt landed (~90 bytes per id: bench/importer_resume.py), because a source need
-        # not order its records by cursor, so any of them may come back on any page.
-        earlier: set[str] = set(state.seen)
+        # attempt landed (~210 bytes of RSS per id: bench/importer_resume.py), because a source
+        # need not order its records by cursor, so any of them may come back on any page.
+        # Ids carry the cursor value's canonical spelling, so one instant spelled two ways
+        # (Z, +00:00, another offset) is one id; state written before that is re-keyed here.
+        ctype = inc.cursor_type() if inc is not None else CursorType.TEXT
+        tail: dict[str, str] = {_canonical_id(k, v, ctype): v for k, v in state.seen.items()}
+        earlier: set[str] = set(tail)
         previous_page: set[str] = set()
-        tail: dict[str, str] = dict(state.seen)
         next_page = 1
         for key in await self._writer.keys(prefix):  # what an interrupted attempt landed
             next_page = max(next_page, int(key[len(prefix) :].split(".")[0]) + 1)
             for line in decode_ndjson_gz(await self._writer.get(key)):
                 envelope = orjson.loads(line)
-                earlier.add(envelope["id"])
-                if inc is not None:
-                    tail[envelope["id"]] = str(envelope["data"].get(inc.field))
+                landed_id, pk = envelope["id"], scalar_text(envelope["data"].get(spec.id_field))
+                earlier.add(landed_id)
+                if inc is None or pk is None or not landed_id.startswith(f"{pk}@"):
+                    continue
+                if scalar_text(envelope["data"].get(inc.field)) is None:
+                    continue  # no cursor value: the id is a content hash
+                # The version part of the id is the exact value (the data may hold a float).
+                value = landed_id[len(pk) + 1 :]
+                earlier.add(_canonical_id(landed_id, value, ctype))
+                tail[_canonical_id(landed_id, value, ctype)] = value
+        for bound in (start, end):
+            if bound is not None and ctype is not CursorType.TEXT and type_of(bound) is not ctype:
+                raise PermanentError(f"{name}: backfill bound {bound!r} is not a {ctype}")
         cursor = state.cursor
         pages = records = skipped = 0
         async for page in client.pages(run.lower):
             lines: list[bytes] = []
             this_page: set[str] = set()
-            for record in page.records:
-                record_id, value = self._identify(spec.id_field, inc.field if inc else None, record)
+            for index, record in enumerate(page.records):
+                record_id, value = self._identify(
+                    spec.id_field, inc.field if inc else None, record, page.exact.get(index), ctype
+                )
                 if value is not None:
-                    if end is not None and cursor_key(value) > cursor_key(end):
+                    _check_type(name, spec.id_field, record, inc.field if inc else "", value, ctype)
+                    if end is not None and cursor_key(value, ctype) > cursor_key(end, ctype):
                         continue  # a backfill's upper bound
                     tail[record_id] = value
-                    if cursor is None or cursor_key(value) > cursor_key(cursor):
+                    if cursor is None or cursor_key(value, ctype) > cursor_key(cursor, ctype):
                         cursor = value
                 if record_id in earlier or record_id in previous_page or record_id in this_page:
                     skipped += 1
@@ -157,7 +170,6 @@ class Importer:
                 )
             pages += 1
             if lines:
-                await self._step("before_page")
                 key = f"{prefix}{next_page:05d}.ndjson.gz"
                 outcome = await self._writer.put(
                     RawObject(
@@ -177,18 +189,24 @@ class Importer:
                 next_page += 1
                 records += len(lines)
                 self._metrics.add("RecordsImported", len(lines), source=name)
-                await self._step("after_page")
             previous_page = this_page
             self._metrics.add("PagesFetched", 1, source=name)
             if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
                 keep_from = lower_bound(cursor, inc.lag_s)  # only the look-back is needed
-                tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
+                tail = {
+                    k: v
+                    for k, v in tail.items()
+                    if cursor_key(v, ctype) >= cursor_key(keep_from, ctype)
+                }
             if self.progress is not None:
                 self.progress(name, pages, records)
-        await self._step("before_cursor")
         if inc is not None and cursor is not None:
             keep_from = lower_bound(cursor, inc.lag_s)
-            tail = {k: v for k, v in tail.items() if cursor_key(v) >= cursor_key(keep_from)}
+            tail = {
+                k: v
+                for k, v in tail.items()
+                if cursor_key(v, ctype) >= cursor_key(keep_from, ctype)
+            }
         else:
             tail = {}
         finished = {
@@ -209,20 +227,45 @@ class Importer:
         if instant is not None:  # only timestamp cursors have a lag
             lag = (self._clock.now() - instant[0]).total_seconds()
             self._metrics.gauge("CursorLagSeconds", lag, source=name)
-        await self._step("after_cursor")
         log.info("import run finished", extra={"source": name, **finished, "cursor": cursor})
         return RunResult(name, run.window, pages, records, skipped, cursor, resumed)
 
     @staticmethod
     def _identify(
-        id_field: str, cursor_field: str | None, record: dict[str, Any]
+        id_field: str,
+        cursor_field: str | None,
+        record: dict[str, Any],
+        exact: str | None = None,
+        ctype: CursorType | None = None,
     ) -> tuple[str, str | None]:
-        """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value when the
-        source has one, else a hash of the content, so a full-refresh snapshot re-lands an
+        """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value's canonical
+        spelling (`cursor.canonical`: one instant is one id however the vendor spells it) when
+        the source has one, else a hash of the content, so a full-refresh snapshot re-lands an
         unchanged record under the same id (deduped downstream) and a changed one as new."""
         pk = scalar_text(record.get(id_field))
-        value = scalar_text(record.get(cursor_field)) if cursor_field is not None else None
+        value = exact or (scalar_text(record.get(cursor_field)) if cursor_field else None)
         if pk is not None and value is not None:
-            return f"{pk}@{value}", value
+            return f"{pk}@{canonical(value, ctype)}", value
         digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
         return (f"{pk}@{digest[:12]}" if pk is not None else digest[:24]), value
+
+
+def _canonical_id(record_id: str, value: str, ctype: CursorType | None = None) -> str:
+    """A stored look-back id `<pk>@<value>` with its value in canonical spelling."""
+    suffix = f"@{value}"
+    if record_id.endswith(suffix):
+        return f"{record_id[: -len(suffix)]}@{canonical(value, ctype)}"
+    return record_id
+
+
+def _check_type(
+    source: str, id_field: str, record: dict[str, Any], field: str, value: str, want: CursorType
+) -> None:
+    """A cursor value of another type than the source's is an error naming the record (else
+    one "N/A" would become the cursor forever, or epoch numbers never advance a timestamp)."""
+    if want is not CursorType.TEXT and type_of(value) is not want:
+        raise PermanentError(
+            f"{source}: record {id_field}={record.get(id_field)!r} has {field}={value!r}, not a "
+            f"{want} like the source's cursor; its page and those after it were not landed, the "
+            "cursor has not moved (fix the record at the source, or declare incremental.type)"
+        )

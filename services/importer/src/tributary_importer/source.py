@@ -16,13 +16,16 @@ sources:
     params: {_page: "1"}  # the first page; the Link header names the rest
     pagination: {kind: link_header, size_param: _limit, page_size: 100}
     incremental: {field: updated_at, param: updated_since, initial: "2026-01-01T00:00:00Z",
-                  lag_s: 0}
+                  lag_s: 0}  # type: timestamp (what `initial` reads as; number, text)
 ```
 `${VAR}` and `${VAR:-default}` in strings are read from the environment (an empty value counts
 as unset). A source that names an unset `${VAR}` without a default loads, but cannot run: the
 run fails with a `ConfigError` naming the variable. A secret must be a bare `${VAR}`: no
 default, no literal value, so a deployment that lacks it fails instead of sending a development
-key (development values live in the local stack's environment).
+key (development values live in the local stack's environment). A key sent as a query
+parameter is `auth: {kind: query, param: api_key, secret: "${VAR}"}` under the same rule; a
+`params` entry whose name looks like a credential (key, token, secret, auth, ...) is refused.
+Credentials go to the origin of `base_url` only (a next-page link to another host gets none).
 """
 
 from __future__ import annotations
@@ -34,12 +37,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tributary.dataset import DATASET_NAME
 from tributary.errors import ConfigError, describe_problems
+from tributary_importer.cursor import CursorType, type_of
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -61,6 +73,7 @@ class AuthKind(StrEnum):
     HEADER = "header"  # an API key in a header
     BEARER = "bearer"
     BASIC = "basic"
+    QUERY = "query"  # an API key in a query parameter (`param`)
 
 
 class AuthSpec(BaseModel):
@@ -72,6 +85,7 @@ class AuthSpec(BaseModel):
     header: str = "X-API-Key"
     secret: str = ""  # a bare "${VENDOR_API_KEY}" in the file (see the module docstring)
     username: str = ""
+    param: str = "api_key"  # the query parameter of the `query` kind
 
 
 class PaginationSpec(BaseModel):
@@ -98,6 +112,19 @@ class IncrementalSpec(BaseModel):
     param: str  # query parameter carrying the lower bound (inclusive)
     initial: str
     lag_s: float = Field(default=0.0, ge=0)  # look back this far (ISO timestamp cursors)
+    # number, timestamp or text; by default the type `initial` reads as. A record whose value
+    # is of another type fails the run (records without the field land, cursor unmoved).
+    type: CursorType | None = None
+
+    @model_validator(mode="after")
+    def _initial_has_the_type(self) -> IncrementalSpec:
+        if self.type not in (None, CursorType.TEXT) and type_of(self.initial) is not self.type:
+            raise ValueError(f"initial {self.initial!r} is not a {self.type} cursor value")
+        return self
+
+    def cursor_type(self) -> CursorType:
+        """The declared type, else the type of `initial`."""
+        return self.type if self.type is not None else type_of(self.initial)
 
 
 class SourceSpec(BaseModel):
@@ -120,15 +147,36 @@ class SourceSpec(BaseModel):
     max_attempts: int = Field(default=6, ge=1, le=20)
 
     def loggable_params(self) -> frozenset[str]:
-        """Query parameters whose values may appear in logs (`page_param`, `size_param`,
-        `offset_param` and the cursor's lower bound; a `link_header` source may name its
-        vendor's page parameter in `page_param` for this); every other value in a logged URL is
-        redacted."""
+        """Query parameters whose values may appear in logs: the paging kind's own (page number
+        and size, offset and size, the size of cursor paging; a `link_header` source may name
+        its vendor's page parameter by setting `page_param`) and the cursor's lower bound.
+        Every other value in a logged URL is redacted (a cursor token, an API key)."""
         paging = self.pagination
-        names = {paging.page_param, paging.size_param, paging.offset_param}
+        names: set[str] = set()
+        match paging.kind:
+            case PaginationKind.PAGE_NUMBER:
+                names = {paging.page_param, paging.size_param}
+            case PaginationKind.OFFSET:
+                names = {paging.offset_param, paging.size_param}
+            case PaginationKind.CURSOR:
+                names = {paging.size_param}
+            case PaginationKind.LINK_HEADER:
+                names = {paging.size_param}
+                if "page_param" in paging.model_fields_set:
+                    names.add(paging.page_param)
         if self.incremental is not None:
             names.add(self.incremental.param)
+        names.discard(self.auth.param if self.auth.kind is AuthKind.QUERY else "")
         return frozenset(names)
+
+    def loggable_paths(self) -> frozenset[str]:
+        """URL paths that may appear in logs: the source's own. A next-page link elsewhere may
+        carry a token in its path, so other paths are redacted."""
+        return frozenset({urlsplit(self.base_url).path.rstrip("/") + self.path})
+
+    def origin(self) -> tuple[str, str, int | None]:
+        """(scheme, host, port) of `base_url`: credentials go to this origin only."""
+        return origin_of(self.base_url)
 
     @field_validator("dataset")
     @classmethod
@@ -152,6 +200,18 @@ class SourcesSpec(BaseModel):
             if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
                 raise ValueError(f"source name {name!r} must be [a-z][a-z0-9_]*")
         return value
+
+
+def origin_of(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of `url`, the port made explicit for http and https."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _PORTS.get(scheme)
+
+
+_PORTS = {"http": 80, "https": 443}
+# A query parameter with a name like these carries a credential: it belongs in `auth`.
+_CREDENTIAL = re.compile(r"key|token|secret|passw|auth|signature|credential", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +256,16 @@ def _expand(value: Any, env: Mapping[str, str], unset: list[str]) -> Any:
 
 
 def _check_secret(name: str, source: Any) -> None:
-    """A secret is a bare `${VAR}`: a default or a literal would be sent when the deployment
-    lacks the real one."""
+    """A secret is a bare `${VAR}` in `auth`: a default or a literal would be sent when the
+    deployment lacks the real one; `params` hold no credentials."""
+    params = source.get("params") if isinstance(source, dict) else None
+    for param in params if isinstance(params, dict) else {}:
+        if _CREDENTIAL.search(str(param)):
+            raise ConfigError(
+                f"sources.{name}.params.{param} looks like a credential; send it as "
+                f'auth: {{kind: query, param: {param}, secret: "${{VARIABLE}}"}} (a bare '
+                "${VARIABLE}, redacted from logs and sent to the source's origin only)"
+            )
     auth = source.get("auth") if isinstance(source, dict) else None
     if not isinstance(auth, dict):
         return

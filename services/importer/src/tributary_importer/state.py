@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
 
-from tributary.errors import PermanentError
+from tributary.errors import PermanentError, TributaryError
 from tributary_importer.state_blob import BLOB_PREFIX, MemoryStateBlobs, StateBlobs
+
+log = logging.getLogger(__name__)
 
 MAX_ITEM_BYTES = 400 * 1024  # DynamoDB refuses a larger item (names and values, UTF-8)
 INLINE_SEEN_BYTES = 32 * 1024  # a larger look-back set is stored as a blob
@@ -87,13 +90,16 @@ class StateItem:
     blob: bytes = b""
 
     def size(self) -> int:
-        """The item's size as DynamoDB counts it: attribute names plus values (UTF-8; a number
-        as its digits, which is at least what DynamoDB counts)."""
+        """The item's size as DynamoDB documents it: attribute names plus values, strings as
+        UTF-8 bytes, a number as 1 byte per two significant digits plus 1 (AWS calls that
+        approximate; the version is the only number and a few bytes either way)."""
+        digits = len(str(self.version).strip("0")) or 1
         return (
             len("pk")
             + len(self.pk.encode())
             + len("version")
-            + len(str(self.version))
+            + (digits + 1) // 2
+            + 1
             + len("doc")
             + len(self.doc.encode())
         )
@@ -148,18 +154,25 @@ class StateCodec:
             doc["seen"] = orjson.loads(seen)
         return SourceState.from_document(source, version, doc)
 
-    async def prune_all(self, source: str) -> None:
-        """Drop every blob of `source` (its state was deleted)."""
-        for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
-            await self._blobs.delete(key)
-
     async def prune(self, source: str, version: int, keep: str | None) -> None:
         """Drop the blobs of versions up to `version` other than `keep` (older versions', and
-        those of attempts that lost the conditional write or crashed before it)."""
-        for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
-            name = key.rsplit("/", 1)[-1]
-            if key != keep and name[1:11].isdigit() and int(name[1:11]) <= version:
-                await self._blobs.delete(key)
+        those of attempts that lost the conditional write or crashed before it).
+
+        Best effort: it runs after the item is written, so the write has happened whatever
+        pruning does; a failure is logged and the next put prunes what is left."""
+        try:
+            for key in await self._blobs.keys(f"{BLOB_PREFIX}{source}/"):
+                name = key.rsplit("/", 1)[-1]
+                if key != keep and name[1:11].isdigit() and int(name[1:11]) <= version:
+                    await self._blobs.delete(key)
+        except TributaryError as exc:
+            log.warning(
+                "importer state of %s stored as version %d; pruning its old look-back blobs "
+                "failed (the next write retries): %s",
+                source,
+                version,
+                exc,
+            )
 
 
 def too_large(item: StateItem, source: str) -> StateTooLargeError:
@@ -182,8 +195,10 @@ class StateStore(Protocol):
         version + 1. Raises `StateConflictError` otherwise, and `StateTooLargeError` (nothing
         stored) when the item would pass 400 KB."""
 
-    async def delete(self, source: str) -> None:
-        """Forget the source (a full re-import follows)."""
+    async def reset(self, source: str) -> SourceState:
+        """Forget the cursor, look-back and run in progress (a full re-import follows): a put of
+        an empty state at the next version (versions never restart, so a run that read the
+        state before the reset cannot write after it). Works when the blob is missing."""
 
 
 class MemoryStateStore:
@@ -223,7 +238,17 @@ class MemoryStateStore:
         await self._codec.prune(state.source, item.version, item.blob_key)
         return replace(state, version=item.version)
 
-    async def delete(self, source: str) -> None:
-        """Forget it, blobs too."""
-        self.items.pop(item_key(source), None)
-        await self._codec.prune_all(source)
+    async def reset(self, source: str) -> SourceState:
+        """A versioned put of an empty state (keeping the run count), blobs pruned."""
+        stored = self.items.get(item_key(source))
+        return await self.put(reset_state(source, *stored) if stored else SourceState(source))
+
+
+def reset_state(source: str, version: int, doc_text: str) -> SourceState:
+    """The empty state a reset writes over stored version `version` (the run count kept: run
+    windows stay new). Reads the item only, never its blob (which may be what is wrong)."""
+    try:
+        runs = int(orjson.loads(doc_text).get("runs", 0))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        runs = 0
+    return SourceState(source, version, runs=runs)

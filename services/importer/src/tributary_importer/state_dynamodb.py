@@ -4,7 +4,7 @@ look-back set lives in a state blob on S3 that the item names."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -15,6 +15,7 @@ from tributary_importer.state import (
     StateCodec,
     StateConflictError,
     item_key,
+    reset_state,
     too_large,
 )
 from tributary_importer.state_blob import StateBlobs
@@ -70,8 +71,7 @@ class DynamoDbStateStore:
                     "version": {"N": str(item.version)},
                     "doc": {"S": item.doc},
                 },
-                ConditionExpression="attribute_not_exists(pk) OR version = :v",
-                ExpressionAttributeValues={":v": {"N": str(state.version)}},
+                **_expected(state.version),
             )
         except ClientError as exc:
             code = error_code(exc)
@@ -88,13 +88,22 @@ class DynamoDbStateStore:
         await self._codec.prune(state.source, item.version, item.blob_key)
         return replace(state, version=item.version)
 
-    async def delete(self, source: str) -> None:
-        """DeleteItem, and its blobs."""
-        try:
-            await self._db.delete_item(TableName=self._table, Key={"pk": {"S": item_key(source)}})
-        except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc) from exc
-        await self._codec.prune_all(source)
+    async def reset(self, source: str) -> SourceState:
+        """A conditional put of an empty state at the next version (old blobs pruned)."""
+        stored = await self._item(source)
+        return await self.put(reset_state(source, *stored) if stored else SourceState(source))
+
+
+def _expected(version: int) -> dict[str, Any]:
+    """The condition of a put over stored version `version`: no item at all for version 0
+    (a first write), else exactly that version (never "absent or equal": a write at version N
+    must not recreate an item that is gone)."""
+    if version == 0:
+        return {"ConditionExpression": "attribute_not_exists(pk)"}
+    return {
+        "ConditionExpression": "version = :v",
+        "ExpressionAttributeValues": {":v": {"N": str(version)}},
+    }
 
 
 def _translate(exc: Exception) -> Exception:
