@@ -27,6 +27,19 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """One request as it crossed the proxy: who signed it and what it asked for."""
+
+    access_key: str  # from the SigV4 Authorization header ("" when unsigned)
+    service: str
+    operation: str  # X-Amz-Target's operation; "" for S3 (REST: see method, path, query)
+    method: str
+    path: str
+    query: str
+    body: dict[str, Any]  # the JSON protocols' request body; {} for S3
+
+
 @dataclass
 class Faults:
     """What to break. Mutate it from the test while the proxy runs."""
@@ -50,8 +63,11 @@ def _service(headers: dict[str, str]) -> tuple[str, str]:
 class FaultProxy:
     """Forwards to `upstream` on a free loopback port, failing as `faults` says."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, upstream: str, host: str = "127.0.0.1", port: int = 0, *, record: bool = False
+    ) -> None:
         self.upstream = upstream
+        self.recorded: list[RecordedCall] | None = [] if record else None
         self.host = host
         self.port = port or free_port(host)
         self.faults = Faults()
@@ -111,6 +127,8 @@ class FaultProxy:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         service, operation = _service(headers)
         self.calls[f"{service}.{operation}"] += 1
+        if self.recorded is not None:
+            self.recorded.append(_record(scope, headers, body, service, operation))
         status, out_headers, out_body = await self._handle(scope, headers, body, service, operation)
         await send(
             {
@@ -184,7 +202,8 @@ class FaultProxy:
             self._client = httpx.AsyncClient(timeout=60)
         query = scope.get("query_string", b"").decode()
         url = self.upstream + scope["raw_path"].decode() + (f"?{query}" if query else "")
-        hop = ("host", "content-length", "transfer-encoding", "connection")
+        # Host stays the client's: it is part of the SigV4 signature moto checks under IAM.
+        hop = ("content-length", "transfer-encoding", "connection")
         forward = {k: v for k, v in headers.items() if k not in hop}
         request = self._client.build_request(scope["method"], url, headers=forward, content=body)
         try:
@@ -201,6 +220,22 @@ class FaultProxy:
         )
         out = {k: v for k, v in response.headers.items() if k.lower() not in dropped}
         return response.status_code, out, content
+
+
+def _record(
+    scope: Scope, headers: dict[str, str], body: bytes, service: str, operation: str
+) -> RecordedCall:
+    credential = headers.get("authorization", "").partition("Credential=")[2]
+    document: Any = orjson.loads(body) if service != "s3" and body else {}
+    return RecordedCall(
+        access_key=credential.partition("/")[0],
+        service=service,
+        operation=operation,
+        method=scope["method"],
+        path=scope["raw_path"].decode(),
+        query=scope.get("query_string", b"").decode(),
+        body=document if isinstance(document, dict) else {},
+    )
 
 
 def _error(service: str, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:

@@ -1,0 +1,268 @@
+"""Least privilege, enforced: the API, a stream consumer and the importer run as real processes,
+each under the access key of an IAM user holding exactly its addon's task policy (rendered with
+this test's account, region and resource names), against moto with IAM enforcement on
+(INITIAL_NO_AUTH_ACTION_COUNT). moto authorizes actions for every service and resources for S3;
+every call the services made is recorded at the fault proxy and evaluated against the full
+rendered policy (resources and conditions, e.g. ListBucket's s3:prefix) with the
+@cloud-copilot/iam-simulate policy simulator. A call the policy does not allow fails the test;
+grants no call used are reported."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+import httpx
+import pytest
+
+from tests.conftest import REPO, fake_vendor_api, lake_settings
+from tests.deploy.policies import ACCOUNT, REGION, Names, as_moto_enforces, task_policy
+from tributary.bootstrap import bootstrap
+from tributary_stack.faultproxy import FaultProxy, RecordedCall
+from tributary_stack.inspect import read_lines, wait_checkpointed
+from tributary_stack.moto import MotoProcess, free_port
+from tributary_stack.process import ManagedProcess
+
+SIMULATOR = REPO / "tools" / "iam-simulate"
+SERVICES = ("api", "stream-consumer", "importer")
+FREE_REQUESTS = 3  # CreateUser, PutUserPolicy, CreateAccessKey of the admin user
+
+
+@pytest.fixture
+def enforcing_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoProcess]:
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", str(FREE_REQUESTS))
+    moto = MotoProcess().start()
+    try:
+        yield moto
+    finally:
+        moto.stop()
+
+
+def iam_user(iam: Any, name: str, policy: dict[str, Any]) -> dict[str, str]:
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="task", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {
+        "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+    }
+
+
+def to_iam(call: RecordedCall, names: Names) -> tuple[str, list[str], dict[str, str]]:
+    """(action, resource ARNs, condition context) of a recorded request."""
+    if call.service == "s3":
+        bucket, _, key = call.path.lstrip("/").partition("/")
+        query = {k: v[0] for k, v in parse_qs(call.query, keep_blank_values=True).items()}
+        if key:
+            action = {"PUT": "s3:PutObject", "GET": "s3:GetObject", "HEAD": "s3:GetObject"}
+            return action[call.method], [f"arn:aws:s3:::{bucket}/{key}"], {}
+        if call.method == "HEAD":  # HeadBucket
+            return "s3:ListBucket", [f"arn:aws:s3:::{bucket}"], {}
+        assert call.method == "GET", call
+        assert "list-type" in query, call
+        context = {"s3:prefix": query["prefix"]} if "prefix" in query else {}
+        return "s3:ListBucket", [f"arn:aws:s3:::{bucket}"], context
+    body, action = call.body, f"{call.service}:{call.operation}"
+    if call.service == "kinesis":
+        # GetRecords names only an iterator; the test has one stream, the one it was taken on.
+        name = (
+            body.get("StreamName") or body.get("StreamARN", "").rpartition("/")[2] or names.stream
+        )
+        return action, [f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"], {}
+    if call.service == "dynamodb":
+        tables = [body["TableName"]] if "TableName" in body else list(body["RequestItems"])
+        return action, [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}" for t in tables], {}
+    raise AssertionError(f"no IAM mapping for {call}")
+
+
+def stream_tips(kinesis: Any, stream: str) -> dict[str, str]:
+    """The last sequence number on each shard (not-JSON poison included)."""
+    tips = {}
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(
+            StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records = kinesis.get_records(ShardIterator=iterator, Limit=10_000)["Records"]
+        if records:
+            tips[shard["ShardId"]] = records[-1]["SequenceNumber"]
+    return tips
+
+
+def rewind_leases(table: str, endpoint: str) -> None:
+    db = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
+    for item in db.scan(TableName=table)["Items"]:
+        db.update_item(
+            TableName=table,
+            Key={"leaseKey": item["leaseKey"]},
+            UpdateExpression="SET checkpoint = :start",
+            ExpressionAttributeValues={":start": {"S": "TRIM_HORIZON"}},
+        )
+
+
+def simulate(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    assert (SIMULATOR / "node_modules").exists(), "`make install` runs npm ci in tools/iam-simulate"
+    result = subprocess.run(
+        ["node", str(SIMULATOR / "simulate.mjs")],
+        input=json.dumps({"account": ACCOUNT, "requests": requests}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answer: list[dict[str, Any]] = json.loads(result.stdout)
+    return answer
+
+
+def unused_grants(policy: dict[str, Any], used: set[tuple[str, str]]) -> list[str]:
+    out = []
+    for statement in policy["Statement"]:
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        resources = (
+            statement["Resource"]
+            if isinstance(statement["Resource"], list)
+            else [statement["Resource"]]
+        )
+        for action in actions:
+            for pattern in resources:
+                if not any(a == action and fnmatch.fnmatchcase(r, pattern) for a, r in used):
+                    out.append(f"{action} on {pattern}")
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_services_run_under_exactly_their_task_policies(
+    enforcing_moto: MotoProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = lake_settings(enforcing_moto.endpoint)
+    names = Names(lake.lake_bucket, lake.stream_name, lake.lease_table, lake.state_table)
+    iam = boto3.client(
+        "iam", endpoint_url=enforcing_moto.endpoint, region_name=REGION,
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )  # fmt: skip
+    admin = iam_user(iam, "admin", {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"}]})  # fmt: skip
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    for name, value in admin.items():
+        monkeypatch.setenv(name, value)
+    iam = boto3.client("iam", endpoint_url=enforcing_moto.endpoint, region_name=REGION)
+    policies = {
+        s: task_policy(REPO / "copilot" / s / "addons" / "policy.yml", s, names) for s in SERVICES
+    }
+    keys = {s: iam_user(iam, s, as_moto_enforces(policies[s])) for s in SERVICES}
+    by_key = {keys[s]["AWS_ACCESS_KEY_ID"]: s for s in SERVICES}
+    asyncio.run(bootstrap(lake, shards=2))
+
+    proxy = FaultProxy(enforcing_moto.endpoint, record=True).start()
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base |= {
+        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL": proxy.endpoint,
+        "LAKE_BUCKET": names.bucket, "STREAM_NAME": names.stream, "LEASE_TABLE": names.lease_table,
+        "STATE_TABLE": names.state_table, "GLUE_DATABASE": lake.glue_database,
+        "DATASETS_CONFIG": str(REPO / "config" / "datasets.yaml"), "LOG_LEVEL": "INFO",
+    }  # fmt: skip
+    api_env = base | keys["api"] | {
+        "API_SINK": "kinesis", "API_HOST": "127.0.0.1", "API_PORT": str(port),
+        "API_KEYS": json.dumps([{"name": "t", "sha256": hashlib.sha256(b"k").hexdigest()}]),
+    }  # fmt: skip
+    consumer_env = base | keys["stream-consumer"] | {
+        "IDLE_FLUSH_S": "1", "LEASE_FAILOVER_S": "6", "SHARD_SYNC_S": "5", "WORKER_ID": "iam-1",
+    }  # fmt: skip
+    logs = tmp_path / "services.log"
+    with logs.open("w") as out:
+        api = ManagedProcess.python_module("api", "tributary_api", [], api_env, out).start()
+        consumer = ManagedProcess.python_module(
+            "stream-consumer", "tributary_stream", [], consumer_env, out
+        ).start()
+        try:
+            api.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
+            url = f"http://127.0.0.1:{port}/v1/datasets/events/records"
+            auth = {"Authorization": "Bearer k"}
+            good = [{"type": "signup", "n": i} for i in range(100)]
+            assert httpx.post(url, json=good, headers=auth, timeout=30).status_code == 202
+            mixed = [{"type": "ok"}, {"no_type": 1}]  # the invalid one goes to quarantine/
+            answer = httpx.post(url, json=mixed, headers=auth, timeout=30)
+            assert answer.status_code == 202, answer.text
+            # A record no schema accepts, put on the stream directly: the consumer quarantines it.
+            kinesis = boto3.client(
+                "kinesis", endpoint_url=enforcing_moto.endpoint, region_name=REGION
+            )
+            kinesis.put_record(StreamName=names.stream, Data=b"not json", PartitionKey="x")
+            tips = stream_tips(kinesis, names.stream)
+            asyncio.run(wait_checkpointed(lake, tips, within=120))
+            # Replay: a new worker from TRIM_HORIZON meets every object already written (412),
+            # and reads the existing raw and quarantine objects' metadata (HeadObject).
+            consumer.stop()
+            rewind_leases(names.lease_table, enforcing_moto.endpoint)
+            consumer = ManagedProcess.python_module(
+                "stream-consumer",
+                "tributary_stream",
+                [],
+                consumer_env | {"WORKER_ID": "iam-2"},
+                out,
+            ).start()
+            asyncio.run(wait_checkpointed(lake, tips, within=120))
+            with fake_vendor_api(tmp_path) as vendor:
+                importer_env = base | keys["importer"] | {
+                    "SOURCES_CONFIG": str(REPO / "config" / "sources.yaml"), "FAKEAPI_URL": vendor,
+                }  # fmt: skip
+                for _ in range(2):  # a second run resumes from the saved state
+                    run = subprocess.run(
+                        [sys.executable, "-m", "tributary_importer", "run", "--once"],
+                        env=importer_env, capture_output=True, text=True, timeout=300, check=False,
+                    )  # fmt: skip
+                    assert run.returncode == 0, run.stdout + run.stderr
+        finally:
+            consumer.stop()
+            api.stop()
+            proxy.stop()
+    text = logs.read_text()
+    assert "AccessDenied" not in text, text[-4000:]
+    raw = asyncio.run(read_lines(lake, "raw/events/"))
+    assert sum(len(lines) for lines in raw.values()) == 101
+    assert asyncio.run(read_lines(lake, "raw/posts/")), "the importer landed nothing"
+    assert asyncio.run(read_lines(lake, "quarantine/")), "nothing was quarantined"
+
+    assert proxy.recorded is not None
+    calls = [c for c in proxy.recorded if c.access_key in by_key]
+    assert {by_key[c.access_key] for c in calls} == set(SERVICES)
+    assert not [c for c in proxy.recorded if c.access_key not in by_key], "unsigned or unknown"
+    requests, used = [], {s: set() for s in SERVICES}  # type: dict[str, set[tuple[str, str]]]
+    distinct: dict[tuple[str, str, str, str], RecordedCall] = {}
+    for call in calls:
+        service = by_key[call.access_key]
+        action, resources, context = to_iam(call, names)
+        for resource in resources:
+            used[service].add((action, resource))
+            distinct[(service, action, resource, json.dumps(context, sort_keys=True))] = call
+    for service, action, resource, context in distinct:
+        requests.append({
+            "principal": f"arn:aws:iam::{ACCOUNT}:user/{service}", "policy": policies[service],
+            "action": action, "resource": resource, "context": json.loads(context),
+        })  # fmt: skip
+    decisions = simulate(requests)
+    denied = [
+        f"{r['principal']} {r['action']} {r['resource']} {r['context']}: {d}"
+        for r, d in zip(requests, decisions, strict=True)
+        if d["decision"] != "Allowed"
+    ]
+    assert not denied, "calls the task policy does not allow:\n" + "\n".join(denied)
+    report = {s: unused_grants(policies[s], used[s]) for s in SERVICES}
+    (tmp_path / "unused-grants.json").write_text(json.dumps(report, indent=2))
+    print(
+        f"IAM: {len(calls)} calls, {len(requests)} distinct, all allowed; unused grants: {report}"
+    )
