@@ -311,3 +311,12 @@ def test_task_policy_grants_exactly_the_calls_the_code_makes(name: str) -> None:
             assert prefixes <= {"raw", "quarantine"}, text
         if "s3:ListBucket" in s["Action"]:
             assert "s3:prefix" in str(s.get("Condition")), f"{name}: ListBucket without s3:prefix"
+
+
+@pytest.mark.parametrize("addon", ADDONS, ids=lambda p: str(p.relative_to(COPILOT)))
+def test_no_managed_policies(addon: Path) -> None:
+    """AWS managed policies (AWSGlueServiceRole: glue:* on *, any bucket's *aws-glue-* keys)
+    grant far more than a role needs: every role holds its own scoped statements."""
+    for name, resource in load_cfn(addon)["Resources"].items():
+        props = resource.get("Properties", {})
+        assert "ManagedPolicyArns" not in props, f"{addon.name}: {name} attaches managed policies"
