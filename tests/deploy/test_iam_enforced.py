@@ -48,6 +48,12 @@ def enforcing_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoProcess]:
         moto.stop()
 
 
+def admin_client(service: str, endpoint: str) -> Any:
+    """A client with the admin user's keys from the environment. A fresh session each time:
+    boto3's default session keeps the credentials it resolved first (an earlier test's)."""
+    return boto3.session.Session().client(service, endpoint_url=endpoint, region_name=REGION)
+
+
 def iam_user(iam: Any, name: str, policy: dict[str, Any]) -> dict[str, str]:
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName="task", PolicyDocument=json.dumps(policy))
@@ -99,7 +105,7 @@ def stream_tips(kinesis: Any, stream: str) -> dict[str, str]:
 
 
 def rewind_leases(table: str, endpoint: str) -> None:
-    db = boto3.client("dynamodb", endpoint_url=endpoint, region_name=REGION)
+    db = admin_client("dynamodb", endpoint)
     for item in db.scan(TableName=table)["Items"]:
         db.update_item(
             TableName=table,
@@ -158,7 +164,7 @@ def test_services_run_under_exactly_their_task_policies(
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     for name, value in admin.items():
         monkeypatch.setenv(name, value)
-    iam = boto3.client("iam", endpoint_url=enforcing_moto.endpoint, region_name=REGION)
+    iam = admin_client("iam", enforcing_moto.endpoint)
     policies = {
         s: task_policy(REPO / "copilot" / s / "addons" / "policy.yml", s, names) for s in SERVICES
     }
@@ -198,9 +204,7 @@ def test_services_run_under_exactly_their_task_policies(
             answer = httpx.post(url, json=mixed, headers=auth, timeout=30)
             assert answer.status_code == 202, answer.text
             # A record no schema accepts, put on the stream directly: the consumer quarantines it.
-            kinesis = boto3.client(
-                "kinesis", endpoint_url=enforcing_moto.endpoint, region_name=REGION
-            )
+            kinesis = admin_client("kinesis", enforcing_moto.endpoint)
             kinesis.put_record(StreamName=names.stream, Data=b"not json", PartitionKey="x")
             tips = stream_tips(kinesis, names.stream)
             asyncio.run(wait_checkpointed(lake, tips, within=120))
