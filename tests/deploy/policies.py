@@ -45,12 +45,14 @@ def _resolve(node: Any, scope: dict[str, str], exports: dict[str, str]) -> Any:
         name = key.removeprefix("Fn::")
         if name == "Ref":
             return scope[value]
+        if name == "GetAtt":
+            return scope[value if isinstance(value, str) else ".".join(value)]
         if name == "ImportValue":
             return exports[_resolve(value, scope, exports)]
         if name == "Sub":
             text, extra = (value, {}) if isinstance(value, str) else value
             local = {**scope, **{k: _resolve(v, scope, exports) for k, v in extra.items()}}
-            return re.sub(r"\$\{([\w:]+)\}", lambda m: local[m[1]], text)
+            return re.sub(r"\$\{([\w:.]+)\}", lambda m: local[m[1]], text)
     return {key: _resolve(value, scope, exports) for key, value in node.items()}
 
 
@@ -69,6 +71,23 @@ def task_policy(addon: Path, service: str, names: Names) -> dict[str, Any]:
     document: dict[str, Any] = _resolve(
         policy["Properties"]["PolicyDocument"], scope, names.exports()
     )
+    return document
+
+
+def role_policy(template: Path, role: str, names: Names, database: str) -> dict[str, Any]:
+    """The (single) inline policy of `role` in the environment addon, for these resources."""
+    scope = {
+        "App": APP,
+        "Env": ENV,
+        "AWS::Region": REGION,
+        "AWS::AccountId": ACCOUNT,
+        "AWS::Partition": "aws",
+        "LakeBucket": names.bucket,
+        "LakeBucket.Arn": f"arn:aws:s3:::{names.bucket}",
+        "GlueDatabase": database,
+    }
+    (policy,) = load_cfn(template)["Resources"][role]["Properties"]["Policies"]
+    document: dict[str, Any] = _resolve(policy["PolicyDocument"], scope, names.exports())
     return document
 
 

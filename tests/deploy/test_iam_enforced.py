@@ -26,15 +26,30 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, fake_vendor_api, lake_settings
-from tests.deploy.policies import ACCOUNT, REGION, Names, as_moto_enforces, task_policy
+from tests.deploy.policies import (
+    ACCOUNT,
+    APP,
+    ENV,
+    REGION,
+    Names,
+    as_moto_enforces,
+    role_policy,
+    task_policy,
+)
 from tributary.bootstrap import bootstrap
+from tributary.dataset import DatasetRegistry
 from tributary_stack.faultproxy import FaultProxy, RecordedCall
-from tributary_stack.inspect import read_lines, wait_checkpointed
+from tributary_stack.inspect import read_lines, read_parquet, wait_checkpointed
 from tributary_stack.moto import MotoProcess, free_port
 from tributary_stack.process import ManagedProcess
 
 SIMULATOR = REPO / "tools" / "iam-simulate"
 SERVICES = ("api", "stream-consumer", "importer")
+# The curate job's role (lake.yml), exercised by the curate command line: the same job code
+# Glue runs, with Spark local (the Glue crawler role has no code of ours to run).
+CURATE = "curate"
+PRINCIPALS = (*SERVICES, CURATE)
+DATABASE = f"{APP}_{ENV}"  # lake.yml's database name; the role's crawler ARNs follow it
 FREE_REQUESTS = 3  # CreateUser, PutUserPolicy, CreateAccessKey of the admin user
 
 
@@ -88,6 +103,19 @@ def to_iam(call: RecordedCall, names: Names) -> tuple[str, list[str], dict[str, 
     if call.service == "dynamodb":
         tables = [body["TableName"]] if "TableName" in body else list(body["RequestItems"])
         return action, [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}" for t in tables], {}
+    if call.service == "glue":
+        glue = f"arn:aws:glue:{REGION}:{ACCOUNT}"
+        if call.operation == "StartCrawler":
+            return action, [f"{glue}:crawler/{body['Name']}"], {}
+        # Table and partition calls are authorized on the catalog, database and table.
+        database = body["DatabaseName"]
+        table = body.get("Name") or body.get("TableName") or body["TableInput"]["Name"]
+        arns = [
+            f"{glue}:catalog",
+            f"{glue}:database/{database}",
+            f"{glue}:table/{database}/{table}",
+        ]
+        return action, arns, {}
     raise AssertionError(f"no IAM mapping for {call}")
 
 
@@ -153,7 +181,7 @@ def unused_grants(policy: dict[str, Any], used: set[tuple[str, str]]) -> list[st
 def test_services_run_under_exactly_their_task_policies(
     enforcing_moto: MotoProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lake = lake_settings(enforcing_moto.endpoint)
+    lake = lake_settings(enforcing_moto.endpoint).model_copy(update={"glue_database": DATABASE})
     names = Names(lake.lake_bucket, lake.stream_name, lake.lease_table, lake.state_table)
     iam = boto3.client(
         "iam", endpoint_url=enforcing_moto.endpoint, region_name=REGION,
@@ -168,9 +196,12 @@ def test_services_run_under_exactly_their_task_policies(
     policies = {
         s: task_policy(REPO / "copilot" / s / "addons" / "policy.yml", s, names) for s in SERVICES
     }
-    keys = {s: iam_user(iam, s, as_moto_enforces(policies[s])) for s in SERVICES}
-    by_key = {keys[s]["AWS_ACCESS_KEY_ID"]: s for s in SERVICES}
-    asyncio.run(bootstrap(lake, shards=2))
+    lake_yml = REPO / "copilot" / "environments" / "addons" / "lake.yml"
+    policies[CURATE] = role_policy(lake_yml, "CurateJobRole", names, DATABASE)
+    keys = {s: iam_user(iam, s, as_moto_enforces(policies[s])) for s in PRINCIPALS}
+    by_key = {keys[s]["AWS_ACCESS_KEY_ID"]: s for s in PRINCIPALS}
+    registry = DatasetRegistry.from_file(REPO / "config" / "datasets.yaml")
+    asyncio.run(bootstrap(lake, 2, {f"{DATABASE}-{d}-curated": d for d in registry}))
 
     proxy = FaultProxy(enforcing_moto.endpoint, record=True).start()
     port = free_port()
@@ -230,6 +261,12 @@ def test_services_run_under_exactly_their_task_policies(
                         env=importer_env, capture_output=True, text=True, timeout=300, check=False,
                     )  # fmt: skip
                     assert run.returncode == 0, run.stdout + run.stderr
+            curate_env = base | keys[CURATE] | {"CURATE_WORK_DIR": str(tmp_path / "curate")}
+            curate = subprocess.run(
+                [sys.executable, "-m", "tributary_curate", "run", "--dataset", "events"],
+                env=curate_env, capture_output=True, text=True, timeout=400, check=False,
+            )  # fmt: skip
+            assert curate.returncode == 0, curate.stdout + curate.stderr[-4000:]
         finally:
             consumer.stop()
             api.stop()
@@ -240,12 +277,14 @@ def test_services_run_under_exactly_their_task_policies(
     assert sum(len(lines) for lines in raw.values()) == 101
     assert asyncio.run(read_lines(lake, "raw/posts/")), "the importer landed nothing"
     assert asyncio.run(read_lines(lake, "quarantine/")), "nothing was quarantined"
+    curated = asyncio.run(read_parquet(lake, "curated/events/")).values()
+    assert sum(t.num_rows for t in curated) == 101, "curate under its role curated every event"
 
     assert proxy.recorded is not None
     calls = [c for c in proxy.recorded if c.access_key in by_key]
-    assert {by_key[c.access_key] for c in calls} == set(SERVICES)
+    assert {by_key[c.access_key] for c in calls} == set(PRINCIPALS)
     assert not [c for c in proxy.recorded if c.access_key not in by_key], "unsigned or unknown"
-    requests, used = [], {s: set() for s in SERVICES}  # type: dict[str, set[tuple[str, str]]]
+    requests, used = [], {s: set() for s in PRINCIPALS}  # type: dict[str, set[tuple[str, str]]]
     distinct: dict[tuple[str, str, str, str], RecordedCall] = {}
     for call in calls:
         service = by_key[call.access_key]
@@ -265,7 +304,7 @@ def test_services_run_under_exactly_their_task_policies(
         if d["decision"] != "Allowed"
     ]
     assert not denied, "calls the task policy does not allow:\n" + "\n".join(denied)
-    report = {s: unused_grants(policies[s], used[s]) for s in SERVICES}
+    report = {s: unused_grants(policies[s], used[s]) for s in PRINCIPALS}
     (tmp_path / "unused-grants.json").write_text(json.dumps(report, indent=2))
     print(
         f"IAM: {len(calls)} calls, {len(requests)} distinct, all allowed; unused grants: {report}"
