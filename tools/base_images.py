@@ -81,6 +81,15 @@ def versions() -> tuple[str, str]:
     return uv.pop(), moto.pop()
 
 
+def pip() -> str:
+    """A Python with pip: this one, or the interpreter a venv (uv's have no pip) was made from."""
+    for python in (sys.executable, getattr(sys, "_base_executable", None), "python3"):
+        if python and subprocess.run([python, "-m", "pip", "--version"], capture_output=True,
+                                     check=False).returncode == 0:  # fmt: skip
+            return python
+    raise BuildError("no Python with pip found to download the uv wheel")
+
+
 def recipe_hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
@@ -131,7 +140,7 @@ def build_uv(work: Path, version: str) -> str:
     print(f"building {name} from the uv wheel", flush=True)
     wheels = work / "wheels"
     sh(
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        pip(), "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
         "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
         "-d", str(wheels), f"uv=={version}",
     )  # fmt: skip
