@@ -66,7 +66,8 @@ docker-tools:
 			"mmdebstrap; the compose tier is skipped"; exit 0; fi; \
 	echo "installing Debian's docker.io and mmdebstrap (--no-install-recommends)"; \
 	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends docker.io mmdebstrap >/dev/null
+		apt-get install -y -qq --no-install-recommends docker.io mmdebstrap >/dev/null \
+		|| { echo "docker-tools: apt-get install docker.io mmdebstrap failed (see above)"; exit 1; }
 
 base-images: docker-tools ## Build python:3.11-slim, the uv and moto base images locally (root, Docker)
 	$(SUDO) $(PYTHON) tools/base_images.py
