@@ -21,6 +21,7 @@ class Names:
     stream: str
     lease_table: str
     state_table: str
+    items_table: str = "none"  # lake.yml exports "none" without StreamItems=true
 
     def exports(self) -> dict[str, str]:
         """The environment addon's exports (lake.yml Outputs) for these resources."""
@@ -30,7 +31,7 @@ class Names:
             "StreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{self.stream}",
             "LeaseTableArn": f"{table}/{self.lease_table}",
             "StateTableArn": f"{table}/{self.state_table}",
-            "ItemsTableArn": f"{table}/none",  # StreamItems=false, the default
+            "ItemsTableArn": f"{table}/{self.items_table}",
         }
         return {f"{APP}-{ENV}-{name}": value for name, value in values.items()}
 

@@ -182,7 +182,10 @@ def test_services_run_under_exactly_their_task_policies(
     enforcing_moto: MotoProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lake = lake_settings(enforcing_moto.endpoint).model_copy(update={"glue_database": DATABASE})
-    names = Names(lake.lake_bucket, lake.stream_name, lake.lease_table, lake.state_table)
+    items_table = f"items-{lake.state_table}"  # lake.yml's ItemsTable (StreamItems=true)
+    names = Names(
+        lake.lake_bucket, lake.stream_name, lake.lease_table, lake.state_table, items_table
+    )
     iam = boto3.client(
         "iam", endpoint_url=enforcing_moto.endpoint, region_name=REGION,
         aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -202,6 +205,12 @@ def test_services_run_under_exactly_their_task_policies(
     by_key = {keys[s]["AWS_ACCESS_KEY_ID"]: s for s in PRINCIPALS}
     registry = DatasetRegistry.from_file(REPO / "config" / "datasets.yaml")
     asyncio.run(bootstrap(lake, 2, {f"{DATABASE}-{d}-curated": d for d in registry}))
+    admin_client("dynamodb", enforcing_moto.endpoint).create_table(
+        TableName=items_table,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
     proxy = FaultProxy(enforcing_moto.endpoint, record=True).start()
     port = free_port()
@@ -218,6 +227,9 @@ def test_services_run_under_exactly_their_task_policies(
     }  # fmt: skip
     consumer_env = base | keys["stream-consumer"] | {
         "IDLE_FLUSH_S": "1", "LEASE_FAILOVER_S": "6", "SHARD_SYNC_S": "5", "WORKER_ID": "iam-1",
+        # The optional processor (the shipped example): one item per record with a text body.
+        "STREAM_PROCESSOR": "tributary_stream.processing:body_length",
+        "STREAM_ITEMS_TABLE": items_table,
     }  # fmt: skip
     logs = tmp_path / "services.log"
     with logs.open("w") as out:
@@ -229,7 +241,7 @@ def test_services_run_under_exactly_their_task_policies(
             api.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
             url = f"http://127.0.0.1:{port}/v1/datasets/events/records"
             auth = {"Authorization": "Bearer k"}
-            good = [{"type": "signup", "n": i} for i in range(100)]
+            good = [{"type": "signup", "n": i, "body": "x" * i} for i in range(100)]
             assert httpx.post(url, json=good, headers=auth, timeout=30).status_code == 202
             mixed = [{"type": "ok"}, {"no_type": 1}]  # the invalid one goes to quarantine/
             answer = httpx.post(url, json=mixed, headers=auth, timeout=30)
@@ -277,6 +289,8 @@ def test_services_run_under_exactly_their_task_policies(
     assert sum(len(lines) for lines in raw.values()) == 101
     assert asyncio.run(read_lines(lake, "raw/posts/")), "the importer landed nothing"
     assert asyncio.run(read_lines(lake, "quarantine/")), "nothing was quarantined"
+    items = admin_client("dynamodb", enforcing_moto.endpoint).scan(TableName=items_table)
+    assert items["Count"] == 100, "the processor's items (BatchWriteItem) are all in the table"
     curated = asyncio.run(read_parquet(lake, "curated/events/")).values()
     assert sum(t.num_rows for t in curated) == 101, "curate under its role curated every event"
 
