@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -175,7 +176,7 @@ def docker_build(context: Path, name: str, recipe: str) -> None:
     # The classic builder: BuildKit would fetch the docker/dockerfile frontend from a registry.
     result = subprocess.run(
         ["docker", "build", "--quiet", "--label", f"{LABEL}={recipe}", "-t", name, str(context)],
-        env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"},
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
         capture_output=True,
         text=True,
         check=False,
