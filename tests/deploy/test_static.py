@@ -1,5 +1,7 @@
-"""The deploy files, checked without Docker or AWS: hadolint, cfn-lint, docker-compose config,
-the Copilot manifests (fields, paths, variables), and least-privilege IAM."""
+"""The deploy files, checked without Docker or AWS: hadolint, cfn-lint, docker compose config,
+the Copilot manifests (fields, paths, variables), and least-privilege IAM read statically (no
+managed policies, ListBucket only with s3:prefix, each task policy's actions exactly the calls
+its code makes). test_iam_enforced.py runs the code under the policies."""
 
 from __future__ import annotations
 

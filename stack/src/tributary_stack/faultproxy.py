@@ -3,7 +3,9 @@
 Point `AWS_ENDPOINT_URL` at the proxy instead of moto, then change `proxy.faults` while load
 runs. Injected failures look like AWS's own: a PutRecords partial failure reports the chosen
 entries with an `ErrorCode` and does not forward them (so they are really not in the stream),
-an outage answers 503 `ServiceUnavailable` in the service's own error format.
+an outage answers 503 `ServiceUnavailable` in the service's own error format. With
+`record=True` it keeps every request (signer's access key, operation, path, body) in
+`proxy.recorded`, for checking calls against IAM policies.
 """
 
 from __future__ import annotations
