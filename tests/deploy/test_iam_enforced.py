@@ -246,6 +246,22 @@ def test_services_run_under_exactly_their_task_policies(
             mixed = [{"type": "ok"}, {"no_type": 1}]  # the invalid one goes to quarantine/
             answer = httpx.post(url, json=mixed, headers=auth, timeout=30)
             assert answer.status_code == 202, answer.text
+            # The API's other sink (API_SINK=s3: straight into raw/), same task policy.
+            s3_port = free_port()
+            s3_api = ManagedProcess.python_module(
+                "api-s3", "tributary_api", [],
+                api_env | {"API_SINK": "s3", "API_PORT": str(s3_port)}, out,
+            ).start()  # fmt: skip
+            try:
+                s3_api.wait_http(f"http://127.0.0.1:{s3_port}/readyz", timeout=60)
+                direct = [{"type": "direct", "n": i} for i in range(10)]
+                answer = httpx.post(
+                    f"http://127.0.0.1:{s3_port}/v1/datasets/events/records",
+                    json=direct, headers=auth, timeout=30,
+                )  # fmt: skip
+                assert answer.status_code == 202, answer.text
+            finally:
+                s3_api.stop()
             # A record no schema accepts, put on the stream directly: the consumer quarantines it.
             kinesis = admin_client("kinesis", enforcing_moto.endpoint)
             kinesis.put_record(StreamName=names.stream, Data=b"not json", PartitionKey="x")
@@ -286,13 +302,13 @@ def test_services_run_under_exactly_their_task_policies(
     text = logs.read_text()
     assert "AccessDenied" not in text, text[-4000:]
     raw = asyncio.run(read_lines(lake, "raw/events/"))
-    assert sum(len(lines) for lines in raw.values()) == 101
+    assert sum(len(lines) for lines in raw.values()) == 111  # 101 through Kinesis, 10 direct
     assert asyncio.run(read_lines(lake, "raw/posts/")), "the importer landed nothing"
     assert asyncio.run(read_lines(lake, "quarantine/")), "nothing was quarantined"
     items = admin_client("dynamodb", enforcing_moto.endpoint).scan(TableName=items_table)
     assert items["Count"] == 100, "the processor's items (BatchWriteItem) are all in the table"
     curated = asyncio.run(read_parquet(lake, "curated/events/")).values()
-    assert sum(t.num_rows for t in curated) == 101, "curate under its role curated every event"
+    assert sum(t.num_rows for t in curated) == 111, "curate under its role curated every event"
 
     assert proxy.recorded is not None
     calls = [c for c in proxy.recorded if c.access_key in by_key]
