@@ -78,7 +78,7 @@ S3_WRITER_ACTIONS = {
     "head": "s3:GetObject",  # HeadObject
     "get": "s3:GetObject",  # GetObject
     "keys": "s3:ListBucket",  # ListObjectsV2 with a prefix
-    "ping": "s3:ListBucket",  # HeadBucket
+    "ping": "s3:ListBucket",  # ListObjectsV2, Prefix=raw/, MaxKeys=1
 }
 # Actions AWS needs but no botocore method of ours names: none today.
 IMPLIED: dict[str, set[str]] = {"api": set(), "stream-consumer": set(), "importer": set()}
@@ -287,7 +287,21 @@ def test_iam_has_no_wildcard_actions_or_write_resources(addon: Path) -> None:
                 assert writes == ["cloudwatch:PutMetricData"], f"{addon.name}: {writes} on *"
                 assert "Condition" in statement, f"{addon.name}: {writes} on * unconditioned"
         if "s3:ListBucket" in actions:
-            assert "s3:prefix" in str(statement.get("Condition")), f"{addon.name}: ListBucket"
+            assert_listing_limited(addon.name, statement)
+
+
+def assert_listing_limited(where: str, statement: dict[str, Any]) -> None:
+    """s3:ListBucket only under StringLike/StringEquals on s3:prefix, with prefixes that name a
+    folder. No ...IfExists operator: a request without a prefix (HeadBucket, or a listing of the
+    whole bucket) has no s3:prefix key, and IfExists lets it through."""
+    condition = statement.get("Condition") or {}
+    assert condition, f"{where}: ListBucket without a condition"
+    for operator, keys in condition.items():
+        assert operator in ("StringLike", "StringEquals"), f"{where}: ListBucket under {operator}"
+        assert set(keys) == {"s3:prefix"}, f"{where}: ListBucket conditioned on {set(keys)}"
+        prefixes = keys["s3:prefix"] if isinstance(keys["s3:prefix"], list) else [keys["s3:prefix"]]
+        for prefix in prefixes:
+            assert re.fullmatch(r"[a-z_]+/(\*|[a-z_]+/\*)?", prefix), f"{where}: prefix {prefix}"
 
 
 def test_s3_writer_actions_are_every_s3_call_it_makes() -> None:
@@ -296,7 +310,7 @@ def test_s3_writer_actions_are_every_s3_call_it_makes() -> None:
     assert methods == set(S3_WRITER_ACTIONS), "map every S3RawWriter method to its IAM action"
     calls = set(re.findall(r"self\._s3\.([a-z_]+)\(", code)) | {"list_objects_v2"}
     assert calls == {"put_object", "head_object", "get_paginator", "list_objects_v2",
-                     "get_object", "head_bucket"}  # fmt: skip
+                     "get_object"}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
@@ -324,7 +338,7 @@ def test_task_policy_grants_exactly_the_calls_the_code_makes(name: str) -> None:
             assert prefixes, text
             assert prefixes <= {"raw", "quarantine"}, text
         if "s3:ListBucket" in s["Action"]:
-            assert "s3:prefix" in str(s.get("Condition")), f"{name}: ListBucket without s3:prefix"
+            assert_listing_limited(name, s)
 
 
 @pytest.mark.parametrize("addon", ADDONS, ids=lambda p: str(p.relative_to(COPILOT)))
