@@ -65,6 +65,16 @@ class BuildError(RuntimeError):
     """A base image could not be built; the message says which step failed."""
 
 
+class CannotBuildHereError(BuildError):
+    """This machine lacks a tool the build needs (mmdebstrap): nothing was changed."""
+
+
+CANNOT_BUILD_HERE = 3  # main()'s exit status for CannotBuildHereError (the compose tier skips)
+# Read for the versions: listed, not globbed (a glob walks .local/ and node_modules).
+DOCKERFILES = ("services/api/Dockerfile", "services/stream-consumer/Dockerfile",
+               "services/importer/Dockerfile", "fakeapi/Dockerfile")  # fmt: skip
+
+
 def sh(*cmd: str, stdin: bytes | None = None, cwd: Path | None = None) -> str:
     result = subprocess.run(cmd, input=stdin, capture_output=True, cwd=cwd, check=False)
     if result.returncode != 0:
@@ -74,7 +84,7 @@ def sh(*cmd: str, stdin: bytes | None = None, cwd: Path | None = None) -> str:
 
 def versions() -> tuple[str, str]:
     """The uv and moto versions the repository's Dockerfiles and compose file name."""
-    texts = [p.read_text() for p in REPO.glob("**/Dockerfile") if ".venv" not in p.parts]
+    texts = [(REPO / path).read_text() for path in DOCKERFILES]
     uv = {v for t in texts for v in re.findall(r"ghcr\.io/astral-sh/uv:([\w.]+)", t)}
     moto = set(re.findall(r"motoserver/moto:([\w.]+)", (REPO / "docker-compose.yml").read_text()))
     if len(uv) != 1 or len(moto) != 1:
@@ -96,7 +106,9 @@ def recipe_hash(*parts: str) -> str:
 
 
 def current(name: str, recipe: str) -> str | None:
-    """The image id of `name` if it exists and was built from `recipe`."""
+    """The image id to use for `name`, or None to build it: an image of that name we did not
+    build (no recipe label: pulled from a registry, or the user's own) is used as it is, never
+    overwritten; one we built is kept while its recipe is unchanged."""
     found = subprocess.run(
         ["docker", "image", "inspect", name], capture_output=True, text=True, check=False
     )
@@ -104,7 +116,10 @@ def current(name: str, recipe: str) -> str | None:
         return None
     info = json.loads(found.stdout)[0]
     labels = (info.get("Config") or {}).get("Labels") or {}
-    return str(info["Id"]) if labels.get(LABEL) == recipe else None
+    if LABEL not in labels:
+        print(f"{name}: an image not built by this tool exists; using it as it is", flush=True)
+        return str(info["Id"])
+    return str(info["Id"]) if labels[LABEL] == recipe else None
 
 
 def image_id(name: str) -> str:
@@ -117,13 +132,13 @@ def build_python(work: Path) -> str:
     if found := current(PYTHON, recipe):
         return found
     if not shutil.which("mmdebstrap"):
-        raise BuildError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+        raise CannotBuildHereError("mmdebstrap is not installed (apt-get install mmdebstrap)")
     tarball = work / "root.tar"
     hooks = [f"--customize-hook={hook}" for hook in PYTHON_HOOKS]
     print(f"building {PYTHON} with mmdebstrap (about 90 s)", flush=True)
     sh(
         "mmdebstrap", "--quiet", "--variant=minbase", f"--include={PACKAGES}", "--mode=root",
-        "--aptopt=Acquire::Check-Valid-Until \"false\"", *hooks,
+        *hooks,
         "bookworm", str(tarball), MIRROR,
     )  # fmt: skip
     changes = [f"ENV {k}={v}" for k, v in PYTHON_ENV.items()]
@@ -194,6 +209,9 @@ def main() -> int:
             python_id = build_python(Path(tmp))
             build_uv(Path(tmp), uv)
             build_moto(Path(tmp), moto, python_id)
+    except CannotBuildHereError as error:
+        print(f"base images: cannot build here: {error}", file=sys.stderr)
+        return CANNOT_BUILD_HERE
     except BuildError as error:
         print(f"base images: {error}", file=sys.stderr)
         return 1
