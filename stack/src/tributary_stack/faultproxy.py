@@ -11,11 +11,14 @@ an outage answers 503 `ServiceUnavailable` in the service's own error format. Wi
 from __future__ import annotations
 
 import asyncio
+import html
 import random
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import orjson
@@ -40,6 +43,9 @@ class RecordedCall:
     path: str
     query: str
     body: dict[str, Any]  # the JSON protocols' request body; {} for S3
+    header_names: frozenset[str] = frozenset()  # lower-case, e.g. x-amz-copy-source (CopyObject)
+    copy_source: str = ""  # x-amz-copy-source: the object CopyObject reads
+    delete_keys: tuple[str, ...] = ()  # the keys of an S3 DeleteObjects (POST ?delete) body
 
 
 @dataclass
@@ -229,6 +235,10 @@ def _record(
 ) -> RecordedCall:
     credential = headers.get("authorization", "").partition("Credential=")[2]
     document: Any = orjson.loads(body) if service != "s3" and body else {}
+    deleted: tuple[str, ...] = ()
+    if service == "s3" and scope["method"] == "POST" and b"<Delete" in body:
+        keys = re.findall(rb"<Key>(.*?)</Key>", body, re.S)
+        deleted = tuple(html.unescape(k.decode()) for k in keys)
     return RecordedCall(
         access_key=credential.partition("/")[0],
         service=service,
@@ -237,6 +247,9 @@ def _record(
         path=scope["raw_path"].decode(),
         query=scope.get("query_string", b"").decode(),
         body=document if isinstance(document, dict) else {},
+        header_names=frozenset(k.lower() for k in headers),
+        copy_source=unquote(headers.get("x-amz-copy-source", "")),
+        delete_keys=deleted,
     )
 
 
