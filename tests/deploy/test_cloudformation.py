@@ -111,6 +111,9 @@ def test_items_table_behind_a_parameter(cloudformation: Any) -> None:
     template = COPILOT / "environments" / "addons" / "lake.yml"
     off = deploy(cloudformation, "items-off", template, App="itemsoff", Env="test")
     assert off["ItemsTableName"] == "none"
+    # No table can match the grant: table names allow only [A-Za-z0-9_.-].
+    name = off["ItemsTableArn"].partition(":table/")[2]
+    assert not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", name), off["ItemsTableArn"]
     on = deploy(cloudformation, "items-on", template, App="itemson", Env="test", StreamItems="true")
     db = boto3.client(
         "dynamodb", endpoint_url=cloudformation.meta.endpoint_url, region_name="us-east-1"

@@ -5,7 +5,8 @@ this test's account, region and resource names), against moto with IAM enforceme
 every call the services made is recorded at the fault proxy and evaluated against the full
 rendered policy (resources and conditions, e.g. ListBucket's s3:prefix) with the
 @cloud-copilot/iam-simulate policy simulator. A call the policy does not allow fails the test;
-grants no call used are reported."""
+the grants no call used must be exactly those checked in (unused_grants.json). A canary proves
+enforcement is on: calls outside a policy are refused by moto and denied by the simulator."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import boto3
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import REPO, fake_vendor_api, lake_settings
+from tests.deploy.iam_actions import Authorization, authorizations
 from tests.deploy.policies import (
     ACCOUNT,
     APP,
@@ -44,6 +46,9 @@ from tributary_stack.moto import MotoProcess, free_port
 from tributary_stack.process import ManagedProcess
 
 SIMULATOR = REPO / "tools" / "iam-simulate"
+# Grants no call of the run uses, each with its reason in README ("Least privilege"): checked in,
+# so a grant that becomes unused (or used) fails the test until the list is updated on purpose.
+UNUSED = Path(__file__).with_name("unused_grants.json")
 SERVICES = ("api", "stream-consumer", "importer")
 # The curate job's role (lake.yml), exercised by the curate command line: the same job code
 # Glue runs, with Spark local (the Glue crawler role has no code of ours to run).
@@ -77,46 +82,6 @@ def iam_user(iam: Any, name: str, policy: dict[str, Any]) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
         "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
     }
-
-
-def to_iam(call: RecordedCall, names: Names) -> tuple[str, list[str], dict[str, str]]:
-    """(action, resource ARNs, condition context) of a recorded request."""
-    if call.service == "s3":
-        bucket, _, key = call.path.lstrip("/").partition("/")
-        query = {k: v[0] for k, v in parse_qs(call.query, keep_blank_values=True).items()}
-        if key:
-            action = {"PUT": "s3:PutObject", "GET": "s3:GetObject", "HEAD": "s3:GetObject"}
-            return action[call.method], [f"arn:aws:s3:::{bucket}/{key}"], {}
-        if call.method == "HEAD":  # HeadBucket
-            return "s3:ListBucket", [f"arn:aws:s3:::{bucket}"], {}
-        assert call.method == "GET", call
-        assert "list-type" in query, call
-        context = {"s3:prefix": query["prefix"]} if "prefix" in query else {}
-        return "s3:ListBucket", [f"arn:aws:s3:::{bucket}"], context
-    body, action = call.body, f"{call.service}:{call.operation}"
-    if call.service == "kinesis":
-        # GetRecords names only an iterator; the test has one stream, the one it was taken on.
-        name = (
-            body.get("StreamName") or body.get("StreamARN", "").rpartition("/")[2] or names.stream
-        )
-        return action, [f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"], {}
-    if call.service == "dynamodb":
-        tables = [body["TableName"]] if "TableName" in body else list(body["RequestItems"])
-        return action, [f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{t}" for t in tables], {}
-    if call.service == "glue":
-        glue = f"arn:aws:glue:{REGION}:{ACCOUNT}"
-        if call.operation == "StartCrawler":
-            return action, [f"{glue}:crawler/{body['Name']}"], {}
-        # Table and partition calls are authorized on the catalog, database and table.
-        database = body["DatabaseName"]
-        table = body.get("Name") or body.get("TableName") or body["TableInput"]["Name"]
-        arns = [
-            f"{glue}:catalog",
-            f"{glue}:database/{database}",
-            f"{glue}:table/{database}/{table}",
-        ]
-        return action, arns, {}
-    raise AssertionError(f"no IAM mapping for {call}")
 
 
 def stream_tips(kinesis: Any, stream: str) -> dict[str, str]:
@@ -158,22 +123,76 @@ def simulate(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return answer
 
 
-def unused_grants(policy: dict[str, Any], used: set[tuple[str, str]]) -> list[str]:
+def unused_grants(policy: dict[str, Any], used: set[Authorization]) -> list[str]:
+    """Each (action, resource pattern, s3:prefix pattern) of the policy no recorded call used."""
     out = []
     for statement in policy["Statement"]:
-        actions = (
-            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        )
-        resources = (
-            statement["Resource"]
-            if isinstance(statement["Resource"], list)
-            else [statement["Resource"]]
-        )
+        actions = listed(statement["Action"])
+        resources = listed(statement["Resource"])
+        conditions = statement.get("Condition", {})
+        prefixes = [
+            p for values in conditions.values() for p in listed(values.get("s3:prefix", []))
+        ] or [None]
         for action in actions:
             for pattern in resources:
-                if not any(a == action and fnmatch.fnmatchcase(r, pattern) for a, r in used):
-                    out.append(f"{action} on {pattern}")
-    return out
+                for prefix in prefixes:
+                    if not any(
+                        u.action == action
+                        and fnmatch.fnmatchcase(u.resource, pattern)
+                        and (
+                            prefix is None
+                            or fnmatch.fnmatchcase(dict(u.context).get("s3:prefix", ""), prefix)
+                        )
+                        for u in used
+                    ):
+                        out.append(
+                            f"{action} on {pattern}" + (f" prefix {prefix}" if prefix else "")
+                        )
+    return sorted(out)
+
+
+def listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def canaries(names: Names) -> list[tuple[str, str, str, dict[str, str]]]:
+    """Requests each principal's policy must deny: the simulator's half of the canary."""
+    bucket = f"arn:aws:s3:::{names.bucket}"
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table"
+    return [
+        ("api", "s3:ListBucket", bucket, {}),  # HeadBucket, or a listing of the whole bucket
+        ("api", "s3:ListBucket", bucket, {"s3:prefix": "curated/"}),
+        ("api", "s3:GetObject", f"{bucket}/curated/events/x.parquet", {}),
+        ("stream-consumer", "dynamodb:BatchWriteItem", f"{table}/{names.state_table}", {}),
+        (
+            "stream-consumer",
+            "kinesis:GetRecords",
+            f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/other",
+            {},
+        ),
+        ("importer", "s3:PutObject", f"{bucket}/curated/posts/x", {}),
+        (CURATE, "glue:GetDatabase", f"arn:aws:glue:{REGION}:{ACCOUNT}:database/other", {}),
+    ]
+
+
+def assert_moto_enforces(endpoint: str, keys: dict[str, str], names: Names) -> None:
+    """moto's half of the canary: calls outside the API's policy are refused (AccessDenied),
+    one for an action it lacks, one for an S3 resource outside its prefixes."""
+    session = boto3.session.Session(
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    )
+    db = session.client("dynamodb", endpoint_url=endpoint)
+    with pytest.raises(ClientError) as denied:
+        db.scan(TableName=names.lease_table)
+    assert "not authorized to perform: dynamodb:Scan" in str(denied.value), denied.value
+    s3 = session.client("s3", endpoint_url=endpoint)
+    with pytest.raises(ClientError) as denied:
+        s3.put_object(Bucket=names.bucket, Key="curated/events/canary", Body=b"x")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied", denied.value
+    # The same key may write where its policy allows: the refusals above are the policy's.
+    s3.put_object(Bucket=names.bucket, Key="quarantine/canary", Body=b"x")
 
 
 @pytest.mark.slow
@@ -314,28 +333,54 @@ def test_services_run_under_exactly_their_task_policies(
     calls = [c for c in proxy.recorded if c.access_key in by_key]
     assert {by_key[c.access_key] for c in calls} == set(PRINCIPALS)
     assert not [c for c in proxy.recorded if c.access_key not in by_key], "unsigned or unknown"
-    requests, used = [], {s: set() for s in PRINCIPALS}  # type: dict[str, set[tuple[str, str]]]
-    distinct: dict[tuple[str, str, str, str], RecordedCall] = {}
+    requests: list[dict[str, Any]] = []
+    used: dict[str, set[Authorization]] = {s: set() for s in PRINCIPALS}
+    distinct: dict[tuple[str, Authorization], RecordedCall] = {}
     for call in calls:
         service = by_key[call.access_key]
-        action, resources, context = to_iam(call, names)
-        for resource in resources:
-            used[service].add((action, resource))
-            distinct[(service, action, resource, json.dumps(context, sort_keys=True))] = call
-    for service, action, resource, context in distinct:
+        for check in authorizations(call, names.stream):
+            used[service].add(check)
+            distinct[(service, check)] = call
+    for service, check in distinct:
         requests.append({
             "principal": f"arn:aws:iam::{ACCOUNT}:user/{service}", "policy": policies[service],
-            "action": action, "resource": resource, "context": json.loads(context),
+            "action": check.action, "resource": check.resource, "context": dict(check.context),
         })  # fmt: skip
-    decisions = simulate(requests)
+    canary = [
+        {"principal": f"arn:aws:iam::{ACCOUNT}:user/{who}", "policy": policies[who],
+         "action": action, "resource": resource, "context": context}
+        for who, action, resource, context in canaries(names)
+    ]  # fmt: skip
+    decisions = simulate(requests + canary)
     denied = [
         f"{r['principal']} {r['action']} {r['resource']} {r['context']}: {d}"
-        for r, d in zip(requests, decisions, strict=True)
+        for r, d in zip(requests, decisions, strict=False)
         if d["decision"] != "Allowed"
     ]
     assert not denied, "calls the task policy does not allow:\n" + "\n".join(denied)
-    report = {s: unused_grants(policies[s], used[s]) for s in PRINCIPALS}
-    (tmp_path / "unused-grants.json").write_text(json.dumps(report, indent=2))
-    print(
-        f"IAM: {len(calls)} calls, {len(requests)} distinct, all allowed; unused grants: {report}"
+    allowed = [
+        f"{r['principal']} {r['action']} {r['resource']} {r['context']}"
+        for r, d in zip(canary, decisions[len(requests) :], strict=True)
+        if d["decision"] == "Allowed"
+    ]
+    assert not allowed, "the simulator allowed calls outside the policies:\n" + "\n".join(allowed)
+    assert_moto_enforces(enforcing_moto.endpoint, keys["api"], names)
+    placeholders = {
+        names.bucket: "<lake bucket>", names.lease_table: "<lease table>",
+        items_table: "<items table>", names.state_table: "<state table>",
+        names.stream: "<stream>",
+    }  # fmt: skip
+    report = {}
+    for service in PRINCIPALS:
+        unused = []
+        for grant in unused_grants(policies[service], used[service]):
+            for name, placeholder in placeholders.items():  # the run's random names
+                grant = grant.replace(name, placeholder)
+            unused.append(grant)
+        report[service] = sorted(unused)
+    print(f"IAM: {len(calls)} calls, {len(requests)} distinct checks, all allowed")
+    expected = json.loads(UNUSED.read_text())
+    assert report == expected, (
+        f"the grants no call used changed: update {UNUSED.relative_to(REPO)} (and README) on "
+        f"purpose, or drop the grant.\nnow: {json.dumps(report, indent=2)}"
     )
