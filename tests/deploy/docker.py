@@ -124,7 +124,11 @@ def docker_engine(log: Path, engine: Engine = Engine(), state: Path = STATE) -> 
                     "this tier)"
                 )
             if not engine.root():
-                pytest.skip("compose tier skipped: dockerd is installed but needs root to start")
+                pytest.skip(
+                    "compose tier skipped: dockerd is installed but needs root to start (sudo "
+                    "installs it, it does not start it: run the suite as root, or start an "
+                    "engine yourself, e.g. `sudo dockerd &`, and the tier uses it)"
+                )
             with log.open("wb") as out:
                 child = subprocess.Popen(
                     command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
