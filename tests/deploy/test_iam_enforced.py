@@ -46,8 +46,9 @@ from tributary_stack.moto import MotoProcess, free_port
 from tributary_stack.process import ManagedProcess
 
 SIMULATOR = REPO / "tools" / "iam-simulate"
-# Grants no call of the run uses, each with its reason in README ("Least privilege"): checked in,
-# so a grant that becomes unused (or used) fails the test until the list is updated on purpose.
+# Grants no call of the run uses, each with its reason in README ("What each deploy check
+# covers"): checked in, so a grant that becomes unused (or used) fails the test until the list
+# is updated on purpose.
 UNUSED = Path(__file__).with_name("unused_grants.json")
 SERVICES = ("api", "stream-consumer", "importer")
 # The curate job's role (lake.yml), exercised by the curate command line: the same job code
