@@ -95,8 +95,7 @@ def role_policy(template: Path, role: str, names: Names, database: str) -> dict[
 def as_moto_enforces(document: dict[str, Any]) -> dict[str, Any]:
     """What moto's IAM enforcement can check: actions for every service, resources for S3 only
     (it authorizes DynamoDB and Kinesis against "*"), no conditions (it evaluates none of the
-    S3 keys, and a failed condition there denies) (no code of ours calls HeadBucket). The
-    simulator checks the full document."""
+    S3 keys, and a failed condition there denies). The simulator checks the full document."""
     out = []
     for statement in document["Statement"]:
         s = {k: v for k, v in statement.items() if k not in ("Condition", "Sid")}
