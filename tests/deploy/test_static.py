@@ -423,6 +423,43 @@ def listed(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+# What Glue itself does with the job role (no code of ours names it): the script, wheels and
+# registry under _deploy/ (--additional-python-modules, DATASETS_CONFIG), its log groups and
+# metrics, and GetDatabase from Spark's Glue Data Catalog client (--enable-glue-datacatalog).
+GLUE_ITSELF = {"s3": {"_deploy"}, "actions": {
+    "glue:GetDatabase", "logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+    "cloudwatch:PutMetricData"}}  # fmt: skip
+
+
+def test_curate_role_grants_what_the_job_code_calls() -> None:
+    """glue/ against lake.yml's CurateJobRole: its Glue client calls (by botocore's operation
+    names), its S3RawWriter calls, and the lake prefixes it names."""
+    role = load_cfn(COPILOT / "environments" / "addons" / "lake.yml")["Resources"]["CurateJobRole"]
+    (policy,) = role["Properties"]["Policies"]
+    document = policy["PolicyDocument"]["Statement"]
+    granted = {action for s in document for action in listed(s["Action"])}
+    modules = modules_of(REPO / "glue" / "src")
+    glue = botocore.session.get_session().get_service_model("glue")
+    methods = {xform_name(op): f"glue:{op}" for op in glue.operation_names}
+    calls = called_methods(modules)
+    needed = {methods[m] for r, m in calls if r in ("_glue", "glue") and m in methods}
+    assert needed, "no Glue calls found in glue/: the scan sees nothing"
+    writers = ("_writer", "writer", "lake", "_lake")
+    needed |= {S3_WRITER_ACTIONS[m] for r, m in calls if r in writers and m in S3_WRITER_ACTIONS}
+    assert needed <= granted, f"the curate job calls need {needed - granted}"
+    extra = granted - needed - GLUE_ITSELF["actions"] - {"s3:DeleteObject", "s3:ListBucket"}
+    assert not extra, f"CurateJobRole grants what no code path calls: {extra}"
+    named = named_prefixes(modules) | {zone.value for zone in Zone}  # the job reads every zone
+    prefixes = {
+        p.split("/")[0]
+        for s in document
+        if any(a.startswith("s3:") and a != "s3:ListBucket" for a in listed(s["Action"]))
+        for p in re.findall(r"\$\{LakeBucket\.Arn\}/([a-z_/]+)\*", str(s["Resource"]))
+    }
+    assert prefixes, document
+    assert prefixes <= named | GLUE_ITSELF["s3"], f"unused prefixes: {prefixes - named}"
+
+
 @pytest.mark.parametrize("addon", ADDONS, ids=lambda p: str(p.relative_to(COPILOT)))
 def test_no_managed_policies(addon: Path) -> None:
     """AWS managed policies (AWSGlueServiceRole: glue:* on *, any bucket's *aws-glue-* keys)
