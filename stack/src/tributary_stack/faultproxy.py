@@ -3,17 +3,22 @@
 Point `AWS_ENDPOINT_URL` at the proxy instead of moto, then change `proxy.faults` while load
 runs. Injected failures look like AWS's own: a PutRecords partial failure reports the chosen
 entries with an `ErrorCode` and does not forward them (so they are really not in the stream),
-an outage answers 503 `ServiceUnavailable` in the service's own error format.
+an outage answers 503 `ServiceUnavailable` in the service's own error format. With
+`record=True` it keeps every request (signer's access key, operation, path, body) in
+`proxy.recorded`, for checking calls against IAM policies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import random
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import orjson
@@ -25,6 +30,22 @@ _JSON_TARGETS = {"Kinesis_20131202": "kinesis", "DynamoDB_20120810": "dynamodb",
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCall:
+    """One request as it crossed the proxy: who signed it and what it asked for."""
+
+    access_key: str  # from the SigV4 Authorization header ("" when unsigned)
+    service: str
+    operation: str  # X-Amz-Target's operation; "" for S3 (REST: see method, path, query)
+    method: str
+    path: str
+    query: str
+    body: dict[str, Any]  # the JSON protocols' request body; {} for S3
+    header_names: frozenset[str] = frozenset()  # lower-case, e.g. x-amz-copy-source (CopyObject)
+    copy_source: str = ""  # x-amz-copy-source: the object CopyObject reads
+    delete_keys: tuple[str, ...] = ()  # the keys of an S3 DeleteObjects (POST ?delete) body
 
 
 @dataclass
@@ -50,8 +71,11 @@ def _service(headers: dict[str, str]) -> tuple[str, str]:
 class FaultProxy:
     """Forwards to `upstream` on a free loopback port, failing as `faults` says."""
 
-    def __init__(self, upstream: str, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, upstream: str, host: str = "127.0.0.1", port: int = 0, *, record: bool = False
+    ) -> None:
         self.upstream = upstream
+        self.recorded: list[RecordedCall] | None = [] if record else None
         self.host = host
         self.port = port or free_port(host)
         self.faults = Faults()
@@ -111,6 +135,8 @@ class FaultProxy:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         service, operation = _service(headers)
         self.calls[f"{service}.{operation}"] += 1
+        if self.recorded is not None:
+            self.recorded.append(_record(scope, headers, body, service, operation))
         status, out_headers, out_body = await self._handle(scope, headers, body, service, operation)
         await send(
             {
@@ -184,7 +210,8 @@ class FaultProxy:
             self._client = httpx.AsyncClient(timeout=60)
         query = scope.get("query_string", b"").decode()
         url = self.upstream + scope["raw_path"].decode() + (f"?{query}" if query else "")
-        hop = ("host", "content-length", "transfer-encoding", "connection")
+        # Host stays the client's: it is part of the SigV4 signature moto checks under IAM.
+        hop = ("content-length", "transfer-encoding", "connection")
         forward = {k: v for k, v in headers.items() if k not in hop}
         request = self._client.build_request(scope["method"], url, headers=forward, content=body)
         try:
@@ -201,6 +228,29 @@ class FaultProxy:
         )
         out = {k: v for k, v in response.headers.items() if k.lower() not in dropped}
         return response.status_code, out, content
+
+
+def _record(
+    scope: Scope, headers: dict[str, str], body: bytes, service: str, operation: str
+) -> RecordedCall:
+    credential = headers.get("authorization", "").partition("Credential=")[2]
+    document: Any = orjson.loads(body) if service != "s3" and body else {}
+    deleted: tuple[str, ...] = ()
+    if service == "s3" and scope["method"] == "POST" and b"<Delete" in body:
+        keys = re.findall(rb"<Key>(.*?)</Key>", body, re.S)
+        deleted = tuple(html.unescape(k.decode()) for k in keys)
+    return RecordedCall(
+        access_key=credential.partition("/")[0],
+        service=service,
+        operation=operation,
+        method=scope["method"],
+        path=scope["raw_path"].decode(),
+        query=scope.get("query_string", b"").decode(),
+        body=document if isinstance(document, dict) else {},
+        header_names=frozenset(k.lower() for k in headers),
+        copy_source=unquote(headers.get("x-amz-copy-source", "")),
+        delete_keys=deleted,
+    )
 
 
 def _error(service: str, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
