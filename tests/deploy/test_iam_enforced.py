@@ -240,6 +240,7 @@ def test_services_run_under_exactly_their_task_policies(
         "LAKE_BUCKET": names.bucket, "STREAM_NAME": names.stream, "LEASE_TABLE": names.lease_table,
         "STATE_TABLE": names.state_table, "GLUE_DATABASE": lake.glue_database,
         "DATASETS_CONFIG": str(REPO / "config" / "datasets.yaml"), "LOG_LEVEL": "INFO",
+        "ENVELOPE_SIGNING_KEY": "iam-test-envelope-signing-key-0123456789",
     }  # fmt: skip
     api_env = base | keys["api"] | {
         "API_SINK": "kinesis", "API_HOST": "127.0.0.1", "API_PORT": str(port),
@@ -264,7 +265,8 @@ def test_services_run_under_exactly_their_task_policies(
             good = [{"type": "signup", "n": i, "body": "x" * i} for i in range(100)]
             assert httpx.post(url, json=good, headers=auth, timeout=30).status_code == 202
             mixed = [{"type": "ok"}, {"no_type": 1}]  # the invalid one goes to quarantine/
-            answer = httpx.post(url, json=mixed, headers=auth, timeout=30)
+            keyed = auth | {"Idempotency-Key": "iam-mixed-1"}  # a claim under _idempotency/
+            answer = httpx.post(url, json=mixed, headers=keyed, timeout=30)
             assert answer.status_code == 202, answer.text
             # The API's other sink (API_SINK=s3: straight into raw/), same task policy.
             s3_port = free_port()
@@ -275,11 +277,13 @@ def test_services_run_under_exactly_their_task_policies(
             try:
                 s3_api.wait_http(f"http://127.0.0.1:{s3_port}/readyz", timeout=60)
                 direct = [{"type": "direct", "n": i} for i in range(10)]
-                answer = httpx.post(
-                    f"http://127.0.0.1:{s3_port}/v1/datasets/events/records",
-                    json=direct, headers=auth, timeout=30,
-                )  # fmt: skip
-                assert answer.status_code == 202, answer.text
+                for _ in range(2):  # a keyed retry: the claim, then the existing object
+                    answer = httpx.post(
+                        f"http://127.0.0.1:{s3_port}/v1/datasets/events/records",
+                        json=direct, headers=auth | {"Idempotency-Key": "iam-direct-1"},
+                        timeout=30,
+                    )  # fmt: skip
+                    assert answer.status_code == 202, answer.text
             finally:
                 s3_api.stop()
             # A record no schema accepts, put on the stream directly: the consumer quarantines it.
@@ -302,6 +306,7 @@ def test_services_run_under_exactly_their_task_policies(
             with fake_vendor_api(tmp_path) as vendor:
                 importer_env = base | keys["importer"] | {
                     "SOURCES_CONFIG": str(REPO / "config" / "sources.yaml"), "FAKEAPI_URL": vendor,
+                    "VENDOR_API_KEY": "iam-test-vendor-key",
                 }  # fmt: skip
                 for _ in range(2):  # a second run resumes from the saved state
                     run = subprocess.run(

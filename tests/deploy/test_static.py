@@ -74,13 +74,17 @@ S3_WRITER_ACTIONS = {
     "ping": "s3:ListBucket",  # ListObjectsV2, Prefix=raw/, MaxKeys=1
 }
 # Actions AWS needs but no botocore method of ours names: none today.
-IMPLIED: dict[str, set[str]] = {"api": set(), "stream-consumer": set(), "importer": set()}
+# Calls the scan cannot see by attribute name: the importer's look-back blob store prunes old
+# blobs with its own S3 client (state_blob.py, `self._s3.delete_object`).
+IMPLIED: dict[str, set[str]] = {
+    "api": set(),
+    "stream-consumer": set(),
+    "importer": {"s3:DeleteObject"},
+}
 # Grants for code arriving with a branch being merged (not on this one yet): (action, prefix).
 # The API's idempotency claims (_idempotency/api/<dataset>/...). The test fails once the code
 # names the prefix, so the entry is dropped with the merge.
-MERGING: dict[str, set[tuple[str, str]]] = {
-    "api": {("s3:PutObject", "_idempotency"), ("s3:GetObject", "_idempotency")}
-}
+MERGING: dict[str, set[tuple[str, str]]] = {}
 WRITE_VERBS = ("Put", "Update", "Delete", "Create", "Write", "Batch", "Start", "Attach", "Pass")
 
 
@@ -393,7 +397,7 @@ def named_prefixes(modules: list[Path]) -> set[str]:
 
 
 def granted_prefixes(statement: dict[str, Any]) -> set[str]:
-    return set(re.findall(r"\$\{Bucket\}/([a-z_]+)/\*", str(statement["Resource"])))
+    return set(re.findall(r"\$\{Bucket\}/([a-z_]+)/", str(statement["Resource"])))  # 1st segment
 
 
 @pytest.mark.parametrize("name", list(SERVICES))
@@ -457,7 +461,9 @@ def test_curate_role_grants_what_the_job_code_calls() -> None:
     writers = ("_writer", "writer", "lake", "_lake")
     needed |= {S3_WRITER_ACTIONS[m] for r, m in calls if r in writers and m in S3_WRITER_ACTIONS}
     assert needed <= granted, f"the curate job calls need {needed - granted}"
-    extra = granted - needed - GLUE_ITSELF["actions"] - {"s3:DeleteObject", "s3:ListBucket"}
+    paginated = {"glue:GetPartitions"}  # catalog.py reads partitions through a paginator
+    extra = granted - needed - GLUE_ITSELF["actions"] - paginated
+    extra -= {"s3:DeleteObject", "s3:ListBucket"}
     assert not extra, f"CurateJobRole grants what no code path calls: {extra}"
     named = named_prefixes(modules) | {zone.value for zone in Zone}  # the job reads every zone
     prefixes = {
