@@ -23,11 +23,11 @@ from tributary.aws import AwsClients
 from tributary.clock import Clock, SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError, TransientError, TributaryError, describe_problems
+from tributary.memory_writer import MemoryRawWriter
 from tributary.metrics import EmfMetrics, Metrics
 from tributary.raw_writer import RawWriter
 from tributary.retry import RetryPolicy
 from tributary.s3_writer import S3RawWriter
-from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing
 from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
 from tributary_api.ingest import Ingestor, IngestRequest, IngestResult
