@@ -94,6 +94,16 @@ def _presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key", "").strip() or None
 
 
+def _reservation(headers: Mapping[str, str], cap: int) -> int:
+    """The body bytes a request may hold, for the in-flight budget: its declared length when
+    plain (a longer body is cut at it by the server), else the cap (gzip or chunked)."""
+    declared = headers.get("content-length", "")
+    plain = headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+    if declared.isdigit() and plain:
+        return min(int(declared), cap)
+    return cap
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
 
@@ -145,7 +155,7 @@ def create_app(
         else None
     )
     retry_after = {"Retry-After": str(settings.retry_after_s)}
-    state: dict[str, Any] = {"in_flight": 0}
+    state: dict[str, Any] = {"in_flight": 0, "in_flight_bytes": 0}
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -271,15 +281,21 @@ def create_app(
             raise HttpError(
                 400, "bad_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
             )
-        if state["in_flight"] >= settings.max_in_flight:
+        reserved = _reservation(headers, settings.max_body_bytes)
+        if (
+            state["in_flight"] >= settings.max_in_flight
+            or state["in_flight_bytes"] + reserved > settings.max_in_flight_bytes
+        ):
             raise HttpError(
                 503, "overloaded", "too many requests in flight; retry shortly", retry_after
             )
         state["in_flight"] += 1
+        state["in_flight_bytes"] += reserved
         try:
             return await _ingest(request, key, target.name, idempotency_key)
         finally:
             state["in_flight"] -= 1
+            state["in_flight_bytes"] -= reserved
 
     default_openapi = app.openapi
 
@@ -306,8 +322,12 @@ def create_app(
                     "body_too_large",
                     f"request body exceeds the limit of {settings.max_body_bytes} bytes",
                 )
-            body = await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes)
-            records = parse_records(body, fmt, settings.max_body_values)
+            # The body is bound to no name here: once parsed, only its records are held.
+            records = parse_records(
+                await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes),
+                fmt,
+                settings.max_body_values,
+            )
         except BodyError as exc:
             raise HttpError(exc.status, exc.code, str(exc)) from exc
         if len(records) > settings.max_records:

@@ -52,6 +52,11 @@ class ApiSettings(CommonSettings):
     rate_limit_rps: float = Field(default=0.0, ge=0, validation_alias="API_RATE_LIMIT_RPS")
     rate_limit_burst: float = Field(default=0.0, ge=0, validation_alias="API_RATE_LIMIT_BURST")
     max_in_flight: int = Field(default=64, gt=0, validation_alias="API_MAX_IN_FLIGHT")
+    # Body bytes held at once across requests (a request holds up to ~3x its body while
+    # ingested): past it, 503 overloaded with Retry-After. At least one full body.
+    max_in_flight_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, validation_alias="API_MAX_IN_FLIGHT_BYTES"
+    )
     sink_timeout_s: float = Field(default=10.0, gt=0, validation_alias="API_SINK_TIMEOUT_S")
     sink_max_attempts: int = Field(default=8, ge=1, le=20, validation_alias="API_SINK_MAX_ATTEMPTS")
     retry_after_s: int = Field(default=1, ge=1, validation_alias="API_RETRY_AFTER_S")
@@ -63,6 +68,15 @@ class ApiSettings(CommonSettings):
     envelope_signing_key: SecretStr | None = Field(
         default=None, validation_alias="ENVELOPE_SIGNING_KEY"
     )
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> ApiSettings:
+        if self.max_in_flight_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"API_MAX_IN_FLIGHT_BYTES ({self.max_in_flight_bytes}) must be at least "
+                f"API_MAX_BODY_BYTES ({self.max_body_bytes}): no full body could be accepted"
+            )
+        return self
 
     @model_validator(mode="after")
     def _signing_key(self) -> ApiSettings:
