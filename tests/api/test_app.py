@@ -115,7 +115,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, str], bytes, int, str, str]] = [
         orjson.dumps([post(i) for i in range(501)]),
         413,
         "too_many_records",
-        "501 records in one request; the limit is 500",
+        "more than 500 records in one request",
     ),
     (
         "record too large",
@@ -357,3 +357,49 @@ async def test_health_and_openapi(api: InProcessApi) -> None:
     } <= set(operation["responses"])
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_too_many_records_are_refused_before_the_body_is_parsed(
+    api: InProcessApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """99,999 one-byte records (within the value limit) get 413 too_many_records with the JSON
+    parser never called: the count runs on the bytes."""
+
+    def no_parse(_: Any) -> Any:
+        raise AssertionError("parsed a body with too many records")
+
+    monkeypatch.setattr("tributary_api.body.orjson.loads", no_parse)
+    body = b"[" + b",".join([b"1"] * 99_999) + b"]"
+    response = await api.client.post(POSTS, content=body, headers={**JSON, **AUTH})
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_records"
+    assert api.nothing_written()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"records": []}'])
+async def test_no_record_is_400_and_writes_nothing(api: InProcessApi, body: bytes) -> None:
+    """An empty batch is a malformed request (the OpenAPI says minItems 1), not a 422: even with
+    an Idempotency-Key no claim is written."""
+    headers = {**JSON, **AUTH, "Idempotency-Key": "empty-batch"}
+    response = await api.client.post(POSTS, content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_body"
+    assert api.nothing_written()
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_503_advice_fits_whether_the_producer_sent_an_idempotency_key(
+    api: InProcessApi, keyed: bool
+) -> None:
+    """Only a producer that sent an Idempotency-Key is told to retry with the same one; one
+    that sent none is told to send one, since its retry gets new ids."""
+    api.sink.down = True
+    headers = {**AUTH, "Idempotency-Key": "advice-1"} if keyed else AUTH
+    response = await api.client.post(POSTS, json=[post(1)], headers=headers)
+    assert response.status_code == 503
+    message = response.json()["message"]
+    if keyed:
+        assert "Retry with the same Idempotency-Key" in message
+    else:
+        assert "same Idempotency-Key" not in message
+        assert "send an Idempotency-Key" in message

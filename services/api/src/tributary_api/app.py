@@ -327,16 +327,10 @@ def create_app(
                 await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes),
                 fmt,
                 settings.max_body_values,
+                settings.max_records,  # counted on the bytes: refused before parsing
             )
         except BodyError as exc:
             raise HttpError(exc.status, exc.code, str(exc)) from exc
-        if len(records) > settings.max_records:
-            raise HttpError(
-                413,
-                "too_many_records",
-                f"{len(records)} records in one request; the limit is "
-                f"{settings.max_records}: split the batch",
-            )
         request_id = idempotency_key or uuid.uuid4().hex
         ingestor: Ingestor = state["ingestor"]
         ingest_request = IngestRequest(
@@ -346,7 +340,9 @@ def create_app(
             async with asyncio.timeout(settings.sink_timeout_s):
                 result = await ingestor.ingest(ingest_request)
         except (TributaryError, TimeoutError) as exc:
-            raise ingest_refusal(exc, dataset, request_id, retry_after) from exc
+            raise ingest_refusal(
+                exc, dataset, request_id, retry_after, idempotent=idempotency_key is not None
+            ) from exc
         status = 202 if result.accepted else 422
         return _json(status, _result_body(result, request_id))
 
