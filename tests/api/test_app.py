@@ -40,9 +40,9 @@ BAD_INPUT: list[tuple[str, str, dict[str, str], bytes, int, str, str]] = [
         EVENTS,
         {**JSON, "X-API-Key": POSTS_KEY},
         orjson.dumps({"type": "x"}),
-        403,
-        "forbidden",
-        "'posts-only' may not write 'events'",
+        404,
+        "unknown_dataset",
+        re.escape("dataset 'events' is not one this key may write; it may write: ['posts']"),
     ),
     (
         "unknown dataset",
@@ -51,7 +51,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, str], bytes, int, str, str]] = [
         orjson.dumps(post()),
         404,
         "unknown_dataset",
-        "dataset 'nope' is not registered",
+        "dataset 'nope' is not one this key may write",
     ),
     (
         "malformed JSON",
@@ -345,7 +345,6 @@ async def test_health_and_openapi(api: InProcessApi) -> None:
         "202",
         "400",
         "401",
-        "403",
         "404",
         "409",
         "413",
@@ -403,3 +402,18 @@ async def test_503_advice_fits_whether_the_producer_sent_an_idempotency_key(
     else:
         assert "same Idempotency-Key" not in message
         assert "send an Idempotency-Key" in message
+
+
+async def test_a_dataset_the_key_may_not_write_looks_unknown(api: InProcessApi) -> None:
+    """No 403/404 oracle: a key limited to some datasets gets the same answer for a registered
+    dataset it may not write as for one that does not exist."""
+    headers = {**JSON, "X-API-Key": POSTS_KEY}
+    answers = []
+    for dataset in ("events", "no-such-dataset"):
+        response = await api.client.post(
+            f"/v1/datasets/{dataset}/records", json={}, headers=headers
+        )
+        body = response.json()
+        answers.append((response.status_code, body["error"], body["message"].replace(dataset, "D")))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 404

@@ -260,15 +260,14 @@ def create_app(
                 {"WWW-Authenticate": "Bearer"},
             )
         target = registry.get(dataset)
-        if target is None:
+        if target is None or not key.may_write(dataset):
+            # One answer for both: a key learns nothing about datasets it may not write.
             raise HttpError(
                 404,
                 "unknown_dataset",
-                f"dataset {dataset!r} is not registered; this key may write: "
+                f"dataset {dataset!r} is not one this key may write; it may write: "
                 f"{sorted(d for d in registry if key.may_write(d))}",
             )
-        if not key.may_write(dataset):
-            raise HttpError(403, "forbidden", f"API key {key.name!r} may not write {dataset!r}")
         if limiter is not None and (wait := limiter.acquire(key.name)) > 0:
             raise HttpError(
                 429,
