@@ -1,10 +1,13 @@
-"""Peak memory of the API under concurrent worst-case bodies, against ordinary full bodies.
+"""Peak memory of the API under concurrent worst-case bodies, accepted ones held by the sink.
 
-Each round starts the API (uvicorn, `python -m tributary_api`, in-memory sink, default limits:
-5 MiB bodies, 500 records, 100,000 JSON values), records its RSS once it serves (imports done),
-sends `--concurrency` identical bodies at once, and reads the process's peak RSS (VmHWM). Rounds
-are interleaved across scenarios and the medians reported; the baseline is the same number of
-ordinary 5 MiB bodies (500 valid ~10 KB posts), what a full request is meant to cost.
+Each round starts the API on the production sink path (`tests/api/held_kinesis_server.py`:
+the real app and `KinesisSink`, signed envelopes, default limits: 5 MiB bodies, 500 records,
+100,000 JSON values, 64 MiB in flight) whose PutRecords holds every call until all
+`--concurrency` requests wait in it, so every accepted request is in memory at once. It records
+the RSS once the server serves, sends `--concurrency` identical bodies at once, each with its own
+Idempotency-Key, and reads the peak RSS (VmHWM). Rounds are interleaved across scenarios and the
+medians reported; the baseline is ONE accepted full body (500 valid ~10 KB posts, 5 MiB): the
+ratio column is working memory per request against it.
 
 Run: `python bench/api_memory.py [--rounds 3] [--concurrency 8]`.
 """
@@ -49,9 +52,13 @@ def _posts(size: int = CAP) -> bytes:
     )
 
 
-BASELINE = "500 valid ~10 KB posts (5 MiB)"
+BASELINE = "one request: 500 valid ~10 KB posts (5 MiB)"
+ACCEPTED = "500 valid ~10 KB posts (5 MiB), accepted"
+BUDGET = "the same, API_MAX_IN_FLIGHT_BYTES = 3 bodies"
 SCENARIOS = {
     BASELINE: _posts(),
+    ACCEPTED: _posts(),
+    BUDGET: _posts(),
     "[{},{},…] (5 MiB)": _fill(b"{}"),
     "[0,0,…] (5 MiB)": _fill(b"0"),
     '[{"a":{}},…] (5 MiB)': _fill(b'{"a":{}}'),
@@ -68,19 +75,29 @@ def _status_kb(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def one_round(body: bytes, concurrency: int) -> tuple[float, float, list[int]]:
+def one_round(
+    body: bytes, concurrency: int, extra_env: dict[str, str]
+) -> tuple[float, float, list[int]]:
     """(peak RSS MiB, working MiB = peak - RSS after start-up, statuses) for one fresh server."""
     port = free_port()
     env = {
         **os.environ,
-        "API_SINK": "memory",
-        "API_PORT": str(port),
+        **extra_env,
+        "API_SINK": "kinesis",
+        "STREAM_NAME": "held",
+        "LAKE_BUCKET": "unused",
+        "ENVELOPE_SIGNING_KEY": "b" * 40,
         "DATASETS_CONFIG": str(ROOT / "config" / "datasets.yaml"),
         "LOG_LEVEL": "WARNING",
         "API_KEYS": json.dumps([{"name": "bench", "sha256": hash_key(KEY)}]),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tributary_api"],
+        [
+            sys.executable,
+            "-m",
+            "tests.api.held_kinesis_server",
+            *("--port", str(port), "--hold", str(concurrency), "--wait-s", "4"),
+        ],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -100,10 +117,11 @@ def one_round(body: bytes, concurrency: int) -> tuple[float, float, list[int]]:
         start = _status_kb(proc.pid, "VmRSS")
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
-        def send(_: int) -> int:
+        def send(index: int) -> int:
+            keyed = {**headers, "Idempotency-Key": f"bench-{index}"}
             with httpx.Client(timeout=120) as client:
                 path = "/v1/datasets/posts/records"
-                return client.post(f"{url}{path}", content=body, headers=headers).status_code
+                return client.post(f"{url}{path}", content=body, headers=keyed).status_code
 
         with ThreadPoolExecutor(concurrency) as pool:
             statuses = sorted(pool.map(send, range(concurrency)))
@@ -124,7 +142,9 @@ def main() -> int:
     statuses: dict[str, set[int]] = {name: set() for name in SCENARIOS}
     for _ in range(args.rounds):  # interleaved: every scenario once per round
         for name, body in SCENARIOS.items():
-            peak, work, answered = one_round(body, args.concurrency)
+            concurrency = 1 if name == BASELINE else args.concurrency
+            extra = {"API_MAX_IN_FLIGHT_BYTES": str(3 * CAP)} if name == BUDGET else {}
+            peak, work, answered = one_round(body, concurrency, extra)
             peaks[name].append(peak)
             working[name].append(work)
             statuses[name].update(answered)
@@ -132,6 +152,7 @@ def main() -> int:
     rows = []
     for name, body in SCENARIOS.items():
         work = statistics.median(working[name])
+        concurrency = 1 if name == BASELINE else args.concurrency
         rows.append(
             [
                 name,
@@ -139,12 +160,14 @@ def main() -> int:
                 "/".join(str(s) for s in sorted(statuses[name])),
                 f"{statistics.median(peaks[name]):.0f}",
                 f"{work:.0f}",
-                f"{work / args.concurrency / (CAP / MIB):.1f}",
-                f"{work / base:.2f}",
+                str(concurrency),
+                f"{work / concurrency / (CAP / MIB):.1f}",
+                f"{work / concurrency / base:.2f}",
             ]
         )
     print(
-        f"API peak memory, {args.concurrency} concurrent identical bodies, "
+        f"API peak memory, {args.concurrency} concurrent identical keyed bodies held in the "
+        "Kinesis sink, "
         f"median of {args.rounds} interleaved rounds (fresh server each)"
     )
     print(
@@ -155,8 +178,9 @@ def main() -> int:
                 "status",
                 "peak RSS MiB",
                 "working MiB",
+                "requests",
                 "working per request / body cap",
-                "ratio to baseline",
+                "per request / baseline",
             ],
             rows,
         )

@@ -40,9 +40,9 @@ BAD_INPUT: list[tuple[str, str, dict[str, str], bytes, int, str, str]] = [
         EVENTS,
         {**JSON, "X-API-Key": POSTS_KEY},
         orjson.dumps({"type": "x"}),
-        403,
-        "forbidden",
-        "'posts-only' may not write 'events'",
+        404,
+        "unknown_dataset",
+        re.escape("dataset 'events' is not one this key may write; it may write: ['posts']"),
     ),
     (
         "unknown dataset",
@@ -51,7 +51,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, str], bytes, int, str, str]] = [
         orjson.dumps(post()),
         404,
         "unknown_dataset",
-        "dataset 'nope' is not registered",
+        "dataset 'nope' is not one this key may write",
     ),
     (
         "malformed JSON",
@@ -115,7 +115,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, str], bytes, int, str, str]] = [
         orjson.dumps([post(i) for i in range(501)]),
         413,
         "too_many_records",
-        "501 records in one request; the limit is 500",
+        "more than 500 records in one request",
     ),
     (
         "record too large",
@@ -345,7 +345,6 @@ async def test_health_and_openapi(api: InProcessApi) -> None:
         "202",
         "400",
         "401",
-        "403",
         "404",
         "409",
         "413",
@@ -357,3 +356,64 @@ async def test_health_and_openapi(api: InProcessApi) -> None:
     } <= set(operation["responses"])
     assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert (await api.client.get("/docs")).status_code == 200
+
+
+async def test_too_many_records_are_refused_before_the_body_is_parsed(
+    api: InProcessApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """99,999 one-byte records (within the value limit) get 413 too_many_records with the JSON
+    parser never called: the count runs on the bytes."""
+
+    def no_parse(_: Any) -> Any:
+        raise AssertionError("parsed a body with too many records")
+
+    monkeypatch.setattr("tributary_api.body.orjson.loads", no_parse)
+    body = b"[" + b",".join([b"1"] * 99_999) + b"]"
+    response = await api.client.post(POSTS, content=body, headers={**JSON, **AUTH})
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_records"
+    assert api.nothing_written()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"records": []}'])
+async def test_no_record_is_400_and_writes_nothing(api: InProcessApi, body: bytes) -> None:
+    """An empty batch is a malformed request (the OpenAPI says minItems 1), not a 422: even with
+    an Idempotency-Key no claim is written."""
+    headers = {**JSON, **AUTH, "Idempotency-Key": "empty-batch"}
+    response = await api.client.post(POSTS, content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"] == "malformed_body"
+    assert api.nothing_written()
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+async def test_503_advice_fits_whether_the_producer_sent_an_idempotency_key(
+    api: InProcessApi, keyed: bool
+) -> None:
+    """Only a producer that sent an Idempotency-Key is told to retry with the same one; one
+    that sent none is told to send one, since its retry gets new ids."""
+    api.sink.down = True
+    headers = {**AUTH, "Idempotency-Key": "advice-1"} if keyed else AUTH
+    response = await api.client.post(POSTS, json=[post(1)], headers=headers)
+    assert response.status_code == 503
+    message = response.json()["message"]
+    if keyed:
+        assert "Retry with the same Idempotency-Key" in message
+    else:
+        assert "same Idempotency-Key" not in message
+        assert "send an Idempotency-Key" in message
+
+
+async def test_a_dataset_the_key_may_not_write_looks_unknown(api: InProcessApi) -> None:
+    """No 403/404 oracle: a key limited to some datasets gets the same answer for a registered
+    dataset it may not write as for one that does not exist."""
+    headers = {**JSON, "X-API-Key": POSTS_KEY}
+    answers = []
+    for dataset in ("events", "no-such-dataset"):
+        response = await api.client.post(
+            f"/v1/datasets/{dataset}/records", json={}, headers=headers
+        )
+        body = response.json()
+        answers.append((response.status_code, body["error"], body["message"].replace(dataset, "D")))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 404

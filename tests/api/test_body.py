@@ -78,6 +78,8 @@ def test_single_object_and_records_key_ambiguity() -> None:
         (b"42", BodyFormat.JSON, "must be a JSON object, an array"),
         (b'{"a":1}\n{"b":\n', BodyFormat.NDJSON, "NDJSON line 2 is not valid JSON"),
         (b"\n\n", BodyFormat.NDJSON, "no NDJSON lines"),
+        (b"[]", BodyFormat.JSON, "holds no record"),
+        (b' { "records" : [ ] } ', BodyFormat.JSON, "holds no record"),
     ],
 )
 def test_malformed_bodies_say_where(body: bytes, fmt: BodyFormat, message: str) -> None:
@@ -133,3 +135,60 @@ def test_media_types_and_encodings() -> None:
 def test_zlib_sanity() -> None:  # the inflater really is gzip-only (wbits 16+)
     with pytest.raises(zlib.error):
         zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(zlib.compress(b"x"))
+
+
+@given(
+    st.lists(JSON_VALUES, max_size=12) | JSON_VALUES,
+    st.sampled_from(["array", "wrapped", "ndjson", "spaced"]),
+    st.integers(1, 10),
+)
+@settings(max_examples=300, deadline=None)
+def test_the_record_count_before_parsing_agrees_with_the_parse(
+    value: Any, form: str, limit: int
+) -> None:
+    """Refused with 413 too_many_records exactly when the parsed body holds more than `limit`
+    records, in every body form (strings full of commas and brackets included)."""
+    fmt = BodyFormat.NDJSON if form == "ndjson" else BodyFormat.JSON
+    if form == "ndjson":
+        if not isinstance(value, list):
+            value = [value]
+        body = b"\n".join(orjson.dumps(v) for v in value) + b"\n"
+    elif form == "wrapped":
+        body = orjson.dumps({"records": value})
+    elif form == "spaced":
+        body = orjson.dumps(value, option=orjson.OPT_INDENT_2)
+    else:
+        body = orjson.dumps(value)
+    try:
+        expected = parse_records(body, fmt)
+    except BodyError:
+        return  # empty or not records: refused with 400 either way
+    if len(expected) > limit:
+        with pytest.raises(BodyError) as refused:
+            parse_records(body, fmt, max_records=limit)
+        assert refused.value.code == "too_many_records"
+    else:
+        assert parse_records(body, fmt, max_records=limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "fmt"),
+    [
+        (b"[" + b",".join([b"1"] * 99_999) + b"]", BodyFormat.JSON),
+        (b'{"records":[' + b",".join([b"{}"] * 99_998) + b"]}", BodyFormat.JSON),
+        (b"{}\n" * 99_999, BodyFormat.NDJSON),
+    ],
+    ids=["array", "wrapped", "ndjson"],
+)
+def test_too_many_records_are_refused_without_parsing(
+    body: bytes, fmt: BodyFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the value limit, 99,999 records are refused before any is materialised."""
+
+    def no_parse(_: Any) -> Any:
+        raise AssertionError("parsed a body with too many records")
+
+    monkeypatch.setattr("tributary_api.body.orjson.loads", no_parse)
+    with pytest.raises(BodyError) as refused:
+        parse_records(body, fmt, max_records=500)
+    assert (refused.value.status, refused.value.code) == (413, "too_many_records")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,15 @@ def test_the_count_never_refuses_a_body_within_the_limit(value: Any, limit: int)
             check_values(body, BodyFormat.JSON, limit)
 
 
+def posts_body(size: int = CAP) -> bytes:
+    """500 valid posts, as close under `size` bytes as fits: an accepted worst-case body."""
+    one = len(orjson.dumps({"userId": 1, "id": 1, "title": "", "body": "b"}))
+    title = "t" * (size // 500 - one - 8)
+    return orjson.dumps(
+        [{"userId": 1, "id": i, "title": title, "body": "b"} for i in range(1, 501)]
+    )
+
+
 def _kb(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -127,3 +138,81 @@ def test_eight_concurrent_worst_case_bodies_stay_within_the_bound(tmp_path: Path
             process.stop(timeout=10)
     assert statuses == [413] * len(bodies)
     assert working_mib < 2 * len(bodies) * CAP / MIB, f"{working_mib:.0f} MiB"
+
+
+@contextmanager
+def _held_kinesis_api(
+    tmp_path: Path, hold: int, extra_env: dict[str, str]
+) -> Iterator[tuple[ManagedProcess, str]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "API_SINK": "kinesis",
+        "STREAM_NAME": "held",
+        "LAKE_BUCKET": "unused",
+        "ENVELOPE_SIGNING_KEY": "k" * 40,
+        "DATASETS_CONFIG": str(DATASETS_CONFIG),
+        "LOG_LEVEL": "WARNING",
+        "API_KEYS": json.dumps([{"name": "m", "sha256": hash_key(KEY)}]),
+        **extra_env,
+    }
+    args = ["--port", str(port), "--hold", str(hold), "--wait-s", "4"]
+    with (tmp_path / "api.log").open("w") as log:
+        module = "tests.api.held_kinesis_server"
+        process = ManagedProcess.python_module("api", module, args, env, log).start()
+        try:
+            url = f"http://127.0.0.1:{port}"
+            process.wait_http(f"{url}/healthz")
+            yield process, url
+        finally:
+            process.stop(timeout=10)
+
+
+def _send_keyed(url: str, bodies: list[bytes]) -> list[httpx.Response]:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    def send(numbered: tuple[int, bytes]) -> httpx.Response:
+        index, body = numbered
+        with httpx.Client(timeout=120) as client:
+            return client.post(
+                url + "/v1/datasets/posts/records",
+                content=body,
+                headers={**headers, "Idempotency-Key": f"memory-{index}"},
+            )
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(send, enumerate(bodies)))
+
+
+def test_eight_concurrent_accepted_bodies_held_by_the_kinesis_sink_stay_within_the_bound(
+    tmp_path: Path,
+) -> None:
+    """The production path: keyed requests, the Kinesis sink (signed envelopes), 8 accepted
+    5 MiB bodies all in memory at once (PutRecords holds each call until all 8 wait). Each
+    request may hold at most three body caps (body or parsed records, envelope lines, one
+    record in flight); before, each held ~7 (body, records, the digest's re-serialisation,
+    envelope lines, signed copies)."""
+    with _held_kinesis_api(tmp_path, 8, {}) as (process, url):
+        started = _kb(process.pid, "VmRSS")
+        responses = _send_keyed(url, [posts_body()] * 8)
+        working_mib = (_kb(process.pid, "VmHWM") - started) / 1024
+    assert [r.status_code for r in responses] == [202] * 8
+    assert all(r.json()["accepted"] == 500 for r in responses)
+    assert working_mib < 3 * 8 * CAP / MIB, f"{working_mib:.0f} MiB"
+
+
+def test_the_in_flight_byte_budget_refuses_with_503_when_full(tmp_path: Path) -> None:
+    """API_MAX_IN_FLIGHT_BYTES bounds the bodies held at once across requests: with room for
+    three 5 MiB bodies, five of eight concurrent ones are refused with 503 and Retry-After
+    (nothing written for them), and memory follows the budget, not the request count."""
+    budget = 3 * CAP
+    with _held_kinesis_api(tmp_path, 3, {"API_MAX_IN_FLIGHT_BYTES": str(budget)}) as (process, url):
+        started = _kb(process.pid, "VmRSS")
+        responses = _send_keyed(url, [posts_body()] * 8)
+        working_mib = (_kb(process.pid, "VmHWM") - started) / 1024
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(202) >= 3, statuses
+    refused = [r for r in responses if r.status_code == 503]
+    assert refused, statuses
+    assert all(r.json()["error"] == "overloaded" and r.headers["Retry-After"] for r in refused)
+    assert working_mib < 3 * 3 * CAP / MIB + 2 * CAP / MIB, f"{working_mib:.0f} MiB"

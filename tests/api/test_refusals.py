@@ -75,6 +75,6 @@ async def test_unknown_dataset_lists_only_what_the_key_may_write(make_api: ApiFa
         )
         wide = await api.client.post("/v1/datasets/nope/records", json=post(1), headers=AUTH)
     assert narrow.status_code == wide.status_code == 404
-    assert narrow.json()["message"].endswith("this key may write: ['posts']")
+    assert narrow.json()["message"].endswith("it may write: ['posts']")
     assert "events" not in narrow.json()["message"]
     assert "'events'" in wide.json()["message"]

@@ -55,8 +55,9 @@ async def no_sleep(_: float) -> None:
     return None
 
 
-def delivery(n: int) -> Delivery:
-    records = [OutRecord(str(i), "pk", f'{{"i":{i}}}'.encode()) for i in range(n)]
+def delivery(n: int, seal: Any = bytes) -> Delivery:
+    """`n` records, their lines sealed as the ingestor seals them for the sink."""
+    records = [OutRecord(str(i), "pk", seal(f'{{"i":{i}}}'.encode())) for i in range(n)]
     return Delivery("posts", "b1", datetime(2026, 1, 1, tzinfo=UTC), records)
 
 
@@ -64,7 +65,7 @@ async def test_only_failed_entries_are_retried() -> None:
     kinesis = FakeKinesis([{1, 3}, {0}])
     metrics = MemoryMetrics()
     sink = KinesisSink(kinesis, "s", metrics, SIGNING_KEY, RetryPolicy(max_attempts=5), no_sleep)  # type: ignore[arg-type]
-    await sink.deliver(delivery(5))
+    await sink.deliver(delivery(5, sink.seal))
     assert [len(c) for c in kinesis.calls] == [5, 2, 1]
     assert [verify_envelope(d, SIGNING_KEY) for d in kinesis.calls[1]] == [b'{"i":1}', b'{"i":3}']
     assert sorted(verify_envelope(d, SIGNING_KEY) for d in kinesis.stored) == sorted(

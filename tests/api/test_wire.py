@@ -23,7 +23,7 @@ from tributary.settings import AwsSettings
 from tributary_api.auth import hash_key
 from tributary_stack import samples
 from tributary_stack.faultproxy import FaultProxy
-from tributary_stack.inspect import read_lines, read_stream
+from tributary_stack.inspect import read_lines, read_objects, read_stream
 from tributary_stack.moto import MotoServer, free_port
 from tributary_stack.process import ManagedProcess
 
@@ -265,3 +265,74 @@ def test_readyz_does_not_name_the_bucket(
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "sink": "s3", "component": "sink"}
     assert "123456789012" not in response.text
+
+
+def test_reused_idempotency_key_is_409_and_writes_nothing_on_kinesis(
+    lake: AwsSettings, moto: MotoServer, start_api: StartApi
+) -> None:
+    """The production sink: a reused key with other records puts nothing on the stream and
+    writes no quarantine object and no claim; the identical retry still gets the first answer."""
+    api = start_api(lake, moto.endpoint)
+    first_body = [*samples.posts(3), {"id": "bad"}]
+    first = api.post("posts", first_body, **{"Idempotency-Key": "reuse-k"})
+    assert first.status_code == 202
+    on_stream = stream_ids(lake)
+    lake_before = asyncio.run(read_objects(lake, ""))
+    reused = api.post(
+        "posts",
+        [*samples.posts(3, seed=7, first_id=50), {"id": "x"}],
+        **{"Idempotency-Key": "reuse-k"},
+    )
+    assert reused.status_code == 409, reused.text
+    assert reused.json()["error"] == "idempotency_key_reused"
+    assert stream_ids(lake) == on_stream
+    assert asyncio.run(read_objects(lake, "")) == lake_before  # claims, quarantine: untouched
+    retry = api.post("posts", first_body, **{"Idempotency-Key": "reuse-k"})
+    assert retry.json() == first.json()
+
+
+def test_two_bodies_with_one_key_at_once_one_lands_one_is_409(
+    lake: AwsSettings, moto: MotoServer, start_api: StartApi
+) -> None:
+    """Concurrent requests racing for one Idempotency-Key: the create-only claim picks one
+    body; the other gets 409 and nothing of it reaches the stream."""
+    api = start_api(lake, moto.endpoint)
+    bodies = {
+        "a": samples.posts(3, seed=1, first_id=1),
+        "b": samples.posts(3, seed=2, first_id=100),
+    }
+    landed: Counter[str] = Counter()
+    for round_ in range(4):
+        key = {"Idempotency-Key": f"race-{round_}"}
+
+        def send(body: list[dict[str, Any]], key: dict[str, str] = key) -> httpx.Response:
+            return api.post("posts", body, **key)
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = dict(zip(bodies, pool.map(send, bodies.values()), strict=True))
+        statuses = sorted(r.status_code for r in answers.values())
+        assert statuses == [202, 409], statuses
+        (winner,) = [name for name, r in answers.items() if r.status_code == 202]
+        landed.update(answers[winner].json()["ids"])
+        assert answers[winner].json()["ids"] == [str(p["id"]) for p in bodies[winner]]
+    assert stream_ids(lake) == landed
+
+
+def test_a_conditional_write_conflict_in_s3_is_503_and_the_retry_lands(
+    lake: AwsSettings, proxy: FaultProxy, start_api: StartApi
+) -> None:
+    """S3 answers 409 ConditionalRequestConflict while another create-only write to the key is
+    in progress: a transient refusal (503, Retry-After), not a 409 to the producer nor a 500."""
+    api = start_api(lake, proxy.endpoint, API_SINK="s3", AWS_MAX_ATTEMPTS="1")
+    proxy.faults.s3_conditional_conflict = True
+    body = samples.posts(3)
+    refused = api.post("posts", body, **{"Idempotency-Key": "conflict"})
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "sink_unavailable"
+    assert refused.headers["Retry-After"]
+    assert proxy.injected["s3.conditional_conflict"] >= 1
+    proxy.faults.s3_conditional_conflict = False
+    retried = api.post("posts", body, **{"Idempotency-Key": "conflict"})
+    assert retried.status_code == 202
+    raw = asyncio.run(read_lines(lake, "raw/posts/year="))
+    assert sum(len(lines) for lines in raw.values()) == 3

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     ParamValidationError,
     ReadTimeoutError,
+    SSLError,
 )
 
 from tributary.aws import is_transient_aws_error, translate_aws_error
@@ -35,8 +39,12 @@ TRANSIENT = {
     "read timeout": ReadTimeoutError(endpoint_url="http://x"),
     "connection refused": EndpointConnectionError(endpoint_url="http://x"),
     "connection closed": ConnectionClosedError(endpoint_url="http://x"),
-    "os error": OSError("reset"),
+    "connection reset": ConnectionResetError("reset"),
+    "broken pipe": BrokenPipeError(),
     "timeout": TimeoutError(),
+    "conditional request conflict (409)": client_error("ConditionalRequestConflict", 409),
+    # The ECS/EC2 credential endpoint blinked: the next attempt usually gets credentials.
+    "credential endpoint": CredentialRetrievalError(provider="container-role", error_msg="503"),
 }
 PERMANENT = {
     "access denied": client_error("AccessDeniedException", 400),
@@ -44,6 +52,11 @@ PERMANENT = {
     "no credentials": NoCredentialsError(),
     "parameter validation": ParamValidationError(report="Invalid type for parameter Data"),
     "no region": NoRegionError(),
+    # A certificate that does not verify is a misconfiguration (a proxy, a wrong endpoint).
+    "ssl (botocore)": SSLError(endpoint_url="https://x", error=ssl.SSLError("bad cert")),
+    "ssl certificate": ssl.SSLCertVerificationError("certificate verify failed"),
+    "os error that is no connection": PermissionError("no access to the CA bundle"),
+    "file not found": FileNotFoundError("ca.pem"),
 }
 
 

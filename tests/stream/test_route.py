@@ -3,11 +3,16 @@ like an envelope is a bare record (or quarantined, by setting) with the arrival 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
 
+from tests.conftest import DATASETS_CONFIG
 from tributary.dataset import DatasetRegistry
 from tributary.envelope import sign_envelope
 from tributary.layout import Zone
@@ -106,3 +111,85 @@ def test_settings_carry_the_key_and_the_unsigned_policy(monkeypatch: pytest.Monk
     assert KEY.decode() not in repr(settings)
     monkeypatch.delenv("ENVELOPE_SIGNING_KEY")
     assert StreamSettings().signing_key() is None
+
+
+NEW_KEY = b"route-test-the-next-signing-key-0123456789"
+
+
+def test_during_a_rotation_an_envelope_signed_with_any_configured_key_is_trusted(
+    registry: DatasetRegistry,
+) -> None:
+    """ENVELOPE_SIGNING_KEYS: the consumer verifies with every key (the new one and the old),
+    so the API can switch keys without a single record landing as a bare record."""
+    rotating = Router(registry, "kinesis:s", "events", signing_key=(NEW_KEY, KEY))
+    line = api_envelope()
+    for key in (KEY, NEW_KEY):
+        _, out = rotating.route(SHARD, record(sign_envelope(line, key)))
+        assert orjson.loads(out)["id"] == "42", key  # trusted: the API's id kept
+    _, out = rotating.route(SHARD, record(sign_envelope(line, b"x" * 40)))
+    assert orjson.loads(out)["id"] != "42"  # any other key: a bare record
+
+
+def test_settings_read_the_rotation_keys_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tributary_api.settings import ApiSettings
+    from tributary_stream.settings import StreamSettings
+
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEYS", f"{NEW_KEY.decode()}, {KEY.decode()}")
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", KEY.decode())
+    assert StreamSettings().verify_keys() == (NEW_KEY, KEY)
+    api = ApiSettings.model_validate({"API_SINK": "kinesis"})
+    assert api.signing_key() == NEW_KEY  # the API signs with the first
+    assert NEW_KEY.decode() not in repr(api)
+
+
+def test_the_consumer_checks_the_key_length_as_the_api_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from tributary_stream.settings import StreamSettings
+
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", "too-short")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        StreamSettings()
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEY", KEY.decode())
+    monkeypatch.setenv("ENVELOPE_SIGNING_KEYS", f"{NEW_KEY.decode()},short")
+    with pytest.raises(ValidationError, match="at least 32 characters"):
+        StreamSettings()
+
+
+def test_the_consumer_refuses_to_start_without_a_key_unless_opted_out(tmp_path: Path) -> None:
+    """`python -m tributary_stream` with no signing key exits 2 naming the variable, before it
+    touches AWS; STREAM_ALLOW_NO_SIGNING_KEY=true is the explicit way to run without one."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ENVELOPE_SIGNING_KEY", "ENVELOPE_SIGNING_KEYS")
+    }
+    # Nothing listens there: a consumer that started anyway would fail or retry, never exit 2.
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+            "STREAM_NAME": "s",
+            "LAKE_BUCKET": "b",
+            "LEASE_TABLE": "t",
+            "DATASETS_CONFIG": str(DATASETS_CONFIG),
+        }
+    )
+    command = [sys.executable, "-m", "tributary_stream"]
+    try:
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the consumer started without a signing key")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "ENVELOPE_SIGNING_KEY" in refused.stderr + refused.stdout
+    env["STREAM_ALLOW_NO_SIGNING_KEY"] = "true"
+    started = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        code = started.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        code = None  # still running: past the check, retrying the unreachable AWS endpoint
+    finally:
+        started.kill()
+        _, stderr = started.communicate()
+    assert code != 2, stderr[-2000:]

@@ -6,6 +6,7 @@ embedded stack points every client at moto; nothing here special-cases local run
 
 from __future__ import annotations
 
+import builtins
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -112,18 +113,40 @@ def error_code(exc: BaseException) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+OSConnectionError = builtins.ConnectionError  # refused, reset, aborted, broken pipe
+
+
 def is_transient_aws_error(exc: BaseException) -> bool:
     """True for throttling, 5xx, timeouts and connection failures; False for everything else.
 
     Other botocore errors (no credentials, parameter validation, an unknown region) are faults of
     the configuration or the code: retrying them only hides the cause, so they are permanent.
     """
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+    import ssl
+
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        CredentialRetrievalError,
+        HTTPClientError,
+        SSLError,
+    )
 
     if isinstance(exc, ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return error_code(exc) in _TRANSIENT_CODES or status >= 500 or status in (408, 429)
-    return isinstance(exc, ConnectionError | HTTPClientError | OSError | TimeoutError)
+    if isinstance(exc, SSLError | ssl.SSLError):  # a certificate that does not verify: config
+        return False
+    # A failed fetch from the credential endpoint (ECS, IMDS) is a blip; no credentials at all
+    # (NoCredentialsError) is configuration. Of OS errors only broken connections are transient.
+    return isinstance(
+        exc,
+        ConnectionError
+        | HTTPClientError
+        | CredentialRetrievalError
+        | OSConnectionError
+        | TimeoutError,
+    )
 
 
 def translate_aws_error(

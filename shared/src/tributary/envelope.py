@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,28 @@ _SIG_HEX = 64
 _SIG_SUFFIX_LEN = len(_SIG_PREFIX) + _SIG_HEX + 2  # ',"sig":"' + hex + '"}'
 SIGNATURE_OVERHEAD = _SIG_SUFFIX_LEN - 1
 """Bytes a signature adds to an envelope line (count it against per-record limits)."""
+
+
+MIN_SIGNING_KEY_CHARS = 32
+
+
+def signing_keys(listed: str | None, single: str | None) -> tuple[bytes, ...]:
+    """The envelope signing keys, the one to sign with first.
+
+    `listed` is ENVELOPE_SIGNING_KEYS (comma-separated, newest first), `single` the older
+    ENVELOPE_SIGNING_KEY, appended when not listed: to rotate, give every consumer the new key in
+    ENVELOPE_SIGNING_KEYS (they verify with any), then the API (it signs with the first), then
+    drop the old one. Raises `ValueError` for a key shorter than 32 characters.
+    """
+    keys = [k.strip() for k in (listed or "").split(",") if k.strip()]
+    if single and single.strip() and single.strip() not in keys:
+        keys.append(single.strip())
+    if any(len(k) < MIN_SIGNING_KEY_CHARS for k in keys):
+        raise ValueError(
+            f"every envelope signing key (ENVELOPE_SIGNING_KEYS, ENVELOPE_SIGNING_KEY) must be "
+            f"at least {MIN_SIGNING_KEY_CHARS} characters"
+        )
+    return tuple(k.encode() for k in keys)
 
 
 class BadEnvelopeError(PermanentError):
@@ -97,6 +120,15 @@ def _signature(line: bytes, key: bytes) -> bytes:
 def sign_envelope(line: bytes, key: bytes) -> bytes:
     """`line` (one compact envelope, ending in `}`) with a `sig` member: HMAC-SHA256 of `line`."""
     return line[:-1] + _SIG_PREFIX + _signature(line, key) + b'"}'
+
+
+def verify_envelope_any(data: bytes, keys: Sequence[bytes]) -> bytes | None:
+    """`verify_envelope` with each key in turn (a rotation: the new key and the old ones)."""
+    for key in keys:
+        line = verify_envelope(data, key)
+        if line is not None:
+            return line
+    return None
 
 
 def verify_envelope(data: bytes, key: bytes) -> bytes | None:

@@ -58,6 +58,9 @@ class Faults:
     put_records_error_code: str = "ProvisionedThroughputExceededException"
     throttle_put_records: bool = False  # whole PutRecords calls refused with a throttling error
     latency_s: float = 0.0  # added before answering every request
+    # create-only S3 puts (If-None-Match) answered 409 ConditionalRequestConflict, as S3 does
+    # while another conditional write to the same key is in progress
+    s3_conditional_conflict: bool = False
     seed: int = 7
 
 
@@ -156,6 +159,16 @@ class FaultProxy:
         if service in faults.down:
             self.injected[f"{service}.down"] += 1
             return _error(service, 503, "ServiceUnavailable", "injected outage")
+        if (
+            service == "s3"
+            and faults.s3_conditional_conflict
+            and scope["method"] == "PUT"
+            and "if-none-match" in headers
+        ):
+            self.injected["s3.conditional_conflict"] += 1
+            return _error(
+                service, 409, "ConditionalRequestConflict", "injected concurrent conditional write"
+            )
         if service == "kinesis" and operation == "PutRecords":
             if faults.throttle_put_records:
                 self.injected["kinesis.throttle"] += 1

@@ -8,10 +8,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,15 +20,14 @@ from fastapi.responses import Response
 from tributary.aws import AwsClients
 from tributary.clock import Clock, SystemClock
 from tributary.dataset import DatasetRegistry
-from tributary.errors import PermanentError, TransientError, TributaryError, describe_problems
+from tributary.errors import describe_problems
+from tributary.memory_writer import MemoryRawWriter
 from tributary.metrics import EmfMetrics, Metrics
-from tributary.raw_writer import RawWriter
 from tributary.retry import RetryPolicy
 from tributary.s3_writer import S3RawWriter
-from tributary.testing import MemoryRawWriter
 from tributary_api.auth import ApiKey, KeyRing
-from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
-from tributary_api.ingest import Ingestor, IngestRequest, IngestResult
+from tributary_api.handlers import Backends, Handlers
+from tributary_api.ingest import Ingestor
 from tributary_api.models import (
     INGEST_RESPONSES,
     SECURITY_SCHEMES,
@@ -40,21 +37,15 @@ from tributary_api.models import (
 )
 from tributary_api.openapi import OPENAPI_VERSION, per_dataset, to_openapi_30
 from tributary_api.ratelimit import TokenBucketLimiter
-from tributary_api.refusal import HttpError, ingest_refusal
+from tributary_api.refusal import HttpError
 from tributary_api.settings import ApiSettings, SinkKind
 from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Backends", "BackendsFactory", "configured_backends", "create_app", "keyring_from"]
+
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-@dataclass(frozen=True, slots=True)
-class Backends:
-    """The side effects the API needs: where records go and where rejects go."""
-
-    sink: Sink
-    quarantine: RawWriter
 
 
 BackendsFactory = Callable[[ApiSettings, Metrics], AbstractAsyncContextManager[Backends]]
@@ -86,28 +77,8 @@ async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncI
         yield Backends(sink, lake)
 
 
-def _presented_key(headers: Mapping[str, str]) -> str | None:
-    """The secret from `Authorization: Bearer <key>`, else from `X-API-Key`."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return headers.get("x-api-key", "").strip() or None
-
-
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def _result_body(result: IngestResult, request_id: str) -> dict[str, Any]:
-    return {
-        "accepted": result.accepted,
-        "rejected": result.rejected,
-        "ids": result.ids,
-        "errors": [
-            {"index": e.index, "field": e.field, "message": e.message} for e in result.errors
-        ],
-        "request_id": request_id,
-    }
 
 
 def keyring_from(settings: ApiSettings) -> KeyRing:
@@ -144,14 +115,15 @@ def create_app(
         if settings.rate_limit_rps > 0
         else None
     )
-    retry_after = {"Retry-After": str(settings.retry_after_s)}
-    state: dict[str, Any] = {"in_flight": 0}
+    handlers = Handlers(
+        settings, registry, keyring, limiter, {"Retry-After": str(settings.retry_after_s)}
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with backends(settings, metrics) as wired:
-            state["backends"] = wired
-            state["ingestor"] = Ingestor(
+            handlers.backends = wired
+            handlers.ingestor = Ingestor(
                 wired.sink, wired.quarantine, clock, metrics, settings.max_record_bytes
             )
             flusher = asyncio.create_task(_flush_periodically(metrics, settings.metrics_interval_s))
@@ -208,23 +180,7 @@ def create_app(
     )
     async def readyz() -> Response:
         """Readiness: the sink and the quarantine store are reachable."""
-        wired: Backends = state["backends"]
-        # Unauthenticated: the answer names the failing component only; the cause (which names
-        # the bucket, and so the account) goes to the log.
-        for component, ping in (("sink", wired.sink.ping), ("quarantine", wired.quarantine.ping)):
-            try:
-                async with asyncio.timeout(3):
-                    await ping()
-            except (TransientError, PermanentError, TimeoutError) as exc:
-                log.warning(
-                    "not ready",
-                    extra={"component": component, "error": str(exc) or "timed out"},
-                )
-                return _json(
-                    503,
-                    {"status": "unavailable", "sink": settings.sink.value, "component": component},
-                )
-        return _json(200, {"status": "ready", "sink": settings.sink.value})
+        return await handlers.readyz()
 
     @app.post(
         "/v1/datasets/{dataset}/records",
@@ -237,49 +193,7 @@ def create_app(
     )
     async def post_records(request: Request) -> Response:
         """Validate and ingest records; 202 only once every accepted record is durable."""
-        # Parameters are read here rather than declared: FastAPI's per-request dependency
-        # solving cost more than the rest of a small request. `ingest_openapi` documents them.
-        headers = request.headers
-        dataset: str = request.path_params["dataset"]
-        key = keyring.authenticate(_presented_key(headers))
-        if key is None:
-            raise HttpError(
-                401,
-                "unauthorized",
-                "send a valid API key as 'Authorization: Bearer <key>' or 'X-API-Key'",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        target = registry.get(dataset)
-        if target is None:
-            raise HttpError(
-                404,
-                "unknown_dataset",
-                f"dataset {dataset!r} is not registered; this key may write: "
-                f"{sorted(d for d in registry if key.may_write(d))}",
-            )
-        if not key.may_write(dataset):
-            raise HttpError(403, "forbidden", f"API key {key.name!r} may not write {dataset!r}")
-        if limiter is not None and (wait := limiter.acquire(key.name)) > 0:
-            raise HttpError(
-                429,
-                "rate_limited",
-                f"API key {key.name!r} is over {settings.rate_limit_rps:g} requests/s",
-                {"Retry-After": str(max(1, int(wait + 0.999)))},
-            )
-        idempotency_key = headers.get("idempotency-key")
-        if idempotency_key is not None and not _IDEMPOTENCY_KEY.match(idempotency_key):
-            raise HttpError(
-                400, "bad_idempotency_key", "Idempotency-Key must be 1-255 visible ASCII characters"
-            )
-        if state["in_flight"] >= settings.max_in_flight:
-            raise HttpError(
-                503, "overloaded", "too many requests in flight; retry shortly", retry_after
-            )
-        state["in_flight"] += 1
-        try:
-            return await _ingest(request, key, target.name, idempotency_key)
-        finally:
-            state["in_flight"] -= 1
+        return await handlers.post_records(request)
 
     default_openapi = app.openapi
 
@@ -293,45 +207,8 @@ def create_app(
 
     app.openapi = openapi_with_security  # type: ignore[method-assign]
 
-    async def _ingest(
-        request: Request, key: ApiKey, dataset: str, idempotency_key: str | None
-    ) -> Response:
-        try:
-            fmt = body_format(request.headers.get("content-type"))
-            gzipped = is_gzip(request.headers.get("content-encoding"))
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > settings.max_body_bytes:
-                raise BodyError(
-                    413,
-                    "body_too_large",
-                    f"request body exceeds the limit of {settings.max_body_bytes} bytes",
-                )
-            body = await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes)
-            records = parse_records(body, fmt, settings.max_body_values)
-        except BodyError as exc:
-            raise HttpError(exc.status, exc.code, str(exc)) from exc
-        if len(records) > settings.max_records:
-            raise HttpError(
-                413,
-                "too_many_records",
-                f"{len(records)} records in one request; the limit is "
-                f"{settings.max_records}: split the batch",
-            )
-        request_id = idempotency_key or uuid.uuid4().hex
-        ingestor: Ingestor = state["ingestor"]
-        ingest_request = IngestRequest(
-            key.name, registry[dataset], records, request_id, idempotency_key is not None
-        )
-        try:
-            async with asyncio.timeout(settings.sink_timeout_s):
-                result = await ingestor.ingest(ingest_request)
-        except (TributaryError, TimeoutError) as exc:
-            raise ingest_refusal(exc, dataset, request_id, retry_after) from exc
-        status = 202 if result.accepted else 422
-        return _json(status, _result_body(result, request_id))
-
     app.state.settings = settings
-    app.state.runtime = state
+    app.state.runtime = handlers
     return app
 
 

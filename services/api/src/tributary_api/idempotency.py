@@ -32,8 +32,17 @@ class IdempotencyConflictError(PermanentError):
 
 
 def content_digest(records: Sequence[Any]) -> str:
-    """SHA-256 of the records as parsed (key order does not matter, the body's form does not)."""
-    return hashlib.sha256(orjson.dumps(list(records), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """SHA-256 of the records as parsed (key order does not matter, the body's form does not).
+
+    Fed one record at a time (each canonical JSON, newline-terminated): the request's records
+    are never serialised whole a second time.
+    """
+    digest = hashlib.sha256()
+    dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+    for record in records:
+        digest.update(dumps(record, option=sort_keys))
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def claim_key(dataset: str, batch_id: str) -> str:

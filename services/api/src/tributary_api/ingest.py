@@ -113,7 +113,9 @@ class Ingestor:
                 dataset.name, batch, request.request_id, digest, received
             )
             if first != received:  # a retry: the first attempt's receive time, its envelopes
-                received, prepared = first, self._prepare(request, scope, first)
+                del prepared  # never two requests' worth of envelope lines at once
+                received = first
+                prepared = self._prepare(request, scope, first)
         if prepared.accepted:
             await self._sink.deliver(
                 Delivery(dataset.name, batch, received, prepared.accepted, digest)
@@ -151,7 +153,7 @@ class Ingestor:
             dataset.record_id,
             dataset.partition_key_for,
         )
-        name, dumps = dataset.name, orjson.dumps
+        name, dumps, seal = dataset.name, orjson.dumps, self._sink.seal
         for index, record in enumerate(request.records):
             rid = record_id(record) or derived_id(scope, request_id, index)
             if is_valid(record):
@@ -168,7 +170,7 @@ class Ingestor:
                 partition_key = partition_key_for(record, rid)
                 if len(line) + len(partition_key) > limit:  # the key is ASCII (or the id)
                     raise RecordTooLargeError(index, len(line) + len(partition_key), limit)
-                accepted.append(OutRecord(rid, partition_key, line))
+                accepted.append(OutRecord(rid, partition_key, seal(line)))
                 continue
             problems = dataset.validator.errors(record)
             errors.extend(RecordError(index, p.field, p.message) for p in problems)

@@ -59,8 +59,10 @@ RETRY_AFTER = {
 INGEST_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("Malformed body (the message says where) or bad Idempotency-Key."),
     401: _error("Missing or unknown API key."),
-    403: _error("The API key may not write this dataset."),
-    404: _error("Unknown dataset (the message lists the datasets this key may write)."),
+    404: _error(
+        "Unknown dataset, or one this API key may not write: the answer is the same, and "
+        "lists the datasets this key may write."
+    ),
     409: _error(
         "`idempotency_key_reused`: the Idempotency-Key was used before with different records; "
         "nothing was written. An identical retry gets the first answer instead."

@@ -31,9 +31,16 @@ class HttpError(Exception):
 
 
 def ingest_refusal(
-    exc: BaseException, dataset: str, request_id: str, retry_after: dict[str, str]
+    exc: BaseException,
+    dataset: str,
+    request_id: str,
+    retry_after: dict[str, str],
+    idempotent: bool = True,
 ) -> HttpError:
-    """The answer to an ingest that raised `exc`, logging what the operator needs."""
+    """The answer to an ingest that raised `exc`, logging what the operator needs.
+
+    `idempotent`: whether the producer sent an Idempotency-Key (the advice on retrying differs).
+    """
     if isinstance(exc, RecordTooLargeError):
         return HttpError(413, "record_too_large", str(exc))
     if isinstance(exc, IdempotencyConflictError):
@@ -63,10 +70,13 @@ def ingest_refusal(
         "sink failed; request not acknowledged",
         extra={"dataset": dataset, "request_id": request_id, "error": str(exc) or "timed out"},
     )
+    advice = (
+        "Retry with the same Idempotency-Key: a retry writes the same ids and object keys, so "
+        "nothing is duplicated downstream."
+        if idempotent
+        else "Retry, and send an Idempotency-Key to make retries safe: without one a retry gets "
+        "new ids, so records the sink already took may land twice."
+    )
     return HttpError(
-        503,
-        "sink_unavailable",
-        "records were not acknowledged. Retry with the same Idempotency-Key: a retry writes "
-        "the same ids and object keys, so nothing is duplicated downstream.",
-        retry_after,
+        503, "sink_unavailable", f"records were not acknowledged. {advice}", retry_after
     )

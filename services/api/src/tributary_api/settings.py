@@ -6,10 +6,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from tributary.envelope import signing_keys
 from tributary.settings import CommonSettings
 from tributary_api.body import DEFAULT_MAX_VALUES
-
-MIN_SIGNING_KEY_CHARS = 32
 
 
 class SinkKind(StrEnum):
@@ -52,6 +51,11 @@ class ApiSettings(CommonSettings):
     rate_limit_rps: float = Field(default=0.0, ge=0, validation_alias="API_RATE_LIMIT_RPS")
     rate_limit_burst: float = Field(default=0.0, ge=0, validation_alias="API_RATE_LIMIT_BURST")
     max_in_flight: int = Field(default=64, gt=0, validation_alias="API_MAX_IN_FLIGHT")
+    # Body bytes held at once across requests (a request holds up to ~3x its body while
+    # ingested): past it, 503 overloaded with Retry-After. At least one full body.
+    max_in_flight_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, validation_alias="API_MAX_IN_FLIGHT_BYTES"
+    )
     sink_timeout_s: float = Field(default=10.0, gt=0, validation_alias="API_SINK_TIMEOUT_S")
     sink_max_attempts: int = Field(default=8, ge=1, le=20, validation_alias="API_SINK_MAX_ATTEMPTS")
     retry_after_s: int = Field(default=1, ge=1, validation_alias="API_RETRY_AFTER_S")
@@ -59,29 +63,38 @@ class ApiSettings(CommonSettings):
         default=25.0, gt=0, validation_alias="API_GRACEFUL_SHUTDOWN_S"
     )
     metrics_interval_s: float = Field(default=60.0, gt=0, validation_alias="METRICS_INTERVAL_S")
-    # Shared with the stream consumer, which trusts only envelopes signed with it (HMAC-SHA256).
+    # Shared with the stream consumer, which trusts only envelopes signed with one of them
+    # (HMAC-SHA256): ENVELOPE_SIGNING_KEYS (comma-separated, the first signs) then
+    # ENVELOPE_SIGNING_KEY. See `tributary.envelope.signing_keys`.
+    envelope_signing_keys: SecretStr | None = Field(
+        default=None, validation_alias="ENVELOPE_SIGNING_KEYS"
+    )
     envelope_signing_key: SecretStr | None = Field(
         default=None, validation_alias="ENVELOPE_SIGNING_KEY"
     )
 
     @model_validator(mode="after")
     def _signing_key(self) -> ApiSettings:
-        key = self.envelope_signing_key
-        if key is not None and len(key.get_secret_value()) < MIN_SIGNING_KEY_CHARS:
+        keys = self._keys()  # raises for a short key
+        if self.sink is SinkKind.KINESIS and not keys:
             raise ValueError(
-                f"ENVELOPE_SIGNING_KEY must be at least {MIN_SIGNING_KEY_CHARS} characters"
-            )
-        if self.sink is SinkKind.KINESIS and key is None:
-            raise ValueError(
-                "API_SINK=kinesis needs ENVELOPE_SIGNING_KEY (the stream consumer's key): "
-                "without it the consumer cannot tell the API's envelopes from forged ones"
+                "API_SINK=kinesis needs ENVELOPE_SIGNING_KEY (or ENVELOPE_SIGNING_KEYS: the stream "
+                "consumer's keys): without it the consumer cannot tell the API's envelopes from "
+                "forged ones"
             )
         return self
 
+    def _keys(self) -> tuple[bytes, ...]:
+        listed, single = self.envelope_signing_keys, self.envelope_signing_key
+        return signing_keys(
+            None if listed is None else listed.get_secret_value(),
+            None if single is None else single.get_secret_value(),
+        )
+
     def signing_key(self) -> bytes:
-        """The envelope signing key as bytes (b'' when none is configured)."""
-        key = self.envelope_signing_key
-        return b"" if key is None else key.get_secret_value().encode()
+        """The key envelopes are signed with: the first configured (b'' when none is)."""
+        keys = self._keys()
+        return keys[0] if keys else b""
 
     @field_validator("keys", mode="before")
     @classmethod

@@ -31,7 +31,8 @@ WRITER = "api"
 
 
 class OutRecord(NamedTuple):
-    """An accepted record, encoded as its envelope line (a tuple: built once per record)."""
+    """An accepted record, encoded as its envelope line as the sink sends it (sealed by
+    `Sink.seal`; a tuple: built once per record)."""
 
     id: str
     partition_key: str
@@ -51,6 +52,13 @@ class Delivery:
 
 class Sink(Protocol):
     """Makes accepted records durable."""
+
+    def seal(self, line: bytes) -> bytes:
+        """The envelope line as this sink sends it (the Kinesis sink signs it).
+
+        Called once per record as the envelope is built, so a request holds one copy of its
+        lines, not an unsigned and a signed one.
+        """
 
     async def deliver(self, delivery: Delivery) -> None:
         """Return only once every record is durable in the next hop.
@@ -102,11 +110,13 @@ class KinesisSink:
         self._policy = policy or RetryPolicy(max_attempts=6, base_delay=0.05, max_delay=1.0)
         self._sleep = sleep
 
+    def seal(self, line: bytes) -> bytes:
+        """`line` signed for the stream consumer (HMAC-SHA256 with the first signing key)."""
+        return sign_envelope(line, self._key)
+
     async def deliver(self, delivery: Delivery) -> None:
-        """Every record is in the stream when this returns."""
-        key = self._key
-        signed = [r._replace(line=sign_envelope(r.line, key)) for r in delivery.records]
-        for chunk in put_records_chunks(signed):
+        """Every record (sealed: signed) is in the stream when this returns."""
+        for chunk in put_records_chunks(delivery.records):
             await self._put_chunk(chunk, delivery.dataset)
 
     async def _put_chunk(self, chunk: list[OutRecord], dataset: str) -> None:
@@ -152,6 +162,10 @@ class S3Sink:
     def __init__(self, writer: RawWriter) -> None:
         self._writer = writer
 
+    def seal(self, line: bytes) -> bytes:
+        """Raw lines are stored as built (never signed)."""
+        return line
+
     async def deliver(self, delivery: Delivery) -> None:
         """The object is durable (written now, or by an earlier attempt) when this returns.
 
@@ -185,6 +199,10 @@ class MemorySink:
         self.deliveries: list[Delivery] = []
         self.record_count = 0
         self._keep = keep
+
+    def seal(self, line: bytes) -> bytes:
+        """Kept as built."""
+        return line
 
     async def deliver(self, delivery: Delivery) -> None:
         """Remember `delivery` (the oldest are forgotten past `keep`)."""

@@ -33,10 +33,10 @@ async def serve(settings: StreamSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if settings.envelope_signing_key is None:
+    if not settings.verify_keys():  # chosen: require_signing_key() let it through
         log.warning(
-            "ENVELOPE_SIGNING_KEY is not set: no envelope is trusted, the API's records are "
-            "treated as bare records; set it to the API's key"
+            "STREAM_ALLOW_NO_SIGNING_KEY: no envelope is trusted, the API's records are "
+            "treated as bare records"
         )
     async with AwsClients(settings) as clients:
         worker = Worker(
@@ -69,7 +69,7 @@ async def serve(settings: StreamSettings) -> None:
                 f"kinesis:{settings.stream_name}",
                 settings.default_dataset,
                 settings.dataset_field,
-                signing_key=settings.signing_key(),
+                signing_key=settings.verify_keys(),
                 unsigned=settings.unsigned_envelopes,
             ),
             S3RawWriter(await clients.s3(), settings.lake_bucket),
@@ -115,6 +115,11 @@ def main() -> None:
     """Entry point."""
     settings = StreamSettings()
     configure_logging("stream-consumer", settings.log_level)
+    try:
+        settings.require_signing_key()
+    except ConfigError as exc:
+        log.error("refusing to start", extra={"error": str(exc)})
+        raise SystemExit(2) from exc
     asyncio.run(serve(settings))
 
 

@@ -11,6 +11,7 @@ every line the consumer writes carries the arrival time Kinesis gave the record.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -18,7 +19,7 @@ import orjson
 
 from tributary.clock import iso_utc
 from tributary.dataset import DatasetRegistry
-from tributary.envelope import ENVELOPE_VERSION, encode_envelope, verify_envelope
+from tributary.envelope import ENVELOPE_VERSION, encode_envelope, verify_envelope_any
 from tributary.layout import Zone
 from tributary_stream.stream import Record
 
@@ -49,7 +50,7 @@ class Router:
     """Turns records into envelope lines: signed API envelopes pass through (without their
     signature); everything else is wrapped as a bare record.
 
-    `signing_key` None trusts no envelope at all.
+    `signing_key` None (or no key) trusts no envelope at all.
     """
 
     def __init__(
@@ -59,14 +60,21 @@ class Router:
         default_dataset: str | None = None,
         dataset_field: str | None = None,
         *,
-        signing_key: bytes | None = None,
+        signing_key: bytes | Sequence[bytes] | None = None,
         unsigned: UnsignedEnvelopes = UnsignedEnvelopes.BARE,
     ) -> None:
         self._registry = registry
         self._source = source
         self._default = default_dataset
         self._field = dataset_field
-        self._key = signing_key
+        # One key, or several during a rotation: an envelope signed with any of them is trusted.
+        self._keys: tuple[bytes, ...] = (
+            ()
+            if signing_key is None
+            else (signing_key,)
+            if isinstance(signing_key, bytes)
+            else tuple(signing_key)
+        )
         self._unsigned = unsigned
 
     def route(self, shard_id: str, record: Record) -> tuple[Target, bytes]:
@@ -78,7 +86,7 @@ class Router:
             return self._poison(record, record_id, self._default, f"not JSON: {exc.msg}")
         forged = False
         if isinstance(obj, dict) and obj.get("v") == ENVELOPE_VERSION and "data" in obj:
-            line = None if self._key is None else verify_envelope(record.data, self._key)
+            line = verify_envelope_any(record.data, self._keys)
             if line is not None:
                 return self._envelope(record, record_id, obj, line)
             if self._unsigned is UnsignedEnvelopes.QUARANTINE:

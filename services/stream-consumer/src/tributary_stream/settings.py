@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from tributary.envelope import signing_keys
+from tributary.errors import ConfigError
 from tributary.settings import CommonSettings
 from tributary_stream.lease import Checkpoint
 from tributary_stream.route import UnsignedEnvelopes
@@ -66,18 +68,50 @@ class StreamSettings(CommonSettings):
         default=300.0, ge=0, validation_alias="STREAM_FAILING_COOL_DOWN_S"
     )
     health_file: Path | None = Field(default=None, validation_alias="STREAM_HEALTH_FILE")
-    # The API's key: only envelopes signed with it keep their id, source and received_at.
+    # The API's keys: only envelopes signed with one keep their id, source and received_at.
+    # ENVELOPE_SIGNING_KEYS (comma-separated, any verifies) then ENVELOPE_SIGNING_KEY.
+    envelope_signing_keys: SecretStr | None = Field(
+        default=None, validation_alias="ENVELOPE_SIGNING_KEYS"
+    )
     envelope_signing_key: SecretStr | None = Field(
         default=None, validation_alias="ENVELOPE_SIGNING_KEY"
+    )
+    # Run without any key on purpose: no envelope is trusted, the API's records land as bare
+    # records. Without this opt-out a consumer with no key refuses to start.
+    allow_no_signing_key: bool = Field(
+        default=False, validation_alias="STREAM_ALLOW_NO_SIGNING_KEY"
     )
     unsigned_envelopes: UnsignedEnvelopes = Field(
         default=UnsignedEnvelopes.BARE, validation_alias="STREAM_UNSIGNED_ENVELOPES"
     )
 
+    def verify_keys(self) -> tuple[bytes, ...]:
+        """Every key an envelope may be signed with (empty when none is configured)."""
+        listed, single = self.envelope_signing_keys, self.envelope_signing_key
+        return signing_keys(
+            None if listed is None else listed.get_secret_value(),
+            None if single is None else single.get_secret_value(),
+        )
+
     def signing_key(self) -> bytes | None:
-        """The envelope signing key as bytes, None when none is configured."""
-        key = self.envelope_signing_key
-        return None if key is None else key.get_secret_value().encode()
+        """The first envelope signing key, None when none is configured."""
+        keys = self.verify_keys()
+        return keys[0] if keys else None
+
+    def require_signing_key(self) -> None:
+        """Raise `ConfigError` unless a key is configured or its absence was chosen."""
+        if not self.verify_keys() and not self.allow_no_signing_key:
+            raise ConfigError(
+                "ENVELOPE_SIGNING_KEY (or ENVELOPE_SIGNING_KEYS) is not set: without the API's "
+                "key no envelope is trusted and every API record would be re-wrapped as a bare "
+                "record. Set it to the API's key, or STREAM_ALLOW_NO_SIGNING_KEY=true to run so "
+                "on purpose"
+            )
+
+    @model_validator(mode="after")
+    def _keys_long_enough(self) -> StreamSettings:
+        self.verify_keys()  # raises ValueError for a key under 32 characters
+        return self
 
     @model_validator(mode="after")
     def _position(self) -> StreamSettings:
