@@ -78,7 +78,7 @@ async def ours(done: int) -> dict[str, float]:
 
 async def _ours_run(index: MemoryLakeIndex, mark: Bookmark) -> tuple[Bookmark, int]:
     listing = await list_new(index, mark)
-    since, processed = advance(mark, listing, DEFAULT_LATE_HOURS)
+    since, processed = advance(mark, listing, DEFAULT_LATE_HOURS, END)
     return replace(mark, since=since, processed=processed), len(listing.new)
 
 

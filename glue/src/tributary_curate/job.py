@@ -58,7 +58,7 @@ from tributary_curate.transform import (
     typed_rows,
     with_partitions,
 )
-from tributary_curate.window import DEFAULT_LATE_HOURS, advance, list_new
+from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, list_new
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,14 @@ class CurateJob:
         bookmark = await self._bookmarks.get(dataset.name)
         run = bookmark.runs + 1
         listing = await list_new(self._index, bookmark)
+        listed_at = self._clock.now()
+        ahead = future_keys(listing, listed_at)
+        if ahead:  # curated, but they do not move the watermark (window.py)
+            log.warning(
+                "raw keys in a future hour",
+                extra={"dataset": dataset.name, "count": len(ahead), "keys": list(ahead[:10])},
+            )
+            self._progress(f"{dataset.name}: {len(ahead)} raw objects in a future hour")
         if not listing.new:
             self._progress(f"{dataset.name}: nothing new")
             return CurateResult(dataset.name, bookmark.runs)
@@ -214,12 +222,13 @@ class CurateJob:
             catalog=catalog,
             seconds=time.perf_counter() - started,
         )
-        since, processed = advance(bookmark, listing, self._late_hours)
+        since, processed = advance(bookmark, listing, self._late_hours, listed_at)
         last_run = {
             "finished_at": iso_utc(self._clock.now()),
             "run_id": held.run_id,
             "staging": staging.uri,
             **outcome.summary(),
+            **({"future_keys": list(ahead[:10])} if ahead else {}),
         }
         held.check()
         await self._bookmarks.put(
