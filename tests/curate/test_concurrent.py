@@ -154,7 +154,7 @@ async def test_sigterm_releases_the_claim_sigkill_lets_it_expire(lake: Lake) -> 
     os.killpg(killed.pid, signal.SIGKILL)
     await finish(killed)
     assert await lake.claims.read("comments") == claim  # left behind, expiring
-    await asyncio.sleep(max(0.0, (claim.expires_at - datetime.now(UTC)).total_seconds()))
+    await asyncio.sleep(max(0.0, (claim.free_at - datetime.now(UTC)).total_seconds()))
     code, err = await finish(lake.start("--dataset", "comments"))
     assert code == 0, err
     assert sorted(await lake.ids("comments"), key=int) == [str(i) for i in range(1, ROWS + 1)]

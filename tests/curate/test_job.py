@@ -3,6 +3,7 @@ bookmark, late data, crashes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 from datetime import UTC, datetime
@@ -16,11 +17,13 @@ from pyspark.sql import SparkSession
 
 from tests.curate.lake import envelope, land, post
 from tributary.batch import decode_ndjson_gz
+from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.raw_writer import RawObject
 from tributary.testing import FakeClock, MemoryRawWriter
 from tributary_curate.bookmark import MemoryBookmarkStore
 from tributary_curate.catalog import MemoryCatalog
-from tributary_curate.claim import MemoryClaimStore
+from tributary_curate.claim import Claim, ClaimLostError, DatasetBusyError, MemoryClaimStore
 from tributary_curate.index import MemoryLakeIndex
 from tributary_curate.job import CurateJob
 from tributary_curate.staging import LocalStaging
@@ -152,3 +155,75 @@ async def test_crash_at_any_step_then_rerun_curates_each_record_once(
     ids = [r["_id"] for r in curated_rows(harness.lake, "posts")]
     assert sorted(ids) == sorted(str(i) for i in range(1, 31))
     assert len(harness.catalog.partitions["posts"]) == 3
+
+
+async def test_a_run_that_outlives_its_claim_publishes_nothing_after_the_takeover(
+    harness: Harness,
+) -> None:
+    """Run A is cut off (its publish request and its renewals hang: a stalled connection, a
+    paused process) past its claim's expiry; run B takes over and curates. When A's network
+    comes back, its hung request must not land: every record is curated exactly once."""
+    for n in range(3):
+        day = datetime(2026, 3, n + 1, 8, tzinfo=UTC)
+        at = f"{day:%Y-%m-%dT%H}:00:00Z"
+        batch = [envelope("posts", str(i), post(i), at) for i in range(n * 5 + 1, n * 5 + 6)]
+        await land(harness.lake, "posts", day, f"b{n}", batch)
+    healed, cut = asyncio.Event(), asyncio.Event()
+
+    class CutLake:  # A's view of the lake: its first curated upload hangs until healed
+        def __getattr__(self, name: str) -> Any:
+            return getattr(harness.lake, name)
+
+        async def put(self, obj: RawObject) -> Any:
+            if obj.key.startswith("curated/"):
+                cut.set()
+            if cut.is_set():
+                await healed.wait()
+            return await harness.lake.put(obj)
+
+    class CutClaims:  # and so do its renewals and its release
+        def __getattr__(self, name: str) -> Any:
+            return getattr(harness.claims, name)
+
+        async def replace(self, claim: Claim) -> Claim | None:
+            if cut.is_set():
+                await healed.wait()
+            return await harness.claims.replace(claim)
+
+        async def delete(self, claim: Claim) -> None:
+            if cut.is_set():
+                await healed.wait()
+            await harness.claims.delete(claim)
+
+    def job(lake: Any, claims: Any) -> CurateJob:
+        return CurateJob(
+            harness.spark,
+            lake,
+            harness.bookmarks,
+            harness.catalog,
+            lambda d, r: LocalStaging(harness.tmp / d / r, harness.lake),
+            SystemClock(),
+            "s3://lake",
+            index=harness.index,
+            claims=claims,
+            claim_ttl_s=3.0,
+        )
+
+    a = asyncio.create_task(job(CutLake(), CutClaims()).run(harness.registry["posts"]))
+    await asyncio.wait_for(cut.wait(), 120)
+    # More lands meanwhile: B's files differ from A's (else create-only names would collide).
+    for n in range(3):
+        day = datetime(2026, 3, n + 1, 8, tzinfo=UTC)
+        late = [envelope("posts", str(100 + n), post(100 + n), f"{day:%Y-%m-%dT%H}:00:00Z")]
+        await land(harness.lake, "posts", day, f"late{n}", late)
+    while True:  # B: refused until A's claim is free, then it curates everything
+        try:
+            await job(harness.lake, harness.claims).run(harness.registry["posts"])
+            break
+        except DatasetBusyError:
+            await asyncio.sleep(0.2)
+    healed.set()
+    with contextlib.suppress(ClaimLostError):
+        await a
+    ids = [r["_id"] for r in curated_rows(harness.lake, "posts")]
+    assert sorted(ids) == sorted(str(i) for i in [*range(1, 16), 100, 101, 102])

@@ -376,7 +376,8 @@ class CurateJob:
         held: HeldClaim,
     ) -> int:
         """Upload what this run's Spark wrote (only `outputs`), create-only, under
-        content-derived names; the claim is checked before each object."""
+        content-derived names; each object only while the claim is surely still ours, its
+        request bounded (`HeldClaim.publishing`)."""
         published = 0
         files = await staging.outputs(CURATED_OUTPUT) if CURATED_OUTPUT in outputs else []
         for relative, body in files:
@@ -385,19 +386,17 @@ class CurateJob:
             folder = relative.rsplit("/", 1)[0]  # year=…/month=…/day=…
             digest = hashlib.sha256(body).hexdigest()[:16]
             key = f"{Zone.CURATED}/{dataset.name}/{folder}/r{run:06d}-{digest}{PARQUET_SUFFIX}"
-            held.check()
-            await self._lake.put(
-                RawObject(
-                    key,
-                    body,
-                    pq.read_metadata(pa.BufferReader(body)).num_rows,  # rows, like raw's records
-                    f"run {run}",
-                    f"run {run}",
-                    {"writer": "curate"},
-                    content_type="application/vnd.apache.parquet",
-                    content_encoding="identity",
-                )
+            obj = RawObject(
+                key,
+                body,
+                pq.read_metadata(pa.BufferReader(body)).num_rows,  # rows, like raw's records
+                f"run {run}",
+                f"run {run}",
+                {"writer": "curate"},
+                content_type="application/vnd.apache.parquet",
+                content_encoding="identity",
             )
+            await held.publishing(self._lake.put(obj))
             published += 1
         prefix = partition_prefix(Zone.QUARANTINE, dataset.name, now)
         files = await staging.outputs(QUARANTINE_OUTPUT) if QUARANTINE_OUTPUT in outputs else []
@@ -407,8 +406,8 @@ class CurateJob:
             digest = hashlib.sha256(body).hexdigest()[:16]
             key = f"{prefix}curate-r{run:06d}-{digest}{RAW_SUFFIX}"
             lines = len(decode_ndjson_gz(body))
-            held.check()
-            await self._lake.put(RawObject(key, body, lines, f"run {run}", f"run {run}"))
+            obj = RawObject(key, body, lines, f"run {run}", f"run {run}")
+            await held.publishing(self._lake.put(obj))
         return published
 
     async def _update_catalog(
