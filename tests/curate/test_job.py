@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from tests.curate.lake import envelope, land, post
@@ -25,7 +27,7 @@ from tributary_curate.bookmark import MemoryBookmarkStore
 from tributary_curate.catalog import MemoryCatalog
 from tributary_curate.claim import Claim, ClaimLostError, DatasetBusyError, MemoryClaimStore
 from tributary_curate.index import MemoryLakeIndex
-from tributary_curate.job import CurateJob
+from tributary_curate.job import CurateConfigError, CurateJob
 from tributary_curate.staging import LocalStaging
 
 # py4j leaves the sockets of collect() to the garbage collector
@@ -63,9 +65,10 @@ class Harness:
         self.tmp = tmp
         self.runs = 0
 
-    def job(self, step: Any = None) -> CurateJob:
+    def job(self, step: Any = None, **kw: Any) -> CurateJob:
         self.runs += 1
-        kw = {"step": step} if step else {}
+        if step:
+            kw["step"] = step
         return CurateJob(
             self.spark,
             self.lake,
@@ -227,3 +230,20 @@ async def test_a_run_that_outlives_its_claim_publishes_nothing_after_the_takeove
         await a
     ids = [r["_id"] for r in curated_rows(harness.lake, "posts")]
     assert sorted(ids) == sorted(str(i) for i in [*range(1, 16), 100, 101, 102])
+
+
+async def test_a_stop_during_a_failing_spark_job_is_a_stop_not_a_config_failure(
+    harness: Harness,
+) -> None:
+    """A Spark error at action time is the dataset's failure (exit 2), unless a stop was
+    requested: then it is the cancellation's, raised as such (the command exits as stopped)."""
+    await land(harness.lake, "posts", HOUR, "b1", [envelope("posts", "1", post(1))])
+    posts = harness.registry["posts"]
+    curated = posts.curated.model_copy(update={"filter": "title rlike '['"})
+    bad = replace(posts, curated=curated)
+    with pytest.raises(CurateConfigError, match="PatternSyntaxException"):
+        await harness.job().run(bad)
+    with pytest.raises(Py4JJavaError):
+        await harness.job(stopping=lambda: True).run(bad)
+    assert curated_rows(harness.lake, "posts") == []
+    assert await harness.claims.read("posts") is None

@@ -127,7 +127,7 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
                 staging = staging_factory(settings, stores, Path(tmp), on_glue=False)
                 results, code = await curate_datasets(
-                    spark, settings, registry, names, stores, staging
+                    spark, settings, registry, names, stores, staging, lambda: stop.requested
                 )
             print(results_table(results), flush=True)
             return code

@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException, PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -36,7 +37,7 @@ from pyspark.sql import functions as F
 from tributary.batch import decode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
-from tributary.errors import PermanentError
+from tributary.errors import PermanentError, TransientError, TributaryError
 from tributary.layout import RAW_SUFFIX, Zone, partition_prefix
 from tributary.raw_writer import RawObject, RawWriter
 from tributary_curate.bookmark import BookmarkConflictError, BookmarkStore
@@ -112,6 +113,44 @@ class CurateConfigError(PermanentError):
     """A dataset's `curated:` config or its transform failed; the other datasets still run."""
 
 
+class CurateSparkIOError(TransientError):
+    """Spark could not read or write this dataset's files (I/O); the other datasets still run."""
+
+
+def spark_failure(dataset: str, exc: Exception) -> TributaryError:
+    """A Spark failure of one dataset's run: its config or transform (a filter that does not
+    parse, a regex that fails only once Spark runs it: exit 2), or I/O underneath (exit 1)."""
+    if isinstance(exc, Py4JJavaError):
+        causes = _java_causes(exc)
+        reason = causes[-1][1] if causes else _first_line(exc)
+        if any(kinds & _IO_ERRORS for kinds, _ in causes):
+            return CurateSparkIOError(f"Spark I/O failed for {dataset}: {reason[:300]}")
+    else:
+        reason = _first_line(exc)
+    return CurateConfigError(
+        f"curated config or transform of {dataset} failed: {reason[:300]}; "
+        "fix its curated: block in the dataset registry (nothing was written)"
+    )
+
+
+_IO_ERRORS = frozenset({"java.io.IOException", "java.io.UncheckedIOException"})
+
+
+def _java_causes(exc: Py4JJavaError) -> list[tuple[frozenset[str], str]]:
+    """(its class and superclasses, first line) of the Java exception and each cause under it."""
+    found: list[tuple[frozenset[str], str]] = []
+    java = exc.java_exception
+    while java is not None and len(found) < 20:
+        kinds, cls = set[str](), java.getClass()
+        while cls is not None:
+            kinds.add(str(cls.getName()))
+            cls = cls.getSuperclass()
+        text = str(java.toString()).splitlines()
+        found.append((frozenset(kinds), text[0] if text else ""))
+        java = java.getCause()
+    return found
+
+
 def new_run_id(clock: Clock) -> str:
     """A run id of its own for every attempt (it names the run's claim and staging)."""
     return f"{clock.now():%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -137,6 +176,7 @@ class CurateJob:
         crawler_name: Callable[[str], str | None] = lambda _: None,
         step: Step = _no_step,
         progress: Callable[[str], None] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._spark_of = spark  # a session, or a callable starting one on first use
         self._lake = lake
@@ -152,6 +192,7 @@ class CurateJob:
         self._crawler_name = crawler_name
         self._step = step  # fault injection in tests: raise at a named step
         self._progress = progress or (lambda _: None)
+        self._stopping = stopping  # True once a stop was requested (SparkStopper.requested)
 
     async def run(self, dataset: Dataset) -> CurateResult:
         """Curate what is new in `raw/<dataset>/` since the bookmark. Raises `DatasetBusyError`
@@ -263,11 +304,10 @@ class CurateJob:
             prepared = await asyncio.to_thread(self._prepare, dataset, paths)
             existing = await self._existing_ids(dataset, prepared.touched, staging)
             written = await asyncio.to_thread(self._write, dataset, prepared, existing, staging)
-        except (ValueError, AnalysisException, PythonException) as exc:
-            raise CurateConfigError(
-                f"curated config or transform of {dataset.name} failed: {_first_line(exc)}; "
-                "fix its curated: block in the dataset registry (nothing was written)"
-            ) from exc
+        except (ValueError, AnalysisException, PythonException, Py4JJavaError) as exc:
+            if self._stopping():  # a stop cancelled Spark's jobs: not this dataset's fault
+                raise
+            raise spark_failure(dataset.name, exc) from exc
         for name in written.outputs:
             await staging.commit(name)
         return written

@@ -82,10 +82,12 @@ async def curate_datasets(
     names: Sequence[str],
     lake: Lake,
     staging_for: Callable[[str, str], Staging],
+    stopping: Callable[[], bool] = lambda: False,
 ) -> tuple[list[CurateResult], int]:
     """Run the job for each dataset (a failure, or one busy with another run, does not stop the
     others); results and the exit code a scheduler can act on (0 ok, 1 transient, 2 needs a
-    person, 3 another run held a dataset)."""
+    person, 3 another run held a dataset). `stopping()` is True once a stop was requested: a
+    Spark failure then is the stop's cancellation, not the dataset's, and stops them all."""
     results, codes = [], [EXIT_OK]
     for name in names:
         job = CurateJob(
@@ -102,6 +104,7 @@ async def curate_datasets(
             late_hours=settings.late_hours,
             crawler_name=settings.crawler_for,
             progress=lambda text: print(text, file=sys.stderr, flush=True),
+            stopping=stopping,
         )
         try:
             results.append(await job.run(registry[name]))
