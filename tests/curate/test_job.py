@@ -65,7 +65,7 @@ class Harness:
         self.tmp = tmp
         self.runs = 0
 
-    def job(self, step: Any = None, **kw: Any) -> CurateJob:
+    def job(self, step: Any = None, clock: Any = None, **kw: Any) -> CurateJob:
         self.runs += 1
         if step:
             kw["step"] = step
@@ -75,7 +75,7 @@ class Harness:
             self.bookmarks,
             self.catalog,
             lambda dataset, run_id: LocalStaging(self.tmp / dataset / run_id, self.lake),
-            FakeClock(datetime(2026, 3, 2, 9, tzinfo=UTC)),
+            clock or FakeClock(datetime(2026, 3, 2, 9, tzinfo=UTC)),
             "s3://lake",
             index=self.index,
             claims=self.claims,
@@ -247,3 +247,41 @@ async def test_a_stop_during_a_failing_spark_job_is_a_stop_not_a_config_failure(
         await harness.job(stopping=lambda: True).run(bad)
     assert curated_rows(harness.lake, "posts") == []
     assert await harness.claims.read("posts") is None
+
+
+async def test_quarantine_is_published_once_across_a_crash_and_a_rerun_in_a_later_hour(
+    harness: Harness,
+) -> None:
+    """The run crashes after publishing; its rerun starts in the next hour. The quarantined
+    lines are keyed by the raw object they came from, not the run's clock: still once."""
+
+    class Crash(Exception):
+        pass
+
+    async def crash(name: str) -> None:
+        if name == "after_publish":
+            raise Crash(name)
+
+    hour = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    for n in range(2):
+        lines = [envelope("posts", str(n * 10 + i), post(n * 10 + i)) for i in range(1, 4)]
+        lines += [envelope("posts", f"bad-{n}", post(99, userId="x")), b"{not json"]
+        await land(harness.lake, "posts", hour, f"b{n}", lines)
+    with contextlib.suppress(Crash):
+        await harness.job(crash, FakeClock(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))).run(
+            harness.registry["posts"]
+        )
+    assert len(quarantined(harness.lake, "posts")) == 4
+    await harness.job(clock=FakeClock(datetime(2026, 3, 2, 10, 1, tzinfo=UTC))).run(
+        harness.registry["posts"]
+    )
+    bad = quarantined(harness.lake, "posts")
+    assert len(bad) == 4
+    keys = sorted(k for k in harness.lake.objects if k.startswith("quarantine/"))
+    assert keys == [
+        f"quarantine/posts/year=2026/month=03/day=02/hour=08/curate-api-b{n}.ndjson.gz"
+        for n in range(2)
+    ]
+    assert sorted(r["_id"] for r in curated_rows(harness.lake, "posts")) == sorted(
+        str(n * 10 + i) for n in range(2) for i in range(1, 4)
+    )

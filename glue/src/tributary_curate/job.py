@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
@@ -34,7 +35,7 @@ from pyspark.errors import AnalysisException, PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from tributary.batch import decode_ndjson_gz
+from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
 from tributary.errors import PermanentError, TransientError, TributaryError
@@ -59,7 +60,7 @@ from tributary_curate.transform import (
     typed_rows,
     with_partitions,
 )
-from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, list_new
+from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, hour_of, list_new
 
 log = logging.getLogger(__name__)
 
@@ -438,16 +439,12 @@ class CurateJob:
             )
             await held.publishing(self._lake.put(obj))
             published += 1
-        prefix = partition_prefix(Zone.QUARANTINE, dataset.name, now)
         files = await staging.outputs(QUARANTINE_OUTPUT) if QUARANTINE_OUTPUT in outputs else []
-        for _relative, body in files:
-            if not body:
-                continue
-            digest = hashlib.sha256(body).hexdigest()[:16]
-            key = f"{prefix}curate-r{run:06d}-{digest}{RAW_SUFFIX}"
-            lines = len(decode_ndjson_gz(body))
-            obj = RawObject(key, body, lines, f"run {run}", f"run {run}")
-            await held.publishing(self._lake.put(obj))
+        problems = [line for _relative, body in files if body for line in decode_ndjson_gz(body)]
+        for key, lines in quarantine_objects(dataset.name, problems, now).items():
+            body = encode_ndjson_gz(sorted(lines))
+            obj = RawObject(key, body, len(lines), f"run {run}", f"run {run}")
+            await held.publishing(self._lake.put(obj))  # create-only: a rerun's is the same
         return published
 
     async def _update_catalog(
@@ -492,6 +489,25 @@ class _Prepared:
     lines: int
     valid: int
     kept: int
+
+
+def quarantine_objects(
+    dataset: str, problems: list[bytes], now: datetime
+) -> dict[str, list[bytes]]:
+    """One quarantine object per raw object with problems, named after it and in its hour:
+    `quarantine/<dataset>/<raw hour>/curate-<raw name>` (the run's clock only for a line
+    without a raw key). A rerun after a crash, in any hour, publishes the same keys."""
+    found: dict[str, list[bytes]] = {}
+    for line in problems:
+        raw_key = orjson.loads(line).get("raw_key") or ""
+        hour = hour_of(raw_key)
+        if hour is None:
+            key = f"{partition_prefix(Zone.QUARANTINE, dataset, now)}curate-unknown{RAW_SUFFIX}"
+        else:
+            name = raw_key.rsplit("/", 1)[-1]
+            key = f"{Zone.QUARANTINE}/{dataset}/{hour}/curate-{name}"
+        found.setdefault(key, []).append(line)
+    return found
 
 
 def _first_line(exc: Exception) -> str:
