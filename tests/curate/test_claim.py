@@ -11,6 +11,7 @@ from time import monotonic
 import pytest
 
 from tributary.aws import AwsClients
+from tributary.cli import EXIT_RETRY, failed
 from tributary.clock import SystemClock
 from tributary.settings import AwsSettings
 from tributary.testing import FakeClock
@@ -184,3 +185,8 @@ async def test_release_is_conditional_on_the_holders_etag(
 
 async def _return(claim: Claim) -> Claim:
     return claim
+
+
+def test_a_lost_claim_is_transient_a_rerun_repairs_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert failed("posts", ClaimLostError("taken over")) == EXIT_RETRY
+    assert "retry later" in capsys.readouterr().err

@@ -26,8 +26,9 @@ from tributary.testing import FakeClock, MemoryRawWriter
 from tributary_curate.bookmark import MemoryBookmarkStore
 from tributary_curate.catalog import MemoryCatalog
 from tributary_curate.claim import Claim, ClaimLostError, DatasetBusyError, MemoryClaimStore
+from tributary_curate.failures import CurateConfigError
 from tributary_curate.index import MemoryLakeIndex
-from tributary_curate.job import CurateConfigError, CurateJob
+from tributary_curate.job import CurateJob
 from tributary_curate.staging import LocalStaging
 
 # py4j leaves the sockets of collect() to the garbage collector

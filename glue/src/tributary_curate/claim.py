@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import error_code, translate_aws_error
 from tributary.clock import Clock, iso_utc
-from tributary.errors import PermanentError, TributaryError
+from tributary.errors import PermanentError, TransientError, TributaryError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -55,8 +55,9 @@ class DatasetBusyError(PermanentError):
     """Another run holds the dataset's claim: this run did nothing (exit code 3)."""
 
 
-class ClaimLostError(PermanentError):
-    """This run's claim expired or was taken over: it must not publish anything more."""
+class ClaimLostError(TransientError):
+    """This run's claim expired or was taken over: it must not publish anything more. Transient
+    (exit 1): a rerun publishes what this one did not, without duplicates."""
 
 
 @dataclass(frozen=True, slots=True)

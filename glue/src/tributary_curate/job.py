@@ -23,11 +23,10 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
@@ -38,13 +37,14 @@ from pyspark.sql import functions as F
 from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
-from tributary.errors import PermanentError, TransientError, TributaryError
-from tributary.layout import RAW_SUFFIX, Zone, partition_prefix
+from tributary.layout import Zone
 from tributary.raw_writer import RawObject, RawWriter
 from tributary_curate.bookmark import BookmarkConflictError, BookmarkStore
 from tributary_curate.catalog import Catalog, TableShape
 from tributary_curate.claim import DEFAULT_TTL_S, ClaimStore, HeldClaim, holding
+from tributary_curate.failures import CurateConfigError, spark_failure
 from tributary_curate.index import LakeIndex
+from tributary_curate.outcome import CurateResult, Prepared, Written, quarantine_objects
 from tributary_curate.staging import Staging
 from tributary_curate.transform import (
     ID,
@@ -60,7 +60,7 @@ from tributary_curate.transform import (
     typed_rows,
     with_partitions,
 )
-from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, hour_of, list_new
+from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, list_new
 
 log = logging.getLogger(__name__)
 
@@ -69,87 +69,11 @@ ROWS_PER_FILE = 500_000
 CURATED_OUTPUT, QUARANTINE_OUTPUT = "curated", "quarantine"
 
 
-@dataclass(frozen=True, slots=True)
-class CurateResult:
-    """What one run did (all counts in records)."""
-
-    dataset: str
-    run: int
-    raw_objects: int = 0
-    lines: int = 0
-    quarantined: int = 0
-    filtered: int = 0
-    duplicates: int = 0
-    curated: int = 0
-    files: int = 0
-    partitions: tuple[tuple[str, ...], ...] = ()
-    catalog: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly form (logs, the bookmark's last_run, the CLI)."""
-        return {
-            "run": self.run,
-            "raw_objects": self.raw_objects,
-            "lines": self.lines,
-            "quarantined": self.quarantined,
-            "filtered": self.filtered,
-            "duplicates": self.duplicates,
-            "curated": self.curated,
-            "files": self.files,
-            "partitions": ["/".join(p) for p in self.partitions],
-            "catalog": self.catalog,
-            "seconds": round(self.seconds, 3),
-        }
-
-
 Step = Callable[[str], Awaitable[None]]
 
 
 async def _no_step(name: str) -> None:
     return None
-
-
-class CurateConfigError(PermanentError):
-    """A dataset's `curated:` config or its transform failed; the other datasets still run."""
-
-
-class CurateSparkIOError(TransientError):
-    """Spark could not read or write this dataset's files (I/O); the other datasets still run."""
-
-
-def spark_failure(dataset: str, exc: Exception) -> TributaryError:
-    """A Spark failure of one dataset's run: its config or transform (a filter that does not
-    parse, a regex that fails only once Spark runs it: exit 2), or I/O underneath (exit 1)."""
-    if isinstance(exc, Py4JJavaError):
-        causes = _java_causes(exc)
-        reason = causes[-1][1] if causes else _first_line(exc)
-        if any(kinds & _IO_ERRORS for kinds, _ in causes):
-            return CurateSparkIOError(f"Spark I/O failed for {dataset}: {reason[:300]}")
-    else:
-        reason = _first_line(exc)
-    return CurateConfigError(
-        f"curated config or transform of {dataset} failed: {reason[:300]}; "
-        "fix its curated: block in the dataset registry (nothing was written)"
-    )
-
-
-_IO_ERRORS = frozenset({"java.io.IOException", "java.io.UncheckedIOException"})
-
-
-def _java_causes(exc: Py4JJavaError) -> list[tuple[frozenset[str], str]]:
-    """(its class and superclasses, first line) of the Java exception and each cause under it."""
-    found: list[tuple[frozenset[str], str]] = []
-    java = exc.java_exception
-    while java is not None and len(found) < 20:
-        kinds, cls = set[str](), java.getClass()
-        while cls is not None:
-            kinds.add(str(cls.getName()))
-            cls = cls.getSuperclass()
-        text = str(java.toString()).splitlines()
-        found.append((frozenset(kinds), text[0] if text else ""))
-        java = java.getCause()
-    return found
 
 
 def new_run_id(clock: Clock) -> str:
@@ -298,7 +222,7 @@ class CurateJob:
 
     async def _transform_and_write(
         self, dataset: Dataset, paths: list[str], staging: Staging
-    ) -> _Written:
+    ) -> Written:
         """Spark in a worker thread (its calls block); config and transform failures become
         `CurateConfigError`."""
         try:
@@ -313,7 +237,7 @@ class CurateJob:
             await staging.commit(name)
         return written
 
-    def _prepare(self, dataset: Dataset, paths: list[str]) -> _Prepared:
+    def _prepare(self, dataset: Dataset, paths: list[str]) -> Prepared:
         spark, curated = self._spark, dataset.curated
         raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
         lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
@@ -336,15 +260,15 @@ class CurateJob:
         lines_n, valid_n, kept_n = (int(counts[n]) for n in ("lines", "valid", "kept"))
         first = first_arrivals(kept).persist()
         touched = sorted(tuple(r) for r in first.select(*PARTITION_COLUMNS).distinct().collect())
-        return _Prepared(rows, first, touched, lines_n, valid_n, kept_n)
+        return Prepared(rows, first, touched, lines_n, valid_n, kept_n)
 
     def _write(
         self,
         dataset: Dataset,
-        prepared: _Prepared,
+        prepared: Prepared,
         existing: DataFrame | None,
         staging: Staging,
-    ) -> _Written:
+    ) -> Written:
         rows, first, touched = prepared.rows, prepared.first, prepared.touched
         ok = F.col(PROBLEM).isNull()
         fresh = not_yet_curated(first, existing)
@@ -376,7 +300,7 @@ class CurateJob:
         )
         for df in (rows, first):
             df.unpersist()
-        return _Written(
+        return Written(
             lines=prepared.lines,
             quarantined=quarantined_n,
             filtered=prepared.valid - prepared.kept,
@@ -403,7 +327,8 @@ class CurateJob:
         if not keys:
             return None
         paths = await staging.inputs(keys)
-        return self._spark.read.parquet(*paths).select(ID)
+        # Off the event loop: the read lists and samples files (and may start the session).
+        return await asyncio.to_thread(lambda: self._spark.read.parquet(*paths).select(ID))
 
     # ---- publish, catalog ---------------------------------------------------------------------
 
@@ -467,48 +392,3 @@ class CurateJob:
         if spec.crawler and crawler:
             done["crawler"] = await self._catalog.start_crawler(crawler)
         return done
-
-
-@dataclass(frozen=True, slots=True)
-class _Written:
-    lines: int
-    quarantined: int
-    filtered: int
-    duplicates: int
-    curated: int
-    partitions: tuple[tuple[str, ...], ...]
-    columns: tuple[tuple[str, str], ...]
-    outputs: tuple[str, ...]  # the staging outputs this run wrote
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    rows: DataFrame
-    first: DataFrame
-    touched: list[tuple[str, ...]]
-    lines: int
-    valid: int
-    kept: int
-
-
-def quarantine_objects(
-    dataset: str, problems: list[bytes], now: datetime
-) -> dict[str, list[bytes]]:
-    """One quarantine object per raw object with problems, named after it and in its hour:
-    `quarantine/<dataset>/<raw hour>/curate-<raw name>` (the run's clock only for a line
-    without a raw key). A rerun after a crash, in any hour, publishes the same keys."""
-    found: dict[str, list[bytes]] = {}
-    for line in problems:
-        raw_key = orjson.loads(line).get("raw_key") or ""
-        hour = hour_of(raw_key)
-        if hour is None:
-            key = f"{partition_prefix(Zone.QUARANTINE, dataset, now)}curate-unknown{RAW_SUFFIX}"
-        else:
-            name = raw_key.rsplit("/", 1)[-1]
-            key = f"{Zone.QUARANTINE}/{dataset}/{hour}/curate-{name}"
-        found.setdefault(key, []).append(line)
-    return found
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

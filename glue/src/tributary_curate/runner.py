@@ -20,7 +20,8 @@ from tributary_curate.catalog import GlueCatalog
 from tributary_curate.claim import DatasetBusyError, S3ClaimStore
 from tributary_curate.compat import conditional_writes
 from tributary_curate.index import S3LakeIndex
-from tributary_curate.job import CurateJob, CurateResult
+from tributary_curate.job import CurateJob
+from tributary_curate.outcome import CurateResult
 from tributary_curate.settings import CurateSettings, StagingMode
 from tributary_curate.staging import LocalStaging, S3Staging, Staging
 

@@ -107,7 +107,11 @@ class LocalStaging:
     async def outputs(self, name: str) -> list[tuple[str, bytes]]:
         """Data files Spark wrote."""
         base = self._root / "out" / name
-        return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in _data_files(base)]
+
+        def read() -> list[tuple[str, bytes]]:
+            return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in _data_files(base)]
+
+        return await asyncio.to_thread(read)  # file reads off the event loop
 
     async def cleanup(self) -> None:
         """Remove the folder."""
