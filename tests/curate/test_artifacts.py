@@ -100,11 +100,16 @@ async def main():
         except BookmarkConflictError:
             print("bookmark conflict refused")
         claims = S3ClaimStore(s3, sys.argv[1])
-        await acquire(claims, "x", "r1", SystemClock(), 60)
+        held = await acquire(claims, "x", "r1", SystemClock(), 60)
         try:
             await acquire(claims, "x", "r2", SystemClock(), 60)
         except DatasetBusyError:
             print("second claim refused")
+        await claims.delete(replace(held.claim, etag='"stale"'))  # DeleteObject If-Match
+        if await claims.read("x") is not None:
+            print("stale release refused")
+        await claims.delete(held.claim)
+        assert await claims.read("x") is None
 
 asyncio.run(main())
 """
@@ -142,10 +147,11 @@ async def test_conditional_writes_work_on_glues_botocore(moto: MotoServer, tmp_p
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split("\n")[:3] == [
+    assert run.stdout.split("\n")[:4] == [
         "shimmed True",
         "bookmark conflict refused",
         "second claim refused",
+        "stale release refused",
     ]
 
 

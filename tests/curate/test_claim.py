@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from time import monotonic
 
 import pytest
 
 from tributary.aws import AwsClients
+from tributary.cli import EXIT_RETRY, failed
+from tributary.clock import SystemClock
 from tributary.settings import AwsSettings
 from tributary.testing import FakeClock
 from tributary_curate.claim import (
+    Claim,
     ClaimLostError,
     ClaimStore,
     DatasetBusyError,
@@ -52,6 +56,10 @@ async def test_an_expired_claim_is_taken_over_by_exactly_one_run(store: ClaimSto
     time = clock()
     crashed = await acquire(store, "posts", "crashed", time, ttl_s=10)
     time.advance(11)  # its run was SIGKILLed: nobody renews it
+    # Expired, but a publish request it sent before may still be in flight: not yet free.
+    with pytest.raises(DatasetBusyError, match="in progress"):
+        await acquire(store, "posts", "early", time, ttl_s=60)
+    time.advance(crashed.request_limit_s)
     outcomes = await asyncio.gather(
         *(acquire(store, "posts", f"run-{n}", time, ttl_s=60) for n in range(4)),
         return_exceptions=True,
@@ -118,3 +126,67 @@ async def test_concurrent_renewals_of_one_holder_do_not_lose_the_claim(store: Cl
     stored = await store.read("posts")
     assert stored is not None
     assert (stored.run_id, stored.etag) == ("run-a", held.claim.etag)
+
+
+async def test_check_also_reads_the_wall_clock_against_the_stored_expiry(store: ClaimStore) -> None:
+    """A suspended machine: the monotonic clock stood still, the wall clock and the other runs
+    did not. The claim is past its stored expiry: the holder must not publish."""
+    time = clock()
+    held = await acquire(store, "posts", "run-a", time, ttl_s=40)
+    held.check()
+    time._now += timedelta(seconds=35)  # only the wall clock moved
+    with pytest.raises(ClaimLostError, match="about to expire"):
+        held.check()
+
+
+async def test_a_publish_request_is_bounded_and_ends_before_anyone_may_take_over(
+    store: ClaimStore,
+) -> None:
+    """A request that hangs (a stalled connection, its retries) is cancelled after the holder's
+    request limit: it cannot land once another run may take the claim over."""
+    held = await acquire(store, "posts", "run-a", SystemClock(), ttl_s=2.0)
+    assert held.request_limit_s == pytest.approx(0.25)
+    assert held.claim.free_at == held.claim.expires_at + timedelta(seconds=0.25)
+    landed = []
+
+    async def hung_put() -> None:
+        await asyncio.sleep(3600)
+        landed.append("late")
+
+    assert await held.publishing(asyncio.sleep(0, "ok")) == "ok"
+    started = monotonic()
+    with pytest.raises(ClaimLostError, match="outlasted"):
+        await held.publishing(hung_put())
+    assert monotonic() - started < 1.0  # the limit, not the hour
+    with pytest.raises(ClaimLostError):  # and nothing more from this run
+        await held.publishing(asyncio.sleep(0))
+    assert landed == []
+
+
+async def test_release_is_conditional_on_the_holders_etag(
+    store: ClaimStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Release races a takeover: the claim read as ours, then replaced before the delete. The
+    delete itself must carry the condition (S3: DeleteObject If-Match)."""
+    time = clock()
+    crashed = await acquire(store, "posts", "crashed", time, ttl_s=10)
+    time.advance(20)
+    winner = await acquire(store, "posts", "winner", time, ttl_s=60)
+    monkeypatch.setattr(store, "read", lambda _dataset: _return(crashed.claim))
+    await store.delete(crashed.claim)
+    monkeypatch.undo()
+    stored = await store.read("posts")
+    assert stored is not None
+    assert stored.run_id == winner.run_id
+    await store.delete(winner.claim)
+    assert await store.read("posts") is None
+    await store.delete(winner.claim)  # already gone: nothing to do, no error
+
+
+async def _return(claim: Claim) -> Claim:
+    return claim
+
+
+def test_a_lost_claim_is_transient_a_rerun_repairs_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert failed("posts", ClaimLostError("taken over")) == EXIT_RETRY
+    assert "retry later" in capsys.readouterr().err

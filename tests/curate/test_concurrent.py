@@ -53,6 +53,18 @@ class Lake:
             start_new_session=True,  # its Spark JVM is killed with it (the process group)
         )
 
+    def start_overlapping(self, barrier: Path, *args: str) -> subprocess.Popen[str]:
+        """A run that waits at `barrier` after reading its bookmark (tests/curate/overlap.py)."""
+        hook = Path(__file__).with_name("overlap.py")
+        return subprocess.Popen(
+            [sys.executable, str(hook), str(barrier), "run", *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
     async def ids(self, dataset: str) -> list[str]:
         ids: list[str] = []
         for key in await self.writer.keys(f"curated/{dataset}/"):
@@ -99,16 +111,26 @@ async def lake(moto: MotoServer, tmp_path: Path) -> AsyncIterator[Lake]:
 
 
 @pytest.mark.timeout(600)
-async def test_two_runs_at_once_never_duplicate_a_row(lake: Lake) -> None:
-    first, second = lake.start("--dataset", "comments"), lake.start("--dataset", "comments")
-    outcomes = [await finish(first), await finish(second)]
+async def test_two_runs_at_once_never_duplicate_a_row(lake: Lake, tmp_path: Path) -> None:
+    """Forced to overlap: each run waits after reading its bookmark until both have (or one has
+    ended), so without a claim both would curate the same raw objects (40 rows for 20)."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    runs = [lake.start_overlapping(barrier, "--dataset", "comments") for _ in range(2)]
+    for _ in range(2400):
+        if len(list(barrier.glob("read-*"))) == 2 or any(r.poll() is not None for r in runs):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("neither run reached its bookmark")
+    (barrier / "go").touch()
+    outcomes = [await finish(first) for first in runs]
     ids = await lake.ids("comments")
-    assert sorted(ids, key=int) == [str(i) for i in range(1, ROWS + 1)]
+    assert sorted(ids, key=int) == [str(i) for i in range(1, ROWS + 1)], outcomes
     codes = sorted(code for code, _ in outcomes)
-    assert codes in ([0, 0], [0, 3]), outcomes
-    if codes == [0, 3]:
-        busy = next(err for code, err in outcomes if code == 3)
-        assert "another curate run of comments" in busy
+    assert codes == [0, 3], outcomes  # they overlapped: the second was refused, did nothing
+    busy = next(err for code, err in outcomes if code == 3)
+    assert "another curate run of comments" in busy
     code, err = await finish(lake.start("--dataset", "comments"))
     assert code == 0, err
     assert len(await lake.ids("comments")) == ROWS
@@ -154,7 +176,7 @@ async def test_sigterm_releases_the_claim_sigkill_lets_it_expire(lake: Lake) -> 
     os.killpg(killed.pid, signal.SIGKILL)
     await finish(killed)
     assert await lake.claims.read("comments") == claim  # left behind, expiring
-    await asyncio.sleep(max(0.0, (claim.expires_at - datetime.now(UTC)).total_seconds()))
+    await asyncio.sleep(max(0.0, (claim.free_at - datetime.now(UTC)).total_seconds()))
     code, err = await finish(lake.start("--dataset", "comments"))
     assert code == 0, err
     assert sorted(await lake.ids("comments"), key=int) == [str(i) for i in range(1, ROWS + 1)]

@@ -34,6 +34,8 @@ async def settings(moto: MotoServer, tmp_path: Path) -> CurateSettings:
     config = yaml.safe_load(DATASETS_CONFIG.read_text())
     config["datasets"]["comments"]["curated"]["filter"] = "post_id >"  # does not parse
     config["datasets"]["items"]["curated"]["cast"] = {"price": "no_such_type"}
+    # Parses, and fails only once Spark runs it (Py4JJavaError, PatternSyntaxException).
+    config["datasets"]["events"]["curated"]["filter"] = "type rlike '['"
     path = tmp_path / "datasets.yaml"
     path.write_text(yaml.safe_dump(config))
     return CurateSettings.model_validate(
@@ -64,11 +66,13 @@ async def test_bad_config_is_reported_and_the_other_datasets_still_run(
         await land(lake.writer, "comments", HOUR, "c1", [envelope("comments", "1", comment)])
         await land(lake.writer, "items", HOUR, "i1", [envelope("items", "1", item)])
         await land(lake.writer, "posts", HOUR, "p1", [envelope("posts", "1", post(1))])
+        event = envelope("events", "e1", {"type": "click", "id": "e1"})
+        await land(lake.writer, "events", HOUR, "e1", [event])
         results, code = await curate_datasets(
             spark,
             settings,
             registry,
-            ["comments", "items", "posts"],
+            ["comments", "events", "items", "posts"],
             lake,
             staging_factory(settings, lake, tmp_path, on_glue=False),
         )
@@ -78,6 +82,11 @@ async def test_bad_config_is_reported_and_the_other_datasets_still_run(
         assert "comments: failed: curated config or transform of comments failed" in err
         assert "items: failed: curated config or transform of items failed" in err
         assert "no_such_type" in err.lower()
+        assert "events: failed: curated config or transform of events failed" in err
+        assert "java.util.regex.PatternSyntaxException" in err
+        mark = await lake.bookmarks.get("events")
+        assert "PatternSyntaxException" in mark.last_error["reason"]
+        assert await lake.writer.keys("curated/events/") == []
         assert await lake.writer.keys("curated/comments/") == []
         mark = await lake.bookmarks.get("comments")
         assert mark.runs == 0
@@ -88,4 +97,5 @@ async def test_bad_config_is_reported_and_the_other_datasets_still_run(
     failures = shown.split("Curate failures")[1]
     assert "comments" in failures
     assert "items" in failures
+    assert "events" in failures
     assert "posts" not in failures

@@ -3,8 +3,10 @@ bookmark, late data, crashes."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,15 +14,19 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 from tests.curate.lake import envelope, land, post
 from tributary.batch import decode_ndjson_gz
+from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
+from tributary.raw_writer import RawObject
 from tributary.testing import FakeClock, MemoryRawWriter
 from tributary_curate.bookmark import MemoryBookmarkStore
 from tributary_curate.catalog import MemoryCatalog
-from tributary_curate.claim import MemoryClaimStore
+from tributary_curate.claim import Claim, ClaimLostError, DatasetBusyError, MemoryClaimStore
+from tributary_curate.failures import CurateConfigError
 from tributary_curate.index import MemoryLakeIndex
 from tributary_curate.job import CurateJob
 from tributary_curate.staging import LocalStaging
@@ -60,16 +66,17 @@ class Harness:
         self.tmp = tmp
         self.runs = 0
 
-    def job(self, step: Any = None) -> CurateJob:
+    def job(self, step: Any = None, clock: Any = None, **kw: Any) -> CurateJob:
         self.runs += 1
-        kw = {"step": step} if step else {}
+        if step:
+            kw["step"] = step
         return CurateJob(
             self.spark,
             self.lake,
             self.bookmarks,
             self.catalog,
             lambda dataset, run_id: LocalStaging(self.tmp / dataset / run_id, self.lake),
-            FakeClock(datetime(2026, 3, 2, 9, tzinfo=UTC)),
+            clock or FakeClock(datetime(2026, 3, 2, 9, tzinfo=UTC)),
             "s3://lake",
             index=self.index,
             claims=self.claims,
@@ -152,3 +159,130 @@ async def test_crash_at_any_step_then_rerun_curates_each_record_once(
     ids = [r["_id"] for r in curated_rows(harness.lake, "posts")]
     assert sorted(ids) == sorted(str(i) for i in range(1, 31))
     assert len(harness.catalog.partitions["posts"]) == 3
+
+
+async def test_a_run_that_outlives_its_claim_publishes_nothing_after_the_takeover(
+    harness: Harness,
+) -> None:
+    """Run A is cut off (its publish request and its renewals hang: a stalled connection, a
+    paused process) past its claim's expiry; run B takes over and curates. When A's network
+    comes back, its hung request must not land: every record is curated exactly once."""
+    for n in range(3):
+        day = datetime(2026, 3, n + 1, 8, tzinfo=UTC)
+        at = f"{day:%Y-%m-%dT%H}:00:00Z"
+        batch = [envelope("posts", str(i), post(i), at) for i in range(n * 5 + 1, n * 5 + 6)]
+        await land(harness.lake, "posts", day, f"b{n}", batch)
+    healed, cut = asyncio.Event(), asyncio.Event()
+
+    class CutLake:  # A's view of the lake: its first curated upload hangs until healed
+        def __getattr__(self, name: str) -> Any:
+            return getattr(harness.lake, name)
+
+        async def put(self, obj: RawObject) -> Any:
+            if obj.key.startswith("curated/"):
+                cut.set()
+            if cut.is_set():
+                await healed.wait()
+            return await harness.lake.put(obj)
+
+    class CutClaims:  # and so do its renewals and its release
+        def __getattr__(self, name: str) -> Any:
+            return getattr(harness.claims, name)
+
+        async def replace(self, claim: Claim) -> Claim | None:
+            if cut.is_set():
+                await healed.wait()
+            return await harness.claims.replace(claim)
+
+        async def delete(self, claim: Claim) -> None:
+            if cut.is_set():
+                await healed.wait()
+            await harness.claims.delete(claim)
+
+    def job(lake: Any, claims: Any) -> CurateJob:
+        return CurateJob(
+            harness.spark,
+            lake,
+            harness.bookmarks,
+            harness.catalog,
+            lambda d, r: LocalStaging(harness.tmp / d / r, harness.lake),
+            SystemClock(),
+            "s3://lake",
+            index=harness.index,
+            claims=claims,
+            claim_ttl_s=3.0,
+        )
+
+    a = asyncio.create_task(job(CutLake(), CutClaims()).run(harness.registry["posts"]))
+    await asyncio.wait_for(cut.wait(), 120)
+    # More lands meanwhile: B's files differ from A's (else create-only names would collide).
+    for n in range(3):
+        day = datetime(2026, 3, n + 1, 8, tzinfo=UTC)
+        late = [envelope("posts", str(100 + n), post(100 + n), f"{day:%Y-%m-%dT%H}:00:00Z")]
+        await land(harness.lake, "posts", day, f"late{n}", late)
+    while True:  # B: refused until A's claim is free, then it curates everything
+        try:
+            await job(harness.lake, harness.claims).run(harness.registry["posts"])
+            break
+        except DatasetBusyError:
+            await asyncio.sleep(0.2)
+    healed.set()
+    with contextlib.suppress(ClaimLostError):
+        await a
+    ids = [r["_id"] for r in curated_rows(harness.lake, "posts")]
+    assert sorted(ids) == sorted(str(i) for i in [*range(1, 16), 100, 101, 102])
+
+
+async def test_a_stop_during_a_failing_spark_job_is_a_stop_not_a_config_failure(
+    harness: Harness,
+) -> None:
+    """A Spark error at action time is the dataset's failure (exit 2), unless a stop was
+    requested: then it is the cancellation's, raised as such (the command exits as stopped)."""
+    await land(harness.lake, "posts", HOUR, "b1", [envelope("posts", "1", post(1))])
+    posts = harness.registry["posts"]
+    curated = posts.curated.model_copy(update={"filter": "title rlike '['"})
+    bad = replace(posts, curated=curated)
+    with pytest.raises(CurateConfigError, match="PatternSyntaxException"):
+        await harness.job().run(bad)
+    with pytest.raises(Py4JJavaError):
+        await harness.job(stopping=lambda: True).run(bad)
+    assert curated_rows(harness.lake, "posts") == []
+    assert await harness.claims.read("posts") is None
+
+
+async def test_quarantine_is_published_once_across_a_crash_and_a_rerun_in_a_later_hour(
+    harness: Harness,
+) -> None:
+    """The run crashes after publishing; its rerun starts in the next hour. The quarantined
+    lines are keyed by the raw object they came from, not the run's clock: still once."""
+
+    class Crash(Exception):
+        pass
+
+    async def crash(name: str) -> None:
+        if name == "after_publish":
+            raise Crash(name)
+
+    hour = datetime(2026, 3, 2, 8, tzinfo=UTC)
+    for n in range(2):
+        lines = [envelope("posts", str(n * 10 + i), post(n * 10 + i)) for i in range(1, 4)]
+        lines += [envelope("posts", f"bad-{n}", post(99, userId="x")), b"{not json"]
+        await land(harness.lake, "posts", hour, f"b{n}", lines)
+    with contextlib.suppress(Crash):
+        await harness.job(crash, FakeClock(datetime(2026, 3, 2, 9, 59, tzinfo=UTC))).run(
+            harness.registry["posts"]
+        )
+    assert len(quarantined(harness.lake, "posts")) == 4
+    await harness.job(clock=FakeClock(datetime(2026, 3, 2, 10, 1, tzinfo=UTC))).run(
+        harness.registry["posts"]
+    )
+    bad = quarantined(harness.lake, "posts")
+    assert len(bad) == 4
+    keys = sorted(k for k in harness.lake.objects if k.startswith("quarantine/"))
+    assert keys == [
+        f"quarantine/posts/year=2026/month=03/day=02/hour=08/curate-api-b{n}.ndjson.gz"
+        for n in range(2)
+    ]
+    assert sorted(r["_id"] for r in curated_rows(harness.lake, "posts")) == sorted(
+        str(n * 10 + i) for n in range(2) for i in range(1, 4)
+    )

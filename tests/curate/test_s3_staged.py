@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from pyspark.sql import SparkSession
 
-from tests.conftest import lake_settings
-from tests.curate.lake import envelope, land
+from tests.conftest import DATASETS_CONFIG, lake_settings
+from tests.curate.lake import envelope, land, post
 from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.bootstrap import bootstrap
@@ -38,8 +39,16 @@ def item(i: int) -> dict[str, Any]:
 
 
 class S3Harness:
-    def __init__(self, spark: SparkSession, settings: CurateSettings, lake: Lake, work: Path):
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: CurateSettings,
+        lake: Lake,
+        work: Path,
+        clients: AwsClients,
+    ) -> None:
         self.spark, self.settings, self.lake, self.work = spark, settings, lake, work
+        self.clients = clients
 
     def job(self, step: Any = None) -> CurateJob:
         kw = {"step": step} if step else {}
@@ -89,7 +98,8 @@ async def harness(
         }
     )
     async with AwsClients(settings) as clients:
-        yield S3Harness(spark, settings, await Lake.open(clients, settings), tmp_path / "work")
+        lake = await Lake.open(clients, settings)
+        yield S3Harness(spark, settings, lake, tmp_path / "work", clients)
 
 
 async def test_first_run_then_only_duplicates_publishes_nothing(
@@ -154,3 +164,30 @@ async def test_crash_after_publish_then_rerun_curates_each_record_once(
 
 def c(i: int) -> dict[str, Any]:
     return {"postId": 1 + i % 3, "id": i, "email": f"u{i}@example.com", "body": f"comment {i}"}
+
+
+async def test_a_registry_change_reaches_the_catalog_through_the_job(
+    harness: S3Harness, registry: DatasetRegistry
+) -> None:
+    """posts gains a field in the registry: the next run's Glue table (on moto) has the column,
+    and every partition's StorageDescriptor, the old day's too, agrees with the table."""
+    day1, day2 = datetime(2026, 3, 1, 8, tzinfo=UTC), datetime(2026, 3, 2, 8, tzinfo=UTC)
+    first = envelope("posts", "1", post(1), "2026-03-01T08:00:00Z")
+    await land(harness.lake.writer, "posts", day1, "b1", [first])
+    await harness.job().run(registry["posts"])
+    config = yaml.safe_load(DATASETS_CONFIG.read_text())
+    config["datasets"]["posts"]["schema"]["fields"]["tags"] = {"type": "string"}
+    changed = DatasetRegistry.from_yaml(yaml.safe_dump(config))
+    tagged = envelope("posts", "2", post(2, tags="a,b"), "2026-03-02T08:00:00Z")
+    await land(harness.lake.writer, "posts", day2, "b2", [tagged])
+    await harness.job().run(changed["posts"])
+    glue, database = await harness.clients.glue(), harness.settings.glue_database
+    table = (await glue.get_table(DatabaseName=database, Name="posts"))["Table"]
+    columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+    assert ("tags", "string") in columns
+    parts = (await glue.get_partitions(DatabaseName=database, TableName="posts"))["Partitions"]
+    assert sorted(p["Values"][2] for p in parts) == ["01", "02"]
+    for part in parts:
+        assert [(c["Name"], c["Type"]) for c in part["StorageDescriptor"]["Columns"]] == columns
+    rows = {r["_id"]: r for r in await harness.rows("posts")}
+    assert rows["2"]["tags"] == "a,b"

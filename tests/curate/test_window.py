@@ -13,9 +13,10 @@ from tributary.raw_writer import RawObject
 from tributary.testing import MemoryRawWriter
 from tributary_curate.bookmark import Bookmark
 from tributary_curate.index import MemoryLakeIndex
-from tributary_curate.window import advance, list_new
+from tributary_curate.window import advance, future_keys, hour_of, list_new
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+FORMAT = "year=%Y/month=%m/day=%d/hour=%H"
 
 
 async def put(lake: MemoryRawWriter, hour: datetime, batch: str) -> str:
@@ -24,9 +25,12 @@ async def put(lake: MemoryRawWriter, hour: datetime, batch: str) -> str:
     return key
 
 
-async def curate(index: MemoryLakeIndex, mark: Bookmark, late_hours: int) -> tuple[Bookmark, int]:
+async def curate(
+    index: MemoryLakeIndex, mark: Bookmark, late_hours: int, now: datetime | None = None
+) -> tuple[Bookmark, int]:
     listing = await list_new(index, mark)
-    since, processed = advance(mark, listing, late_hours)
+    hours = [datetime.strptime(h, FORMAT).replace(tzinfo=UTC) for h in map(hour_of, listing.listed)]
+    since, processed = advance(mark, listing, late_hours, now or max(hours, default=START))
     return replace(mark, runs=mark.runs + 1, since=since, processed=processed), len(listing.new)
 
 
@@ -68,3 +72,31 @@ async def test_a_bookmark_without_a_watermark_lists_everything_once() -> None:
     assert mark.processed == frozenset(keys[7:])
     again = Bookmark.from_document(orjson.loads(orjson.dumps(mark.document())), '"f"')
     assert (again.since, again.processed) == (mark.since, mark.processed)
+
+
+async def test_a_raw_key_in_a_future_hour_does_not_move_the_watermark() -> None:
+    """A writer whose clock runs a day ahead: its object is curated and reported, and an
+    ordinary object landing afterwards in the next hour is still found."""
+    lake = MemoryRawWriter()
+    index = MemoryLakeIndex(lake)
+    now = START + timedelta(hours=12, minutes=30)
+    await put(lake, START + timedelta(hours=12), "a")
+    mark, _ = await curate(index, Bookmark("posts"), late_hours=2, now=now)
+    ahead = await put(lake, START + timedelta(days=1, hours=12), "future")
+    listing = await list_new(index, mark)
+    assert future_keys(listing, now) == (ahead,)
+    mark, new = await curate(index, mark, late_hours=2, now=now)
+    assert new == 1
+    assert mark.since == "year=2026/month=01/day=01/hour=11"  # capped at now + 1 h, minus 2
+    assert ahead in mark.processed  # not curated twice once time catches up
+    normal = await put(lake, START + timedelta(hours=13), "normal")
+    mark, new = await curate(index, mark, late_hours=2, now=now + timedelta(hours=1))
+    assert new == 1
+    later = await list_new(index, mark)
+    assert normal in mark.processed
+    assert later.new == ()
+    # Time catches up with the future key: it stays curated once.
+    day_later = START + timedelta(days=1, hours=12, minutes=5)
+    mark, new = await curate(index, mark, late_hours=2, now=day_later)
+    assert new == 0
+    assert ahead in mark.processed

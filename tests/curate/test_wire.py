@@ -101,7 +101,7 @@ async def test_run_query_rerun_bookmark_and_catalog(moto: MotoServer, tmp_path: 
         assert mark.runs == 1
         assert len(mark.processed) == 2
         quarantine = await s3.keys("quarantine/posts/")
-        assert len(quarantine) == 1
+        assert len(quarantine) == 2  # one per raw object with a bad line
 
 
 @pytest.mark.timeout(600)

@@ -31,7 +31,7 @@ from tributary.log import configure_logging
 from tributary.s3_writer import S3RawWriter
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
-from tributary_curate.job import CurateResult
+from tributary_curate.outcome import CurateResult
 from tributary_curate.query import run_query, sync_curated
 from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
@@ -127,7 +127,7 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             with tempfile.TemporaryDirectory(dir=settings.work_dir) as tmp:
                 staging = staging_factory(settings, stores, Path(tmp), on_glue=False)
                 results, code = await curate_datasets(
-                    spark, settings, registry, names, stores, staging
+                    spark, settings, registry, names, stores, staging, lambda: stop.requested
                 )
             print(results_table(results), flush=True)
             return code

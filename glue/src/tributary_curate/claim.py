@@ -3,9 +3,20 @@
 `_state/curate/<dataset>/claim.json` names the run holding the dataset and when its claim
 expires. It is created with `If-None-Match: *`; a claim whose expiry has passed (its run
 crashed or was SIGKILLed) is taken over with `If-Match` on the ETag read, so of two runs racing
-for it exactly one wins. The holder renews it every `ttl / 3` and checks it is still within its
-expiry (on its own monotonic clock, with a margin) before each object it publishes; it deletes
-the claim when it ends, also on SIGTERM (the task is cancelled).
+for it exactly one wins. The holder renews it every `ttl / 3`; it deletes the claim (`If-Match`
+on its own ETag) when it ends, also on SIGTERM (the task is cancelled).
+
+Why a holder that outlives its claim (paused, suspended, partitioned) publishes nothing after
+another run took over:
+- before each object it publishes, the holder checks that a `margin` is left on its own
+  monotonic clock since the last renewal AND on the wall clock before the stored `expires_at`
+  (a suspended laptop stops the monotonic clock, not the wall clock);
+- each publish request, all its attempts included, is cancelled after `request_limit_s`
+  (half the margin), so it ends before the expiry;
+- another run takes over only `request_limit_s` after `expires_at` (the claim stores it):
+  what a cancelled request left in flight has that long to arrive or fail.
+What is left: a host whose wall clock runs behind by more than half the margin, or a request
+whose bytes stay in the network longer than `request_limit_s`.
 """
 
 from __future__ import annotations
@@ -15,24 +26,27 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import error_code, translate_aws_error
 from tributary.clock import Clock, iso_utc
-from tributary.errors import PermanentError, TributaryError
+from tributary.errors import PermanentError, TransientError, TributaryError
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_TTL_S = 120.0
+MAX_MARGIN_S = 30.0
+MAX_REQUEST_LIMIT_S = MAX_MARGIN_S / 2
 RELEASE_TIMEOUT_S = 5.0
 _PRECONDITION = ("PreconditionFailed", "ConditionalRequestConflict", "412")
 
@@ -41,8 +55,9 @@ class DatasetBusyError(PermanentError):
     """Another run holds the dataset's claim: this run did nothing (exit code 3)."""
 
 
-class ClaimLostError(PermanentError):
-    """This run's claim expired or was taken over: it must not publish anything more."""
+class ClaimLostError(TransientError):
+    """This run's claim expired or was taken over: it must not publish anything more. Transient
+    (exit 1): a rerun publishes what this one did not, without duplicates."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +69,29 @@ class Claim:
     owner: str
     expires_at: datetime
     etag: str | None = None
+    request_limit_s: float = 0.0  # the holder's longest publish request: added to the expiry
 
-    def document(self) -> dict[str, str]:
+    @property
+    def free_at(self) -> datetime:
+        """When another run may take the claim over."""
+        return self.expires_at + timedelta(seconds=self.request_limit_s)
+
+    def document(self) -> dict[str, str | float]:
         """The stored JSON form."""
         return {
             "dataset": self.dataset,
             "run_id": self.run_id,
             "owner": self.owner,
             "expires_at": iso_utc(self.expires_at),
+            "request_limit_s": self.request_limit_s,
         }
 
     @classmethod
-    def from_document(cls, doc: dict[str, str], etag: str | None) -> Claim:
-        """Parse the stored JSON form."""
+    def from_document(cls, doc: dict[str, Any], etag: str | None) -> Claim:
+        """Parse the stored JSON form (a claim without `request_limit_s`: the default's)."""
         expires = datetime.fromisoformat(doc["expires_at"].replace("Z", "+00:00"))
-        return cls(doc["dataset"], doc["run_id"], doc["owner"], expires, etag)
+        limit = float(doc.get("request_limit_s", MAX_REQUEST_LIMIT_S))
+        return cls(doc["dataset"], doc["run_id"], doc["owner"], expires, etag, limit)
 
 
 def claim_key(dataset: str) -> str:
@@ -127,7 +150,7 @@ class MemoryClaimStore:
         return self._stored(claim)
 
     async def delete(self, claim: Claim) -> None:
-        """Delete if unchanged."""
+        """Delete if unchanged (S3: DeleteObject If-Match; 404 or 412 otherwise, both ignored)."""
         current = self.claims.get(claim.dataset)
         if current is not None and current.etag == claim.etag:
             del self.claims[claim.dataset]
@@ -183,15 +206,17 @@ class S3ClaimStore:
         return await self._put(claim, IfMatch=claim.etag)
 
     async def delete(self, claim: Claim) -> None:
-        """DeleteObject, after checking the claim is still ours (a release is best effort:
-        if it fails the claim simply expires)."""
-        current = await self.read(claim.dataset)
-        if current is None or current.etag != claim.etag:
-            return
+        """DeleteObject with If-Match on our ETag: a claim taken over since (412) or gone (404)
+        is left alone. A release is best effort: if it fails the claim simply expires."""
+        assert claim.etag is not None
         key = claim_key(claim.dataset)
         try:
-            await self._s3.delete_object(Bucket=self._bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
+            await self._s3.delete_object(Bucket=self._bucket, Key=key, IfMatch=claim.etag)
+        except ClientError as exc:
+            if error_code(exc) in (*_PRECONDITION, "NoSuchKey", "404"):
+                return
+            log.warning("could not release curate claim", extra={"key": key, "error": str(exc)})
+        except BotoCoreError as exc:
             log.warning("could not release curate claim", extra={"key": key, "error": str(exc)})
 
 
@@ -206,6 +231,7 @@ class HeldClaim:
         self._clock = clock
         self._ttl_s = ttl_s
         self._margin_s = margin_s
+        self.request_limit_s = claim.request_limit_s
         self._valid_until = clock.monotonic() + ttl_s
         self._lost: str | None = None
         self._renewing = asyncio.Lock()
@@ -219,11 +245,33 @@ class HeldClaim:
         """Raise `ClaimLostError` unless the claim is surely still this run's."""
         if self._lost:
             raise ClaimLostError(self._lost)
-        if self._clock.monotonic() > self._valid_until - self._margin_s:
+        left = min(
+            self._valid_until - self._clock.monotonic(),  # since the last renewal was sent
+            (self.claim.expires_at - self._clock.now()).total_seconds(),  # also across suspend
+        )
+        if left < self._margin_s:
             raise ClaimLostError(
                 f"the curate claim of {self.claim.dataset} is about to expire unrenewed; "
                 "stopping before publishing more (the rerun repairs it)"
             )
+
+    async def publishing(self, request: Awaitable[T]) -> T:
+        """Run one publish request if the claim is surely still ours, cancelled after
+        `request_limit_s` (all its retries included): it cannot land after the expiry."""
+        try:
+            self.check()
+        except ClaimLostError:
+            if asyncio.iscoroutine(request):
+                request.close()
+            raise
+        try:
+            return await asyncio.wait_for(request, self.request_limit_s)
+        except TimeoutError:
+            self._lost = (
+                f"a publish request of {self.claim.dataset} outlasted {self.request_limit_s:g} s; "
+                "stopping before the claim can expire (the rerun repairs it)"
+            )
+            raise ClaimLostError(self._lost) from None
 
     async def renew(self) -> None:
         """Push the expiry `ttl` ahead (If-Match); on refusal the claim is lost. One renewal at
@@ -258,14 +306,16 @@ async def acquire(
     store: ClaimStore, dataset: str, run_id: str, clock: Clock, ttl_s: float
 ) -> HeldClaim:
     """Claim `dataset` for `run_id`, or raise `DatasetBusyError` naming who holds it."""
-    wanted = Claim(dataset, run_id, this_process(), clock.now() + timedelta(seconds=ttl_s))
+    margin = min(MAX_MARGIN_S, ttl_s / 4)
+    expires = clock.now() + timedelta(seconds=ttl_s)
+    wanted = Claim(dataset, run_id, this_process(), expires, request_limit_s=margin / 2)
     stored = await store.create(wanted)
     if stored is None:
         current = await store.read(dataset)
-        if current is not None and current.expires_at > clock.now():
+        if current is not None and current.free_at > clock.now():
             raise DatasetBusyError(
                 f"another curate run of {dataset} is in progress ({current.owner}, run "
-                f"{current.run_id}, claim expires {iso_utc(current.expires_at)}); this run did "
+                f"{current.run_id}, claim free at {iso_utc(current.free_at)}); this run did "
                 "nothing. Run again when it has finished."
             )
         if current is None:
@@ -281,7 +331,7 @@ async def acquire(
                 f"another curate run of {dataset} claimed it at the same moment; this run did "
                 "nothing. Run again when it has finished."
             )
-    return HeldClaim(store, stored, clock, ttl_s, margin_s=min(30.0, ttl_s / 4))
+    return HeldClaim(store, stored, clock, ttl_s, margin_s=margin)
 
 
 @contextlib.asynccontextmanager

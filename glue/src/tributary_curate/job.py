@@ -23,26 +23,28 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException, PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from tributary.batch import decode_ndjson_gz
+from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
-from tributary.errors import PermanentError
-from tributary.layout import RAW_SUFFIX, Zone, partition_prefix
+from tributary.layout import Zone
 from tributary.raw_writer import RawObject, RawWriter
 from tributary_curate.bookmark import BookmarkConflictError, BookmarkStore
 from tributary_curate.catalog import Catalog, TableShape
 from tributary_curate.claim import DEFAULT_TTL_S, ClaimStore, HeldClaim, holding
+from tributary_curate.failures import CurateConfigError, spark_failure
 from tributary_curate.index import LakeIndex
+from tributary_curate.outcome import CurateResult, Prepared, Written, quarantine_objects
 from tributary_curate.staging import Staging
 from tributary_curate.transform import (
     ID,
@@ -58,7 +60,7 @@ from tributary_curate.transform import (
     typed_rows,
     with_partitions,
 )
-from tributary_curate.window import DEFAULT_LATE_HOURS, advance, list_new
+from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, list_new
 
 log = logging.getLogger(__name__)
 
@@ -67,49 +69,11 @@ ROWS_PER_FILE = 500_000
 CURATED_OUTPUT, QUARANTINE_OUTPUT = "curated", "quarantine"
 
 
-@dataclass(frozen=True, slots=True)
-class CurateResult:
-    """What one run did (all counts in records)."""
-
-    dataset: str
-    run: int
-    raw_objects: int = 0
-    lines: int = 0
-    quarantined: int = 0
-    filtered: int = 0
-    duplicates: int = 0
-    curated: int = 0
-    files: int = 0
-    partitions: tuple[tuple[str, ...], ...] = ()
-    catalog: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-friendly form (logs, the bookmark's last_run, the CLI)."""
-        return {
-            "run": self.run,
-            "raw_objects": self.raw_objects,
-            "lines": self.lines,
-            "quarantined": self.quarantined,
-            "filtered": self.filtered,
-            "duplicates": self.duplicates,
-            "curated": self.curated,
-            "files": self.files,
-            "partitions": ["/".join(p) for p in self.partitions],
-            "catalog": self.catalog,
-            "seconds": round(self.seconds, 3),
-        }
-
-
 Step = Callable[[str], Awaitable[None]]
 
 
 async def _no_step(name: str) -> None:
     return None
-
-
-class CurateConfigError(PermanentError):
-    """A dataset's `curated:` config or its transform failed; the other datasets still run."""
 
 
 def new_run_id(clock: Clock) -> str:
@@ -137,6 +101,7 @@ class CurateJob:
         crawler_name: Callable[[str], str | None] = lambda _: None,
         step: Step = _no_step,
         progress: Callable[[str], None] | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._spark_of = spark  # a session, or a callable starting one on first use
         self._lake = lake
@@ -152,6 +117,7 @@ class CurateJob:
         self._crawler_name = crawler_name
         self._step = step  # fault injection in tests: raise at a named step
         self._progress = progress or (lambda _: None)
+        self._stopping = stopping  # True once a stop was requested (SparkStopper.requested)
 
     async def run(self, dataset: Dataset) -> CurateResult:
         """Curate what is new in `raw/<dataset>/` since the bookmark. Raises `DatasetBusyError`
@@ -183,6 +149,14 @@ class CurateJob:
         bookmark = await self._bookmarks.get(dataset.name)
         run = bookmark.runs + 1
         listing = await list_new(self._index, bookmark)
+        listed_at = self._clock.now()
+        ahead = future_keys(listing, listed_at)
+        if ahead:  # curated, but they do not move the watermark (window.py)
+            log.warning(
+                "raw keys in a future hour",
+                extra={"dataset": dataset.name, "count": len(ahead), "keys": list(ahead[:10])},
+            )
+            self._progress(f"{dataset.name}: {len(ahead)} raw objects in a future hour")
         if not listing.new:
             self._progress(f"{dataset.name}: nothing new")
             return CurateResult(dataset.name, bookmark.runs)
@@ -214,12 +188,13 @@ class CurateJob:
             catalog=catalog,
             seconds=time.perf_counter() - started,
         )
-        since, processed = advance(bookmark, listing, self._late_hours)
+        since, processed = advance(bookmark, listing, self._late_hours, listed_at)
         last_run = {
             "finished_at": iso_utc(self._clock.now()),
             "run_id": held.run_id,
             "staging": staging.uri,
             **outcome.summary(),
+            **({"future_keys": list(ahead[:10])} if ahead else {}),
         }
         held.check()
         await self._bookmarks.put(
@@ -247,23 +222,22 @@ class CurateJob:
 
     async def _transform_and_write(
         self, dataset: Dataset, paths: list[str], staging: Staging
-    ) -> _Written:
+    ) -> Written:
         """Spark in a worker thread (its calls block); config and transform failures become
         `CurateConfigError`."""
         try:
             prepared = await asyncio.to_thread(self._prepare, dataset, paths)
             existing = await self._existing_ids(dataset, prepared.touched, staging)
             written = await asyncio.to_thread(self._write, dataset, prepared, existing, staging)
-        except (ValueError, AnalysisException, PythonException) as exc:
-            raise CurateConfigError(
-                f"curated config or transform of {dataset.name} failed: {_first_line(exc)}; "
-                "fix its curated: block in the dataset registry (nothing was written)"
-            ) from exc
+        except (ValueError, AnalysisException, PythonException, Py4JJavaError) as exc:
+            if self._stopping():  # a stop cancelled Spark's jobs: not this dataset's fault
+                raise
+            raise spark_failure(dataset.name, exc) from exc
         for name in written.outputs:
             await staging.commit(name)
         return written
 
-    def _prepare(self, dataset: Dataset, paths: list[str]) -> _Prepared:
+    def _prepare(self, dataset: Dataset, paths: list[str]) -> Prepared:
         spark, curated = self._spark, dataset.curated
         raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
         lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
@@ -286,15 +260,15 @@ class CurateJob:
         lines_n, valid_n, kept_n = (int(counts[n]) for n in ("lines", "valid", "kept"))
         first = first_arrivals(kept).persist()
         touched = sorted(tuple(r) for r in first.select(*PARTITION_COLUMNS).distinct().collect())
-        return _Prepared(rows, first, touched, lines_n, valid_n, kept_n)
+        return Prepared(rows, first, touched, lines_n, valid_n, kept_n)
 
     def _write(
         self,
         dataset: Dataset,
-        prepared: _Prepared,
+        prepared: Prepared,
         existing: DataFrame | None,
         staging: Staging,
-    ) -> _Written:
+    ) -> Written:
         rows, first, touched = prepared.rows, prepared.first, prepared.touched
         ok = F.col(PROBLEM).isNull()
         fresh = not_yet_curated(first, existing)
@@ -326,7 +300,7 @@ class CurateJob:
         )
         for df in (rows, first):
             df.unpersist()
-        return _Written(
+        return Written(
             lines=prepared.lines,
             quarantined=quarantined_n,
             filtered=prepared.valid - prepared.kept,
@@ -353,7 +327,8 @@ class CurateJob:
         if not keys:
             return None
         paths = await staging.inputs(keys)
-        return self._spark.read.parquet(*paths).select(ID)
+        # Off the event loop: the read lists and samples files (and may start the session).
+        return await asyncio.to_thread(lambda: self._spark.read.parquet(*paths).select(ID))
 
     # ---- publish, catalog ---------------------------------------------------------------------
 
@@ -367,7 +342,8 @@ class CurateJob:
         held: HeldClaim,
     ) -> int:
         """Upload what this run's Spark wrote (only `outputs`), create-only, under
-        content-derived names; the claim is checked before each object."""
+        content-derived names; each object only while the claim is surely still ours, its
+        request bounded (`HeldClaim.publishing`)."""
         published = 0
         files = await staging.outputs(CURATED_OUTPUT) if CURATED_OUTPUT in outputs else []
         for relative, body in files:
@@ -376,30 +352,24 @@ class CurateJob:
             folder = relative.rsplit("/", 1)[0]  # year=…/month=…/day=…
             digest = hashlib.sha256(body).hexdigest()[:16]
             key = f"{Zone.CURATED}/{dataset.name}/{folder}/r{run:06d}-{digest}{PARQUET_SUFFIX}"
-            held.check()
-            await self._lake.put(
-                RawObject(
-                    key,
-                    body,
-                    pq.read_metadata(pa.BufferReader(body)).num_rows,  # rows, like raw's records
-                    f"run {run}",
-                    f"run {run}",
-                    {"writer": "curate"},
-                    content_type="application/vnd.apache.parquet",
-                    content_encoding="identity",
-                )
+            obj = RawObject(
+                key,
+                body,
+                pq.read_metadata(pa.BufferReader(body)).num_rows,  # rows, like raw's records
+                f"run {run}",
+                f"run {run}",
+                {"writer": "curate"},
+                content_type="application/vnd.apache.parquet",
+                content_encoding="identity",
             )
+            await held.publishing(self._lake.put(obj))
             published += 1
-        prefix = partition_prefix(Zone.QUARANTINE, dataset.name, now)
         files = await staging.outputs(QUARANTINE_OUTPUT) if QUARANTINE_OUTPUT in outputs else []
-        for _relative, body in files:
-            if not body:
-                continue
-            digest = hashlib.sha256(body).hexdigest()[:16]
-            key = f"{prefix}curate-r{run:06d}-{digest}{RAW_SUFFIX}"
-            lines = len(decode_ndjson_gz(body))
-            held.check()
-            await self._lake.put(RawObject(key, body, lines, f"run {run}", f"run {run}"))
+        problems = [line for _relative, body in files if body for line in decode_ndjson_gz(body)]
+        for key, lines in quarantine_objects(dataset.name, problems, now).items():
+            body = encode_ndjson_gz(sorted(lines))
+            obj = RawObject(key, body, len(lines), f"run {run}", f"run {run}")
+            await held.publishing(self._lake.put(obj))  # create-only: a rerun's is the same
         return published
 
     async def _update_catalog(
@@ -422,29 +392,3 @@ class CurateJob:
         if spec.crawler and crawler:
             done["crawler"] = await self._catalog.start_crawler(crawler)
         return done
-
-
-@dataclass(frozen=True, slots=True)
-class _Written:
-    lines: int
-    quarantined: int
-    filtered: int
-    duplicates: int
-    curated: int
-    partitions: tuple[tuple[str, ...], ...]
-    columns: tuple[tuple[str, str], ...]
-    outputs: tuple[str, ...]  # the staging outputs this run wrote
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    rows: DataFrame
-    first: DataFrame
-    touched: list[tuple[str, ...]]
-    lines: int
-    valid: int
-    kept: int
-
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

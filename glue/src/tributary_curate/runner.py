@@ -20,7 +20,8 @@ from tributary_curate.catalog import GlueCatalog
 from tributary_curate.claim import DatasetBusyError, S3ClaimStore
 from tributary_curate.compat import conditional_writes
 from tributary_curate.index import S3LakeIndex
-from tributary_curate.job import CurateJob, CurateResult
+from tributary_curate.job import CurateJob
+from tributary_curate.outcome import CurateResult
 from tributary_curate.settings import CurateSettings, StagingMode
 from tributary_curate.staging import LocalStaging, S3Staging, Staging
 
@@ -82,11 +83,14 @@ async def curate_datasets(
     names: Sequence[str],
     lake: Lake,
     staging_for: Callable[[str, str], Staging],
+    stopping: Callable[[], bool] = lambda: False,
 ) -> tuple[list[CurateResult], int]:
     """Run the job for each dataset; results and the exit code a scheduler can act on (0 ok,
-    1 transient, 2 needs a person, 3 another run held a dataset). A `TributaryError` in one
-    dataset, or one busy with another run, does not stop the others; any other exception (a
-    programming fault) ends the whole run."""
+    1 transient, 2 needs a person, 3 another run held a dataset). A failure in one dataset
+    (a `TributaryError`, or a Spark failure at run time), or one busy with another run, does not
+    stop the others; any other exception (a programming fault) ends the whole run.
+    `stopping()` is True once a stop was requested: a Spark failure then is the stop's
+    cancellation, not the dataset's, and stops them all."""
     results, codes = [], [EXIT_OK]
     for name in names:
         job = CurateJob(
@@ -103,6 +107,7 @@ async def curate_datasets(
             late_hours=settings.late_hours,
             crawler_name=settings.crawler_for,
             progress=lambda text: print(text, file=sys.stderr, flush=True),
+            stopping=stopping,
         )
         try:
             results.append(await job.run(registry[name]))

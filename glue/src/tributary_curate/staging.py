@@ -49,14 +49,20 @@ class Staging(Protocol):
         """Remove everything this run staged."""
 
 
+def is_data_file(relative: str) -> bool:
+    """Whether a path Spark wrote (relative to its output) is data: not `_SUCCESS`, not a
+    checksum, and under no `_`/`.` folder (`_temporary/…/part-*` of an unfinished task attempt
+    is not output, even when it ends in `.parquet`)."""
+    parts = relative.split("/")
+    return not any(p.startswith(("_", ".")) for p in parts) and not relative.endswith(".crc")
+
+
 def _data_files(base: Path) -> list[Path]:
-    """Files Spark wrote under `base`, its `_SUCCESS` and checksum files left out."""
+    """Files Spark wrote under `base` that are data (`is_data_file`)."""
     if not base.exists():
         return []
     return sorted(
-        p
-        for p in base.rglob("*")
-        if p.is_file() and not p.name.startswith(("_", ".")) and not p.name.endswith(".crc")
+        p for p in base.rglob("*") if p.is_file() and is_data_file(p.relative_to(base).as_posix())
     )
 
 
@@ -101,7 +107,11 @@ class LocalStaging:
     async def outputs(self, name: str) -> list[tuple[str, bytes]]:
         """Data files Spark wrote."""
         base = self._root / "out" / name
-        return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in _data_files(base)]
+
+        def read() -> list[tuple[str, bytes]]:
+            return [(p.relative_to(base).as_posix(), p.read_bytes()) for p in _data_files(base)]
+
+        return await asyncio.to_thread(read)  # file reads off the event loop
 
     async def cleanup(self) -> None:
         """Remove the folder."""
@@ -173,10 +183,8 @@ class S3Staging:
         base = f"{self._prefix}/{name}/"
         found = []
         for key in await self._index.keys_after(base):
-            leaf = key.rsplit("/", 1)[-1]
-            if leaf.startswith(("_", ".")) or leaf.endswith(".crc"):
-                continue
-            found.append((key[len(base) :], await self._lake.get(key)))
+            if is_data_file(key[len(base) :]):
+                found.append((key[len(base) :], await self._lake.get(key)))
         return found
 
     async def cleanup(self) -> None:

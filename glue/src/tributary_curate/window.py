@@ -7,6 +7,10 @@ that lands late in one of them is still new. An object landing more than `late_h
 the newest hour already curated is not listed again: set `CURATE_LATE_HOURS` above the longest
 delay a writer can have (the stream's retention for a lagging consumer), or
 `bookmark reset` the dataset (the anti-join keeps the rerun free of duplicates).
+
+The watermark follows the newest hour listed only up to the run's own hour plus one: a raw key
+in a later hour (a writer whose clock runs ahead) is curated and reported (`future_keys`), but
+it does not move the watermark past objects that have yet to land.
 """
 
 from __future__ import annotations
@@ -48,16 +52,30 @@ async def list_new(index: LakeIndex, bookmark: Bookmark) -> Listing:
     return Listing(listed, tuple(sorted(listed - bookmark.processed)))
 
 
+def latest_hour(now: datetime) -> str:
+    """The newest hour a run at `now` trusts: its own hour plus one (clock skew)."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return (hour + timedelta(hours=1)).strftime(_FORMAT)
+
+
+def future_keys(listing: Listing, now: datetime) -> tuple[str, ...]:
+    """The new keys in an hour after `latest_hour(now)`: their writer's clock runs ahead."""
+    latest = latest_hour(now)
+    return tuple(k for k in listing.new if (hour_of(k) or "") > latest)
+
+
 def advance(
-    bookmark: Bookmark, listing: Listing, late_hours: int
+    bookmark: Bookmark, listing: Listing, late_hours: int, now: datetime
 ) -> tuple[str | None, frozenset[str]]:
-    """The watermark and processed keys once `listing.new` is curated: keys that left raw
-    (expired) and hours before the new watermark are forgotten."""
+    """The watermark and processed keys once `listing.new` is curated (by a run at `now`): keys
+    that left raw (expired) and hours before the new watermark are forgotten. Hours after
+    `latest_hour(now)` do not move the watermark."""
     done = (bookmark.processed & listing.listed) | set(listing.new)
+    latest = latest_hour(now)
     hours = [h for h in map(hour_of, listing.listed) if h]
     if not hours:
         return bookmark.since, frozenset(done)
-    newest = datetime.strptime(max(hours), _FORMAT).replace(tzinfo=UTC)
+    newest = datetime.strptime(min(max(hours), latest), _FORMAT).replace(tzinfo=UTC)
     since = (newest - timedelta(hours=late_hours)).strftime(_FORMAT)
     if bookmark.since and bookmark.since > since:
         since = bookmark.since  # never moves back

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -130,9 +130,13 @@ def _is_type(kind: FieldType, value: Any) -> bool:
 
 
 def _is_timestamp(value: str) -> bool:
+    """ISO-8601 (`datetime.fromisoformat`) naming an instant in years 1..9999 UTC: with an
+    offset, `0001-01-01T00:00:00+01:00` is in year 0 and fits no timestamp column."""
     try:
-        datetime.fromisoformat(value)
-    except ValueError:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is not None:
+            moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return False
     return True
 
