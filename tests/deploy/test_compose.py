@@ -178,17 +178,32 @@ def test_compose_up_lands_every_acknowledged_record_once_across_consumer_sigkill
     # restart adopts no object (a drained worker checkpointed all it wrote) and every record
     # acknowledged before, during and after the stop lands exactly once.
     async def owners() -> list[str | None]:
+        return [owner for owner, _ in await leases()]
+
+    async def leases() -> list[tuple[str | None, int]]:
         async with AwsClients(aws) as clients:
             store = DynamoDbLeaseStore(await clients.dynamodb(), aws.lease_table)
-            return [lease.owner for lease in await store.list_leases()]
+            return [(lease.owner, lease.counter) for lease in await store.list_leases()]
+
+    def all_renewed(before: list[tuple[str | None, int]]) -> bool:
+        """Every lease owned and renewed since `before`: held by a live worker, not by one of
+        the SIGKILLed ones whose lease has not failed over yet."""
+        now = asyncio.run(leases())
+        return len(now) == len(before) and all(
+            owner is not None and owner == was and counter > then
+            for (owner, counter), (was, then) in zip(now, before, strict=True)
+        )
 
     loaded = Producer(compose.url("api", 8000))
     loaded.start()
     try:
-        deadline = time.monotonic() + 60
-        while not (held := asyncio.run(owners())) or None in held:
-            assert time.monotonic() < deadline, f"leases not all held before the stop: {held}"
-            time.sleep(1)
+        deadline = time.monotonic() + 90
+        while True:
+            before = asyncio.run(leases())
+            time.sleep(5)  # more than a renewal interval (failover / 3)
+            if all_renewed(before):
+                break
+            assert time.monotonic() < deadline, f"leases not all renewed before the stop: {before}"
         time.sleep(3)  # records in flight in the consumers' buffers
         compose.run("stop", "stream-consumer", timeout=120)
         for container in consumers:
