@@ -10,7 +10,7 @@ LOCKED := uv.lock pyproject.toml $(wildcard */pyproject.toml services/*/pyprojec
 	tools/kinesis-local/package-lock.json tools/iam-simulate/package-lock.json \
 	tools/checkov/requirements.txt
 
-.PHONY: help install demo test up curate query status lint fmt bench docker-tools base-images glue-artifacts
+.PHONY: help install demo test up curate query status lint fmt bench bench-tools docker-tools base-images glue-artifacts
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -90,5 +90,17 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
 
-bench: $(STAMP) ## Run every benchmark; writes BENCHMARKS.md and the README headline table
+# bench/api.py drives the servers with wrk (Debian's C load generator), installed like docker-tools.
+bench-tools:
+	@if command -v wrk >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+		echo "bench-tools: no apt-get (not Debian/Ubuntu): install wrk yourself"; exit 1; fi; \
+	if [ -n "$(SUDO)" ] && ! sudo -n true 2>/dev/null; then \
+		echo "bench-tools: not root and no passwordless sudo: cannot apt-get install wrk"; exit 1; fi; \
+	echo "installing Debian's wrk (--no-install-recommends)"; \
+	$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends wrk >/dev/null \
+		|| { echo "bench-tools: apt-get install wrk failed (see above)"; exit 1; }
+
+bench: $(STAMP) bench-tools ## Run every benchmark; writes BENCHMARKS.md and the README headline table
 	$(VENV_PY) bench/report.py

@@ -1,7 +1,21 @@
 """async-kinesis consuming a stream the way its README suggests, landing batches in S3.
 
-Used by bench/stream.py. Checkpoints persist in a JSON file (fsync + rename) through the
-library's own checkpointer interface, so a restart resumes where the library says it was.
+Used by bench/stream.py: in-process for the timed drain (`consume(..., expected=N)` returns once
+N records are landed, as ours is timed to its last checkpoint), as a subprocess for the kill -9
+table. Checkpoints persist in a JSON file (fsync + rename) through the library's own checkpointer
+interface, so a restart resumes where the library says it was.
+
+What it is given, as a careful user following its README would write it: object keys are
+deterministic — the SHA-256 of the batch's content — so a replayed batch cut the same way
+overwrites its own object instead of adding one. The library yields records without their shard
+or sequence number (async-kinesis 3.0.1, kinesis/consumer.py:340-342 queues only
+`processor.parse(row["Data"])`), from one queue shared by every shard, and checkpoints a page's
+last sequence through the checkpointer only when the item after that page's `__CHECKPOINT__`
+sentinel is requested (consumer.py:395-397, 1038-1045). A user batch of 500 therefore mixes shards
+and does not end where a checkpoint falls, so (shard, checkpointed sequence) cannot name it:
+content is the only deterministic key it allows. A replay that cuts its batches elsewhere (it
+resumes at the library's checkpoint, not at a batch boundary) still writes those records again
+under new keys.
 `python bench/ak_consumer.py STREAM BUCKET PREFIX CHECKPOINT_FILE IDLE_EXIT_S`
 """
 
@@ -9,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 
 from aiobotocore.session import get_session
@@ -41,26 +55,42 @@ class FileCheckPointer(MemoryCheckPointer):
         tmp.replace(self._path)
 
 
-async def main() -> None:
-    stream, bucket, prefix, checkpoint_file, idle_exit = sys.argv[1:6]
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
+def batch_key(prefix: str, lines: list[bytes]) -> str:
+    """A deterministic key: the same batch always gets the same one."""
+    digest = hashlib.sha256(b"".join(line + b"\n" for line in lines)).hexdigest()
+    return f"{prefix}{digest[:32]}.ndjson.gz"
+
+
+async def consume(
+    stream: str,
+    bucket: str,
+    prefix: str,
+    checkpoint_file: Path,
+    idle_exit: float,
+    *,
+    endpoint: str,
+    expected: int | None = None,
+) -> int:
+    """Land the stream in 500-record objects until `idle_exit` seconds pass without records
+    (or, with `expected`, until that many records are landed). Returns the records landed."""
     session = get_session()
+    landed = 0
     async with session.create_client("s3", endpoint_url=endpoint) as s3:
         batch: list[bytes] = []
 
         async def flush() -> None:
+            nonlocal landed
             if batch:
-                body = gzip.compress(b"".join(line + b"\n" for line in batch))
-                await s3.put_object(
-                    Bucket=bucket, Key=f"{prefix}{uuid.uuid4().hex}.ndjson.gz", Body=body
-                )
+                body = gzip.compress(b"".join(line + b"\n" for line in batch), mtime=0)
+                await s3.put_object(Bucket=bucket, Key=batch_key(prefix, batch), Body=body)
+                landed += len(batch)
                 batch.clear()
 
         async with Consumer(
             stream,
             endpoint_url=endpoint,
             region_name="us-east-1",
-            checkpointer=FileCheckPointer(Path(checkpoint_file)),
+            checkpointer=FileCheckPointer(checkpoint_file),
             iterator_type="TRIM_HORIZON",
             sleep_time_no_records=0.2,
             idle_timeout=float(idle_exit),
@@ -68,10 +98,27 @@ async def main() -> None:
         ) as consumer:
             async for item in consumer:  # stops after `idle_exit` seconds without records
                 batch.append(item if isinstance(item, bytes) else json.dumps(item).encode())
-                if len(batch) >= 500:
+                if len(batch) >= 500 or (expected is not None and landed + len(batch) >= expected):
                     await flush()
+                if expected is not None and landed >= expected:
+                    break
         await flush()
+    return landed
+
+
+def main() -> None:
+    stream, bucket, prefix, checkpoint_file, idle_exit = sys.argv[1:6]
+    asyncio.run(
+        consume(
+            stream,
+            bucket,
+            prefix,
+            Path(checkpoint_file),
+            float(idle_exit),
+            endpoint=os.environ["AWS_ENDPOINT_URL"],
+        )
+    )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

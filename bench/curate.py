@@ -3,12 +3,18 @@
 1M generated `posts` envelopes (~300 B each, 1% invalid, 1% duplicates) in 100 gzip NDJSON raw
 objects on local disk:
 - ours: the real CurateJob (stage → validate → type → map → dedupe → anti-join → Parquet →
-  publish create-only → catalog (in memory) → bookmark), Spark local[*];
+  publish create-only → catalog (in memory) → bookmark), Spark local[*], twice: as it runs
+  (the registry's Python validator in a pandas UDF) and with the compiled Spark rules
+  (`CurateJob(spark_rules=True)`, transform.check_lines);
 - bare Spark: `spark.read.json(files).write.parquet(…)` in the same session (schema inferred,
-  no validation, no dedupe): the floor for a Spark job reading these files. Target ratio ≤ 1.5.
+  no validation, no dedupe): target ratio ≤ 1.0;
+- bare Spark with the declared schema: `spark.read.schema(<the registry's envelope>).json(…)`
+  (one pass, no inference: the fairer floor), target ratio ≤ 1.3;
   A warm-up on 20k records runs first; the measured rounds are interleaved;
 - DuckDB: `COPY (SELECT * FROM read_json(files)) TO … (FORMAT parquet)`, the single-node
   reference.
+Then a profile of the validation step alone on the first 10 objects: the same lines read,
+rewritten and read as the rules read them, judged by the rules and by the Python validator.
 Run: `make bench` or `python bench/curate.py [--records N] [--rounds R]`.
 """
 
@@ -105,7 +111,9 @@ async def generate(root: Path, records: int) -> list[str]:
     return keys
 
 
-def run_ours(spark: object, lake_root: Path, work: Path) -> dict[str, float]:
+def run_ours(
+    spark: object, lake_root: Path, work: Path, spark_rules: bool = False
+) -> dict[str, float]:
     lake = FileRawWriter(lake_root)
     job = CurateJob(
         spark,  # type: ignore[arg-type]
@@ -117,24 +125,105 @@ def run_ours(spark: object, lake_root: Path, work: Path) -> dict[str, float]:
         "s3://bench",
         index=FileIndex(lake),
         claims=MemoryClaimStore(),
+        progress=lambda message: marks.append((time.perf_counter(), message)),
+        spark_rules=spark_rules,
     )
     started = time.perf_counter()
+    marks: list[tuple[float, str]] = [(started, "start")]
     result = asyncio.run(job.run(REGISTRY["posts"]))
+    ended = time.perf_counter()
+    # Phases from the job's progress messages: staging → check (validate, type, count, the
+    # dedupe's partitions) → write (the curated and quarantine files) → publish and bookmark.
+    at = {m.split(": ", 1)[1].split(" ", 1)[0]: t for t, m in marks if ": " in m}
+    phases = {
+        "stage": at.get("checking", ended) - started,
+        "check": at.get("writing", ended) - at.get("checking", ended),
+        "write+publish": ended - at.get("writing", ended),
+    }
     return {
-        "seconds": time.perf_counter() - started,
+        **{f"phase_{k}": v for k, v in phases.items()},
+        "seconds": ended - started,
         "rows": result.curated,
         "quarantined": result.quarantined,
         "duplicates": result.duplicates,
     }
 
 
-def run_bare(spark: object, files: list[str], out: Path) -> dict[str, float]:
+def declared_schema() -> object:
+    """The envelope as the registry declares `posts` (what a careful bare job would pass)."""
+    from pyspark.sql import types as T
+
+    from tributary_curate.transform import envelope_schema
+
+    shape = envelope_schema(REGISTRY["posts"].schema)
+    head = [T.StructField("v", T.LongType()), T.StructField("dataset", T.StringType())]
+    return T.StructType(head + list(shape.fields))
+
+
+def run_bare(
+    spark: object, files: list[str], out: Path, schema: object | None = None
+) -> dict[str, float]:
     started = time.perf_counter()
-    df = spark.read.json(files)  # type: ignore[attr-defined]
+    reader = spark.read  # type: ignore[attr-defined]
+    df = (reader.schema(schema) if schema is not None else reader).json(files)
     df.write.parquet(str(out), mode="overwrite", compression="snappy")
     seconds = time.perf_counter() - started
     rows = spark.read.parquet(str(out)).count()  # type: ignore[attr-defined]
     return {"seconds": seconds, "rows": rows}
+
+
+PROFILE_STEPS = {
+    "read the raw text": "read",
+    "+ rewrite every JSON string token (regexp_replace, the rules' first step)": "rewrite",
+    "+ read the rewritten line as maps of texts (from_json)": "maps",
+    "+ the rules' verdict (valid, python) from those texts": "verdict",
+    "the rules' check_lines (verdict, errors, Python for the undecided)": "rules",
+    "the Python validator's check_lines (pandas UDF on every line)": "python",
+    "read the line with the declared schema (from_json, the typing step)": "typed",
+}
+
+
+def profile(spark: object, files: list[str]) -> dict[str, float]:
+    """Seconds per validation step on `files` (each step a count over the lines, best of 2)."""
+    from pyspark.sql import functions as F
+
+    from tributary_curate import spark_rules as R
+    from tributary_curate.transform import PROBLEM, check_lines, envelope_schema
+
+    dataset = REGISTRY["posts"]
+    text = spark.read.text(files).select(  # type: ignore[attr-defined]
+        "value", F.lit("raw/posts/k").alias("raw_key")
+    )
+    quoted = F.regexp_replace("value", R.STRING_TOKEN, R.QUOTED_TOKEN)
+    wrapped = F.concat(F.lit("["), quoted, F.lit("]"))
+    steps = {
+        "read": lambda: text.agg(F.count(F.lit(1))),
+        "rewrite": lambda: text.agg(F.max(F.length(quoted))),
+        "maps": lambda: text.agg(F.count(F.from_json(wrapped, R.ENVELOPE_READ)[0])),
+        "verdict": lambda: R.with_verdict(text, "value", "posts", dataset.schema).agg(
+            F.count_if(F.col(R.VALID)), F.count_if(F.col(R.PYTHON))
+        ),
+        "rules": lambda: check_lines(text, dataset, spark_rules=True).agg(
+            F.count_if(F.col(PROBLEM).isNotNull())
+        ),
+        "python": lambda: check_lines(text, dataset).agg(F.count_if(F.col(PROBLEM).isNotNull())),
+        "typed": lambda: text.agg(F.count(F.from_json("value", envelope_schema(dataset.schema)))),
+    }
+    out: dict[str, float] = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            df = step()
+            df.collect()
+            times.append(time.perf_counter() - started)
+        out[name] = min(times)
+        if name == "verdict":  # Projects inside a WholeStageCodegen stage print as *(n) Project
+            plan = df._jdf.queryExecution().executedPlan().toString().split("Initial Plan")[0]
+            projects = [line for line in plan.splitlines() if "Project [" in line]
+            out["projects"] = len(projects)
+            out["codegen_projects"] = sum("*(" in line.split("Project [")[0] for line in projects)
+    return out
 
 
 def run_duckdb(files: list[str], out: Path) -> dict[str, float]:
@@ -153,16 +242,55 @@ def run_duckdb(files: list[str], out: Path) -> dict[str, float]:
     return {"seconds": seconds, "rows": rows[0] if rows else 0}
 
 
+def rules_notes(med: dict[str, float], p: dict[str, float], sample_n: int) -> list[str]:
+    """What the compiled Spark rules cost, from this run's figures."""
+    faster = med["rules"] < med["ours"]
+    return [
+        "Tried: the registry's rules compiled to Spark SQL (spark_rules; a property test holds "
+        "their verdicts and messages equal to the Python validator's). In this run the job took "
+        f"{med['rules']:.1f} s with them against {med['ours']:.1f} s with the Python validator, "
+        + (
+            "so they are faster here; the default still follows the committed setting "
+            "(CurateJob(spark_rules=...))."
+            if faster
+            else "so the job keeps the Python validator (CurateJob(spark_rules=False), the "
+            "default)."
+        ),
+        f"The profile ({sample_n:,} lines): reading the text takes {p['read']:.1f} s; the rules' "
+        f"first step, rewriting every JSON string token so each value keeps its type, takes "
+        f"{p['rewrite']:.1f} s; that and reading the rewritten line as maps of texts "
+        f"{p['maps']:.1f} s; those and the verdict {p['verdict']:.1f} s — against "
+        f"{p['python']:.1f} s for the whole Python validator and {p['typed']:.1f} s for one "
+        f"typed from_json read. Of the verdict plan's {p['projects']:.0f} Projects, "
+        f"{p['codegen_projects']:.0f} run inside WholeStageCodegen (a Project holding from_json "
+        "or a higher-order function is CodegenFallback in Spark 3.5: interpreted, row by row).",
+        "What would reach the target: a common path that reads each line once with the declared "
+        "schema (as the declared baseline does) and accepts it with plain predicates on typed "
+        "columns when it is in the canonical shape the API writes, sending only the rest (the 1% "
+        "invalid and anything unusual) to the full rules or to Python; the text rewrite and the "
+        "map read must leave the every-line path.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--rounds", type=int, default=int(os.environ.get("CURATE_BENCH_ROUNDS", "3"))
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "curate.json")
     args = parser.parse_args()
     spark = local_session(shuffle_partitions=8)
-    runs: dict[str, list[dict[str, float]]] = {"bare": [], "ours": [], "duckdb": []}
+    runs: dict[str, list[dict[str, float]]] = {
+        "bare": [],
+        "declared": [],
+        "ours": [],
+        "rules": [],
+        "duckdb": [],
+    }
+    declared = declared_schema()
     with tempfile.TemporaryDirectory(
         dir=ROOT / ".local" if (ROOT / ".local").exists() else None
     ) as tmp:
@@ -177,24 +305,36 @@ def main() -> None:
         # finds the JVM in the same state.
         warm = asyncio.run(generate(root / "warm", 20_000))
         run_bare(spark, [str(root / "warm" / k) for k in warm], root / "warm-bare")
+        run_bare(spark, [str(root / "warm" / k) for k in warm], root / "warm-decl", declared)
         run_ours(spark, root / "warm", root / "warm-work")
+        shutil.copytree(root / "warm", root / "warm2")
+        run_ours(spark, root / "warm2", root / "warm-work2", spark_rules=True)
         for n in range(args.rounds):  # interleaved
             runs["bare"].append(run_bare(spark, files, root / f"bare{n}"))
+            runs["declared"].append(run_bare(spark, files, root / f"decl{n}", declared))
             lake = root / f"lake{n}"
             shutil.copytree(root / "lake", lake)
             runs["ours"].append(run_ours(spark, lake, root / f"work{n}"))
+            lake = root / f"lake{n}r"
+            shutil.copytree(root / "lake", lake)
+            runs["rules"].append(run_ours(spark, lake, root / f"workr{n}", spark_rules=True))
             runs["duckdb"].append(run_duckdb(files, root / f"duck{n}.parquet"))
             print(
                 f"round {n + 1}: "
                 + ", ".join(f"{k} {v[-1]['seconds']:.1f}s" for k, v in runs.items())
             )
+        sample = files[:10]
+        profiled = profile(spark, sample)
+        sample_n = args.records * len(sample) // len(files)
     spark.stop()
 
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
     rows_out = {k: v[-1]["rows"] for k, v in runs.items()}
     labels = {
-        "bare": "bare Spark read.json → parquet",
-        "ours": "tributary curate job",
+        "bare": "bare Spark read.json → parquet (schema inferred)",
+        "declared": "bare Spark read.schema(declared).json → parquet",
+        "ours": "tributary curate job (Python validator, the default)",
+        "rules": "tributary curate job, spark_rules=True (compiled Spark rules)",
         "duckdb": "DuckDB read_json → parquet",
     }
     table = [
@@ -204,14 +344,45 @@ def main() -> None:
             f"{med[k]:.1f}",
             f"{args.records / med[k]:,.0f}",
             "1.00 (baseline)" if k == "bare" else f"{med[k] / med['bare']:.2f}",
+            "1.00 (baseline)" if k == "declared" else f"{med[k] / med['declared']:.2f}",
         ]
-        for k in ("bare", "ours", "duckdb")
+        for k in ("bare", "declared", "ours", "rules", "duckdb")
     ]
     title = (
         f"\nCurating {args.records:,} raw records (~300 B, 1% invalid, 1% duplicate), median of "
         f"{args.rounds}; {platform.machine()} x{os.cpu_count()}, Python {platform.python_version()}"
     )
-    headers = ["job", "rows out", "seconds", "input records/s", "time × bare Spark"]
+    headers = [
+        "job",
+        "rows out",
+        "seconds",
+        "input records/s",
+        "time × bare Spark (inferred)",
+        "time × bare Spark (declared)",
+    ]
+    phase_names = [k for k in runs["ours"][-1] if k.startswith("phase_")]
+    phase_rows = [
+        [
+            k.removeprefix("phase_"),
+            f"{statistics.median(r[k] for r in runs['ours']):.1f}",
+            f"{statistics.median(r[k] for r in runs['rules']):.1f}",
+        ]
+        for k in phase_names
+    ]
+    phase_headers = ["phase", "seconds (Python validator)", "seconds (spark_rules)"]
+    profile_title = (
+        f"Validation alone on {sample_n:,} of the lines (best of 2 per step, the same session)"
+    )
+    profile_rows = [
+        [label, f"{profiled[k]:.1f}", f"{profiled[k] / profiled['python']:.2f}"]
+        for label, k in PROFILE_STEPS.items()
+    ]
+    profile_headers = ["step", "seconds", "× the Python validator's check_lines"]
+    print(render(profile_headers, profile_rows, title=profile_title))
+    phase_title = (
+        "Where ours spends its time (median seconds per phase, from the job's progress marks)"
+    )
+    print(render(phase_headers, phase_rows, title=phase_title))
     print(render(headers, table, title=title))
     ours = runs["ours"][-1]
     print(
@@ -221,6 +392,7 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"runs": runs, "median_seconds": med}, indent=2))
     ratio, duck = med["ours"] / med["bare"], med["duckdb"] / med["bare"]
+    fair = med["ours"] / med["declared"]
     save(
         Report(
             name="curate",
@@ -234,7 +406,11 @@ def main() -> None:
                 "create-only → catalog (in memory) → bookmark); **DuckDB** = `COPY (SELECT * FROM "
                 "read_json(files)) TO … (FORMAT parquet)`, the single-node reference."
             ),
-            tables=[Table(title.strip(), headers, table)],
+            tables=[
+                Table(title.strip(), headers, table),
+                Table(phase_title, phase_headers, phase_rows),
+                Table(profile_title, profile_headers, profile_rows),
+            ],
             headline=[
                 [
                     "curate job",
@@ -242,8 +418,17 @@ def main() -> None:
                     f"{med['ours']:.1f}",
                     f"{med['bare']:.1f} (bare Spark read.json → parquet)",
                     f"{ratio:.2f}",
-                    "≤ 1.5× bare Spark",
-                    met(ratio <= 1.5),
+                    "≤ 1.0× bare Spark (inferred)",
+                    met(ratio <= 1.0),
+                ],
+                [
+                    "curate job",
+                    "the same, against bare Spark reading the declared schema",
+                    f"{med['ours']:.1f}",
+                    f"{med['declared']:.1f} (bare Spark read.schema(declared).json → parquet)",
+                    f"{fair:.2f}",
+                    "≤ 1.3× bare Spark (declared)",
+                    met(fair <= 1.3),
                 ],
                 [
                     "curate job",
@@ -256,11 +441,12 @@ def main() -> None:
                 ],
             ],
             notes=[
+                *rules_notes(med, profiled, sample_n),
                 f"Ours quarantined {ours['quarantined']:,.0f} records with reasons and dropped "
                 f"{ours['duplicates']:,.0f} duplicates; the bare switch keeps everything.",
                 "Where ours spends beyond the baseline: validation with the registry's own "
                 "validator in Python workers (a pandas UDF), typing with from_json, and caching "
-                "the typed rows for the counts, the dedupe window and the write.",
+                "the typed rows for the counts, the dedupe window and the write (phase table).",
                 "DuckDB converts several times faster than Spark on one node; Spark is what "
                 "scales out on Glue.",
             ],

@@ -53,15 +53,25 @@ def peak_mb() -> float:
     return _status_mb("VmHWM")
 
 
-def run_ours(url: str, out: Path, paging: str = "link_header") -> dict[str, float]:
+def run_ours(
+    url: str, out: Path, paging: str = "link_header", memory_state: bool = False
+) -> dict[str, float]:
+    """One import; state in DynamoDB (+ S3 blobs) on moto, or with `memory_state` in the
+    in-memory store (a reference row: no AWS SDK imported or clients made)."""
     import httpx
 
+    from tributary.clock import SystemClock
     from tributary.file_writer import FileRawWriter
     from tributary.testing import MemoryMetrics
     from tributary_importer.fetch import SourceClient
     from tributary_importer.run import Importer
     from tributary_importer.source import SourceSpec
-    from tributary_importer.state import MemoryStateStore
+
+    if not memory_state:
+        from tributary.aws import AwsClients
+        from tributary.settings import AwsSettings
+        from tributary_importer.state_blob import S3StateBlobs
+        from tributary_importer.state_dynamodb import DynamoDbStateStore
 
     after_imports = rss_mb()
     pagination: dict[str, object] = {
@@ -91,15 +101,25 @@ def run_ours(url: str, out: Path, paging: str = "link_header") -> dict[str, floa
     )
 
     async def go() -> int:
+        name = out.name.replace("-", "_")
         async with httpx.AsyncClient() as http:
-            importer = Importer(
-                FileRawWriter(out),
-                MemoryStateStore(),
-                __import__("tributary.clock").clock.SystemClock(),
-                MemoryMetrics(),
-            )
-            result = await importer.run_once(SourceClient("photos", spec, http))
-            return result.records
+            if memory_state:
+                from tributary_importer.state import MemoryStateStore
+
+                importer = Importer(
+                    FileRawWriter(out), MemoryStateStore(), SystemClock(), MemoryMetrics()
+                )
+                return (await importer.run_once(SourceClient(name, spec, http))).records
+            settings = AwsSettings()
+            # State in its production store: DynamoDB (+ S3 state blobs) on moto.
+            async with AwsClients(settings) as clients:
+                store = DynamoDbStateStore(
+                    await clients.dynamodb(),
+                    settings.state_table,
+                    S3StateBlobs(await clients.s3(), settings.lake_bucket),
+                )
+                importer = Importer(FileRawWriter(out), store, SystemClock(), MemoryMetrics())
+                return (await importer.run_once(SourceClient(name, spec, http))).records
 
     started, cpu = time.perf_counter(), cpu_s()
     records = asyncio.run(go())
@@ -188,7 +208,7 @@ def tool_venvs() -> dict[str, str]:
         f"dlt[filesystem]=={version('dlt')}",
     )
     python = {"dlt": str(dlt / "bin" / "python"), "ours": str(ours / "bin" / "python")}
-    return {**python, "ours_pages": python["ours"]}
+    return {**python, "ours_pages": python["ours"], "ours_memory": python["ours"]}
 
 
 def child(tool: str, url: str, python: str) -> dict[str, float]:
@@ -219,29 +239,69 @@ def main() -> None:
             result = run_dlt(args.url, args.out)
         else:
             paging = "page_number" if args.child == "ours_pages" else "link_header"
-            result = run_ours(args.url, args.out, paging)
+            result = run_ours(args.url, args.out, paging, args.child == "ours_memory")
         print(json.dumps(result))
         return
 
+    import importer_vendor
     from report import Report, Table, met, save
+    from tributary.bootstrap import bootstrap
+    from tributary.settings import AwsSettings
     from tributary.table import render
-    from tributary_stack.moto import free_port
+    from tributary_stack.moto import MotoProcess, free_port
     from tributary_stack.process import ManagedProcess
+    from tributary_stack.stack import LOCAL_CREDENTIALS
 
+    load_start = os.getloadavg()
     pythons = tool_venvs()
+    moto = MotoProcess().__enter__()  # ours keeps its state in DynamoDB (+ S3 blobs) on moto
+    os.environ.update(
+        {
+            **LOCAL_CREDENTIALS,
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LAKE_BUCKET": "bench-lake",
+            "STATE_TABLE": "bench-state",
+            "STREAM_NAME": "bench-stream",
+            "LEASE_TABLE": "bench-leases",
+        }
+    )
+    asyncio.run(bootstrap(AwsSettings(), shards=1))
     port = free_port()
     env = {**os.environ, "FAKEAPI_PORT": str(port), "FAKEAPI_SCALE": "20"}
     with open(os.devnull, "w") as sink:
         api = ManagedProcess.python_module("fakeapi", "tributary_fakeapi", [], env, sink).start()
         url = f"http://127.0.0.1:{port}"
         api.wait_http(f"{url}/__admin/stats", timeout=120)
-        runs: dict[str, list[dict[str, float]]] = {"dlt": [], "ours": [], "ours_pages": []}
+        runs: dict[str, list[dict[str, float]]] = {
+            "dlt": [],
+            "ours": [],
+            "ours_pages": [],
+            "ours_memory": [],
+        }
         try:
             for _ in range(args.rounds):  # interleaved
                 for tool in runs:
                     runs[tool].append(child(tool, url, pythons[tool]))
         finally:
             api.stop(timeout=10)
+            moto.__exit__(None, None, None)
+    vendor = importer_vendor.measure(
+        {"dlt": pythons["dlt"], "ours": pythons["ours"], "ours_bound": pythons["ours"]},
+        args.rounds,
+    )
+    v_headers, v_rows, v_speed = importer_vendor.table_rows(vendor)
+    v_title = (
+        f"Realistic vendor: {vendor['ours']['records']:,} photos in pages of "
+        f"{importer_vendor.PAGE}, every answer {importer_vendor.LATENCY_MS} ms away "
+        f"(FAKEAPI_LATENCY_MS); median of {args.rounds} interleaved runs; the peak is the most "
+        "requests the fake API saw in any one second over all runs"
+    )
+    print(render(v_headers, v_rows, title=f"\n{v_title}"))
+    rate_peak = int(
+        max(vendor["ours"]["max_per_second"], vendor["ours"]["max_per_calendar_second"])
+    )
 
     def med(tool: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[tool])
@@ -261,6 +321,7 @@ def main() -> None:
         "dlt": "dlt rest_api → filesystem (Link header)",
         "ours": "tributary importer (Link header)",
         "ours_pages": "tributary importer (page number, 4 in flight)",
+        "ours_memory": "reference: tributary importer (Link header), in-memory state, no AWS SDK",
     }
     dlt_rate = out["dlt"]["records"] / out["dlt"]["seconds"]
     dlt_cpu_rate = out["dlt"]["records"] / out["dlt"]["cpu_s"]
@@ -305,8 +366,17 @@ def main() -> None:
         "× dlt",
     ]
     print(render(headers, rows, title=title))
-    ours, dlt = out["ours"], out["dlt"]
+    ours, dlt, mem = out["ours"], out["dlt"], out["ours_memory"]
     speed = (ours["records"] / ours["seconds"]) / dlt_rate
+    mem_speed = (mem["records"] / mem["seconds"]) / dlt_rate
+    bound, bound_limit = vendor["ours_bound"], importer_vendor.BOUND_RPS
+    bound_peak = int(max(bound["max_per_second"], bound["max_per_calendar_second"]))
+    bound_ok = (
+        bound["req_per_s"] >= 0.9 * bound_limit
+        and bound_peak <= bound_limit
+        and bound["answered_429"] == 0
+    )
+    load_end = os.getloadavg()
     peak = ours["peak_mb"] / dlt["peak_mb"]
     save(
         Report(
@@ -317,9 +387,17 @@ def main() -> None:
                 "destination, jsonl) following the same Link header. Each tool runs in its own "
                 "process from its own minimal virtualenv (only what it installs in production); "
                 f"median of {args.rounds} interleaved runs. Peak RSS is the process's VmHWM; "
-                "working memory = peak RSS − RSS right after its imports."
+                "working memory = peak RSS − RSS right after its imports. Ours keeps its state in "
+                "its production store (DynamoDB + S3 state blobs, on moto), dlt in its local "
+                "pipelines dir; both write records to local disk. Realistic vendor: the fake "
+                f"API answers {importer_vendor.LATENCY_MS} ms late (FAKEAPI_LATENCY_MS) and counts "
+                "the requests it sees; ours pages by page number with "
+                f"{importer_vendor.CONCURRENCY} pages in flight, paced by the source's "
+                "rate_limit_rps, dlt pages sequentially (Link header); a third row sets a limit "
+                f"that binds ({importer_vendor.BOUND_RPS:g}/s) and has the fake API enforce it "
+                "too (429 beyond it)."
             ),
-            tables=[Table(title.strip(), headers, rows)],
+            tables=[Table(title.strip(), headers, rows), Table(v_title, v_headers, v_rows)],
             headline=[
                 [
                     "importer",
@@ -339,17 +417,92 @@ def main() -> None:
                     "≤ 0.5×",
                     met(peak <= 0.5),
                 ],
+                [
+                    "importer",
+                    f"records/s, vendor {importer_vendor.LATENCY_MS} ms away, "
+                    f"{importer_vendor.CONCURRENCY} pages in flight; peak req/s seen "
+                    f"(limit {importer_vendor.RATE_LIMIT_RPS:g})",
+                    f"{vendor['ours']['records'] / vendor['ours']['seconds']:,.0f}; "
+                    f"peak {rate_peak}/s",
+                    f"{vendor['dlt']['records'] / vendor['dlt']['seconds']:,.0f} (dlt, sequential)",
+                    f"{v_speed:.2f}",
+                    f"≥ 3×, ≤ {importer_vendor.RATE_LIMIT_RPS:g} req/s",
+                    met(v_speed >= 3 and rate_peak <= importer_vendor.RATE_LIMIT_RPS),
+                ],
+                [
+                    "importer",
+                    f"avg / peak req/s under a limit that binds ({bound_limit:g}/s, enforced by "
+                    "the fake API too); 429s / retries",
+                    f"{bound['req_per_s']:.1f} / {bound_peak}; "
+                    f"{int(bound['answered_429'])} / {int(bound['retries'])}",
+                    f"{bound_limit:g} (limit)",
+                    f"{bound['req_per_s'] / bound_limit:.2f}",
+                    "avg ≥ 0.9× limit, peak ≤ limit, 0 × 429",
+                    met(bound_ok),
+                ],
             ],
             notes=[
-                "Where our time goes, per page: httpx (the required client) ≈ 1.6 ms of CPU, "
-                "creating the page's file ≈ 1 ms in this VM (one object per page, metadata in an "
-                "xattr), gzip ≈ 0.35 ms, 100 envelopes ≈ 0.6 ms; the fake API's server side "
-                "≈ 0.6 ms per page.",
+                f"Machine load average (1 min) {load_start[0]:.1f} at the start, "
+                f"{load_end[0]:.1f} at the end of this benchmark (2 cores).",
+                f"CPU per page in this run (the whole process, after its imports): ours "
+                f"{ours['cpu_s'] / (RECORDS / PAGE) * 1000:.1f} ms (Link header), dlt "
+                f"{dlt['cpu_s'] / (RECORDS / PAGE) * 1000:.1f} ms.",
+                f"Memory: with its production state store ours peaks at {ours['peak_mb']:.0f} MB "
+                f"({ours['after_imports_mb']:.0f} MB after imports, {ours['working_mb']:.0f} MB "
+                f"working); the in-memory-state reference row, which imports no AWS SDK and "
+                f"makes no clients, peaks at {mem['peak_mb']:.0f} MB "
+                f"({mem['after_imports_mb']:.0f} after imports, {mem['working_mb']:.0f} working) "
+                f"= {mem['peak_mb'] / dlt['peak_mb']:.2f}× dlt. "
+                + (
+                    ""
+                    if peak <= 0.5
+                    else f"Target ≤ 0.5× not reached with the real store: "
+                    f"{ours['peak_mb'] - mem['peak_mb']:.0f} MB of the peak is the botocore/"
+                    "aiobotocore DynamoDB and S3 clients (service models, loaders) that the "
+                    "state store needs. What would reach it: a state store on a lighter client "
+                    "(the two DynamoDB calls and one S3 put over plain signed httpx), or loading "
+                    "only the service models used."
+                ),
+                f"Link header throughput: ours {speed:.2f}× dlt with the real store, "
+                f"{mem_speed:.2f}× with the in-memory one"
+                + (
+                    ""
+                    if speed >= 2
+                    else " (target ≥ 2× not reached: Link-header paging is sequential by nature, "
+                    "each page's URL comes from the previous answer, so only the per-page CPU "
+                    "and the state writes remain to cut)."
+                ),
+                f"Realistic vendor: ours made {vendor['ours']['requests']:,.0f} requests (median "
+                f"of runs) for {vendor['ours']['records'] // importer_vendor.PAGE:,} pages "
+                "(page-number paging stops at the first short page; the pages already in flight "
+                f"past it count too), never more than {rate_peak} in one second against its "
+                f"limit of {importer_vendor.RATE_LIMIT_RPS:g}; dlt made "
+                f"{vendor['dlt']['requests']:,.0f}. Under the binding limit of {bound_limit:g}/s "
+                f"ours averaged {bound['req_per_s']:.1f} req/s from its first request to its last "
+                f"({bound['req_per_s_run']:.1f} over the whole run, with its set-up and state "
+                f"writes), peaked at {bound_peak} in any "
+                f"one second, drew {int(bound['answered_429'])} × 429 from the fake API and "
+                f"retried {int(bound['retries'])} times over all runs."
+                + f" Binding-limit target (average ≥ 0.9× the limit, peak ≤ the limit, no 429) "
+                f"{'met' if bound_ok else 'not met'} in this run. The pacer "
+                "(tributary_importer.pacing) lets a request hold its place from its release "
+                "until 1 s after its answer (its arrival at the vendor lies between), and "
+                "releases one while fewer than the limit hold a place: no second the vendor "
+                "counts can tip over, whatever the send delay, and a late wake-up costs only "
+                "its own place (tests/importer/test_pacing.py proves both on a scripted clock "
+                "and over the wire with the fake API enforcing the limit). Its ceiling is the "
+                "limit / (1 s + the round trip)."
+                + (
+                    ""
+                    if bound_ok
+                    else " Below it: the pages in flight wait on landing in order, and the "
+                    "machine's load stretches the round trip."
+                ),
             ],
         )
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2))
+    args.json.write_text(json.dumps({**out, "vendor": vendor}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """A small closed-loop HTTP/1.1 load generator (keep-alive, N connections), run as its own process.
 
 `python bench/loadgen.py URL_PATH PORT BODY_FILE CONNECTIONS SECONDS` prints one JSON line:
-requests, errors, elapsed seconds, status counts and latency percentiles. Raw asyncio streams
-keep its own cost far below the servers' so the servers, not the generator, are measured.
+requests, errors, elapsed seconds, status counts and latency percentiles. bench/api.py measures
+with wrk and drives the bare server with this one too in the same rounds, to show which of the
+two generators holds the baseline back.
 """
 
 from __future__ import annotations

@@ -30,7 +30,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-BENCHMARKS = ("api", "stream", "importer", "curate", "curate_bookmark")
+BENCHMARKS = (
+    "api",
+    "stream",
+    "importer",
+    "curate",
+    "curate_bookmark",
+    "leases",
+    "api_kinesis_agg",
+    "version_id",
+)
 HEADLINE = ["benchmark", "measure", "tributary", "baseline (same run)", "ratio", "target", "met"]
 README_MARKERS = ("<!-- bench:headline:start -->", "<!-- bench:headline:end -->")
 
@@ -54,12 +63,22 @@ class Report:
     headline: list[list[Any]]
     notes: list[str] = field(default_factory=list)
     finished: str = field(default_factory=lambda: datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-    commit: str = field(default_factory=lambda: _commit())
+    commit: str = field(default_factory=lambda: _STARTED_COMMIT)
+    # 1-minute load average when the benchmark started and when it saved its report
+    load_average: list[float] = field(default_factory=lambda: [_STARTED_LOAD, _load()])
 
 
 def _commit() -> str:
-    """The code measured: the commit, `-dirty` when the tree had uncommitted changes."""
-    return _first_line(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+    """The code measured: the commit, `-dirty` when the tree had uncommitted changes (saved
+    results under bench/results/ do not count: a previous run leaves them changed)."""
+    commit = _first_line(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    status = ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]
+    changed = _first_line([*status, "--", ".", ":(exclude)bench/results"])
+    return f"{commit}-dirty" if changed else commit
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
 
 
 def save(report: Report) -> Path:
@@ -76,6 +95,7 @@ def load(name: str) -> Report | None:
         return None
     raw = json.loads(path.read_text())
     raw["tables"] = [Table(**t) for t in raw["tables"]]
+    raw.setdefault("load_average", [])  # saved before the load was recorded
     return Report(**raw)
 
 
@@ -157,9 +177,15 @@ def assemble(reports: dict[str, Report], seconds: dict[str, float]) -> str:
         if report is None:
             continue
         took = f", {seconds[name]:.0f} s" if name in seconds else ""
+        if report.load_average:
+            start, end = report.load_average
+            took += f", load average {start:.1f} → {end:.1f} on {os.cpu_count()} cores"
+        commit = report.commit
+        if commit.endswith("-dirty"):
+            commit += " — **measured with uncommitted changes**"
         out += [
             "",
-            f"## {name} (`bench/{name}.py` at {report.commit}, run {report.finished}{took})",
+            f"## {name} (`bench/{name}.py` at {commit}, run {report.finished}{took})",
             "",
         ]
         out += [report.setup, ""]
@@ -224,6 +250,10 @@ def main() -> int:
         return 1
     return 0
 
+
+# Taken when a benchmark imports this module, as it starts: the code and load it ran with.
+_STARTED_LOAD = _load()
+_STARTED_COMMIT = _commit()
 
 if __name__ == "__main__":
     sys.exit(main())

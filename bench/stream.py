@@ -1,13 +1,20 @@
 """Benchmark the stream consumer, each figure beside a baseline from the same run.
 
-(a) processing per core, in memory: the real Worker (routing, batching, gzip, chain landing,
-    checkpoints) on a MemoryStream of 1 KB records, beside a bare loop that only reads the same
-    records and gzips them into objects. Target ≥ 10 MB/s per core (≥ 5× a shard's 2 MB/s).
+(a) processing per core, in memory (bench/stream_memory.py; CPU time, median of interleaved
+    rounds): the real Worker (decode, signature check, routing, batching, gzip, chain landing,
+    checkpoints) on a MemoryStream of 1 KB records, beside a bare loop doing what a careful
+    hand-written consumer must: read each page, decode each record to find its dataset, gzip
+    each dataset's lines into an object, write it (the same in-memory writer). Other bare rows:
+    the same loop checking each record's signature (HMAC-SHA256, as ours must), and the issue's
+    read+gzip loop (no decode). Target ≥ 0.7× the decode loop.
 (b) draining a pre-filled moto stream into S3 (moto), beside a bare GetRecords drain of the same
-    stream (no S3, no leases): target ratio ≥ 0.8. async-kinesis (PyPI) drains it too, landing
-    500-record batches in S3 the way its README suggests.
-(c) kill -9: each consumer is killed 4 times while draining a fresh stream, restarted, and let
-    finish; then every landed line is counted against the input.
+    stream (no S3, no leases) that reads every shard until it has read the known record count:
+    target ratio ≥ 0.9. async-kinesis (PyPI) drains it too, landing 500-record batches in S3 the
+    way its README suggests (deterministic keys, see bench/ak_consumer.py). All three run in this
+    process, each timed until the last record is durable (ours: checkpointed; async-kinesis:
+    landed; bare: read).
+(c) kill -9 (bench/stream_kill.py): each consumer is killed 4 times mid-drain (each kill after
+    that incarnation landed an object), restarted, let finish; every landed line is counted.
 
 Run: `make bench` or `python bench/stream.py [--records N]`.
 """
@@ -20,9 +27,7 @@ import gzip
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,119 +39,20 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 
+import ak_consumer  # noqa: E402
+import stream_kill  # noqa: E402
 from report import Report, Table, met, save  # noqa: E402
+from stream_memory import SIGNING_KEY, envelope, part_a, worker  # noqa: E402
 from tributary.aws import AwsClients  # noqa: E402
 from tributary.bootstrap import bootstrap  # noqa: E402
-from tributary.clock import SystemClock  # noqa: E402
-from tributary.dataset import DatasetRegistry  # noqa: E402
-from tributary.envelope import sign_envelope  # noqa: E402
 from tributary.s3_writer import S3RawWriter  # noqa: E402
 from tributary.settings import AwsSettings  # noqa: E402
 from tributary.table import render  # noqa: E402
-from tributary.testing import MemoryMetrics, MemoryRawWriter  # noqa: E402
-from tributary_stack.inspect import read_lines, wait_checkpointed  # noqa: E402
+from tributary_stack.inspect import read_lines  # noqa: E402
 from tributary_stack.moto import MotoProcess  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402
-from tributary_stream.consumer import Limits  # noqa: E402
 from tributary_stream.lease import DynamoDbLeaseStore  # noqa: E402
-from tributary_stream.route import Router  # noqa: E402
 from tributary_stream.stream import KinesisStreamReader  # noqa: E402
-from tributary_stream.testing import MemoryLeaseStore, MemoryStream  # noqa: E402
-from tributary_stream.worker import Worker, WorkerConfig  # noqa: E402
-
-REGISTRY = DatasetRegistry.from_file(ROOT / "config" / "datasets.yaml")
-PAD = "x" * 880
-
-
-# The API signs its envelopes; the consumer trusts only those (ENVELOPE_SIGNING_KEY).
-SIGNING_KEY = "bench-envelope-signing-key-0123456789"
-
-
-def envelope(i: int) -> bytes:
-    """A ~1 KB API envelope, signed as the API puts it on the stream."""
-    return sign_envelope(unsigned(i), SIGNING_KEY.encode())
-
-
-def unsigned(i: int) -> bytes:
-    """The envelope as it lands in raw."""
-    return orjson.dumps(
-        {
-            "v": 1,
-            "dataset": "events",
-            "id": f"e{i}",
-            "source": "bench",
-            "received_at": "2026-01-01T00:00:00.000Z",
-            "data": {"type": "click", "n": i, "pad": PAD},
-        }
-    )
-
-
-def worker(store: Any, reader: Any, writer: Any, worker_id: str = "bench") -> Worker:
-    return Worker(
-        WorkerConfig(
-            worker_id=worker_id,
-            limits=Limits(10_000, 8 * 1024 * 1024, 3600, 0.3),
-            failover_time_s=3,
-            shard_sync_s=1,
-            idle_poll_s=0.2,
-            tick_s=0.05,
-        ),
-        store,
-        reader,
-        Router(REGISTRY, "kinesis:bench", signing_key=SIGNING_KEY.encode()),
-        writer,
-        SystemClock(),
-        MemoryMetrics(),
-    )
-
-
-async def part_a(records: int) -> list[list[object]]:
-    stream = MemoryStream(4)
-    shards = list(stream.shards)
-    payload = [envelope(i) for i in range(records)]
-    for i, data in enumerate(payload):
-        stream.put(shards[i % 4], data)
-    size = sum(len(p) for p in payload)
-
-    started = time.process_time()  # CPU time: "per core"
-    for shard in shards:  # bare: read every page, gzip 10k-record objects
-        iterator = await stream.iterator(shard, "TRIM_HORIZON", None)
-        while True:
-            page = await stream.get_records(iterator, 10_000)
-            if page.records:
-                gzip.compress(b"".join(r.data + b"\n" for r in page.records), 6)
-            if not page.records or page.next_iterator is None:
-                break
-            iterator = page.next_iterator
-    bare = time.process_time() - started
-
-    writer = MemoryRawWriter()
-    w = worker(MemoryLeaseStore(), stream, writer)
-    stop = asyncio.Event()
-    started = time.process_time()
-    task = asyncio.create_task(w.run(stop))
-    while sum(o.record_count for o in writer.objects.values()) < records:  # noqa: ASYNC110
-        await asyncio.sleep(0.01)
-    ours = time.process_time() - started
-    stop.set()
-    await task
-    mb = size / 1e6
-    return [
-        [
-            "bare read + gzip",
-            f"{mb / bare:,.1f}",
-            f"{records / bare:,.0f}",
-            "1.00 (baseline)",
-            f"{mb / bare / 2:,.1f}×",
-        ],
-        [
-            "tributary worker",
-            f"{mb / ours:,.1f}",
-            f"{records / ours:,.0f}",
-            f"{bare / ours:.2f}",
-            f"{mb / ours / 2:,.1f}×",
-        ],
-    ]
 
 
 async def prefill(aws: AwsSettings, records: int) -> list[bytes]:
@@ -169,9 +75,13 @@ async def prefill(aws: AwsSettings, records: int) -> list[bytes]:
     return sent
 
 
-async def last_sequences(aws: AwsSettings) -> dict[str, str]:
-    """Bare drain: every shard read concurrently to its end. Returns the last sequences."""
+async def last_sequences(aws: AwsSettings, expected: int) -> dict[str, str]:
+    """Bare drain: every shard read concurrently, each record's lines gzipped per page, until
+    `expected` records are read (an empty page, or MillisBehindLatest 0, does not mean a shard
+    is drained). Returns the last sequence of each shard."""
     last: dict[str, str] = {}
+    read = 0
+    deadline = time.monotonic() + 600
     async with AwsClients(aws) as clients:
         kinesis = await clients.kinesis()
         shards = (await kinesis.list_shards(StreamName=aws.stream_name))["Shards"]
@@ -182,52 +92,93 @@ async def last_sequences(aws: AwsSettings) -> dict[str, str]:
                     StreamName=aws.stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
                 )
             )["ShardIterator"]
-            while True:
+            nonlocal read
+            while read < expected:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"bare drain read {read:,} of {expected:,} records")
                 page = await kinesis.get_records(ShardIterator=iterator, Limit=10_000)
                 if page["Records"]:
                     last[shard_id] = page["Records"][-1]["SequenceNumber"]
+                    read += len(page["Records"])
                     gzip.compress(b"".join(r["Data"] + b"\n" for r in page["Records"]), 6)
-                if not page["Records"] or not page.get("MillisBehindLatest"):
-                    return
+                else:
+                    await asyncio.sleep(0.05)  # this shard is read; others may not be
                 iterator = page["NextShardIterator"]
 
         await asyncio.gather(*(drain(s["ShardId"]) for s in shards))
     return last
 
 
-async def run_ours(aws: AwsSettings, last: dict[str, str]) -> float:
-    async with AwsClients(aws) as clients:
-        w = worker(
-            DynamoDbLeaseStore(await clients.dynamodb(), aws.lease_table),
-            KinesisStreamReader(await clients.kinesis(), aws.stream_name),
-            S3RawWriter(await clients.s3(), aws.lake_bucket),
-        )
-        stop = asyncio.Event()
-        started = time.perf_counter()
-        task = asyncio.create_task(w.run(stop))
-        await wait_checkpointed(aws, last, within=600)
-        elapsed = time.perf_counter() - started
-        stop.set()
-        await task
-    return elapsed
+class CountingReader:
+    """The worker's KinesisStreamReader, noting when it has read `expected` records."""
+
+    def __init__(self, inner: KinesisStreamReader, expected: int) -> None:
+        self.inner, self.expected, self.read = inner, expected, 0
+        self.all_read_at: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_records(self, iterator: str, limit: int) -> Any:
+        page = await self.inner.get_records(iterator, limit)
+        self.read += len(page.records)
+        if self.all_read_at is None and self.read >= self.expected:
+            self.all_read_at = time.perf_counter()
+        return page
 
 
-def ak_process(
-    aws: AwsSettings, prefix: str, checkpoint: Path, env: dict[str, str], idle_exit: float
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "ak_consumer.py"),
-            aws.stream_name,
-            aws.lake_bucket,
-            prefix,
-            str(checkpoint),
-            str(idle_exit),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+async def run_ours(aws: AwsSettings, last: dict[str, str], expected: int) -> dict[str, float]:
+    """Seconds from making the worker's clients until every shard is checkpointed at `last`,
+    and its phases: clients made, first lease taken, every record read (the last GetRecords),
+    every shard checkpointed. The bench's own watcher of the lease table gets its client before
+    the timing starts (the bare drain and async-kinesis pay for no observer either)."""
+    async with AwsClients(aws) as watch:
+        watcher = DynamoDbLeaseStore(await watch.dynamodb(), aws.lease_table)
+        await watcher.list_leases()  # connected before the timing starts
+        started = time.perf_counter()  # the worker's clients made inside it, as the others'
+        async with AwsClients(aws) as clients:
+            reader = CountingReader(
+                KinesisStreamReader(await clients.kinesis(), aws.stream_name), expected
+            )
+            w = worker(
+                DynamoDbLeaseStore(await clients.dynamodb(), aws.lease_table),
+                reader,
+                S3RawWriter(await clients.s3(), aws.lake_bucket),
+            )
+            clients_at = time.perf_counter()
+            first_lease_at: float | None = None
+            stop = asyncio.Event()
+            task = asyncio.create_task(w.run(stop))
+            deadline = started + 600
+            while True:
+                leases = await watcher.list_leases()
+                if first_lease_at is None and any(lease.owner for lease in leases):
+                    first_lease_at = time.perf_counter()
+                if _checkpointed(leases, last):
+                    break
+                if time.perf_counter() > deadline:
+                    raise TimeoutError("the worker did not checkpoint every record in 600 s")
+                await asyncio.sleep(0.05)
+            done = time.perf_counter()
+            stop.set()
+            await task
+    all_read = reader.all_read_at or done
+    return {
+        "seconds": done - started,
+        "clients_s": clients_at - started,
+        "first_lease_s": (first_lease_at or done) - started,
+        "reading_s": all_read - (first_lease_at or started),
+        "read_to_checkpoint_s": done - all_read,
+    }
+
+
+def _checkpointed(leases: list[Any], last: dict[str, str]) -> bool:
+    by_key = {lease.key: lease for lease in leases}
+    return all(
+        shard in by_key
+        and by_key[shard].checkpoint.isdigit()
+        and int(by_key[shard].checkpoint) >= int(sequence)
+        for shard, sequence in last.items()
     )
 
 
@@ -258,28 +209,38 @@ async def fresh_stream(
 
 async def part_b(
     moto: MotoProcess, records: int, env: dict[str, str], rounds: int
-) -> list[list[object]]:
+) -> tuple[list[list[object]], dict[str, Any]]:
     """The same pre-filled stream drained `rounds` times by each, interleaved; medians. Ours gets
     a fresh bucket and lease table every round, async-kinesis a fresh prefix and checkpoint."""
     aws, sent = await fresh_stream(moto, "drain", records)
     size = sum(len(s) for s in sent) / 1e6
     times: dict[str, list[float]] = {"bare": [], "ours": [], "ak": []}
+    phases: list[dict[str, float]] = []
     ours_count = ak_count = 0
     for n in range(rounds):
         started = time.perf_counter()
-        last = await last_sequences(aws)
+        last = await last_sequences(aws, len(sent))
         times["bare"].append(time.perf_counter() - started)
         ours_aws = aws.model_copy(
             update={"lake_bucket": f"drain-lake-{n}", "lease_table": f"drain-l{n}"}
         )
         await bootstrap(ours_aws, shards=4)  # the stream exists: a new bucket and lease table
-        times["ours"].append(await run_ours(ours_aws, last))
+        phase = await run_ours(ours_aws, last, len(sent))
+        phases.append(phase)
+        times["ours"].append(phase["seconds"])
         ours_count = sum((await landed_ids(ours_aws, "raw/")).values())
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            proc = ak_process(aws, f"ak{n}/", Path(tmp) / "cp.json", env, idle_exit=3)
-            proc.wait()
-            times["ak"].append(time.perf_counter() - started - 3)  # exits after 3 s idle
+            await ak_consumer.consume(
+                aws.stream_name,
+                aws.lake_bucket,
+                f"ak{n}/",
+                Path(tmp) / "cp.json",
+                60,
+                endpoint=moto.endpoint,
+                expected=len(sent),
+            )
+            times["ak"].append(time.perf_counter() - started)
         ak_count = sum((await landed_ids(aws, f"ak{n}/")).values())
     bare, ours, ak = (statistics.median(times[k]) for k in ("bare", "ours", "ak"))
     rows: list[list[object]] = [
@@ -308,59 +269,15 @@ async def part_b(
             f"{ak_count:,}",
         ],
     ]
-    return rows
-
-
-async def part_c(moto: MotoProcess, records: int, env: dict[str, str]) -> list[list[object]]:
-    rows: list[list[object]] = []
-    for name in ("tributary", "async-kinesis"):
-        aws, sent = await fresh_stream(moto, f"kill-{name.replace('-', '')}", records)
-        expected = Counter(orjson.loads(s)["id"] for s in sent)
-        with tempfile.TemporaryDirectory() as tmp:
-
-            def start(
-                name: str = name, aws: AwsSettings = aws, tmp: str = tmp
-            ) -> subprocess.Popen[bytes]:
-                if name == "async-kinesis":
-                    return ak_process(aws, "ak/", Path(tmp) / "cp.json", env, idle_exit=5)
-                return subprocess.Popen(
-                    [sys.executable, "-m", "tributary_stream"],
-                    env={
-                        **env,
-                        "STREAM_NAME": aws.stream_name,
-                        "LAKE_BUCKET": aws.lake_bucket,
-                        "LEASE_TABLE": aws.lease_table,
-                        "LEASE_FAILOVER_S": "2",
-                        "IDLE_FLUSH_S": "0.5",
-                        "IDLE_POLL_S": "0.2",
-                        "SHARD_SYNC_S": "2",
-                        "DATASETS_CONFIG": str(ROOT / "config" / "datasets.yaml"),
-                    },
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-
-            for _ in range(4):
-                proc = start()
-                await asyncio.sleep(4.0)  # start-up takes ~2 s: kill mid-drain
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-            proc = start()
-            if name == "async-kinesis":
-                proc.wait(600)
-                landed = await landed_ids(aws, "ak/")
-            else:
-                last = await last_sequences(aws)
-                await wait_checkpointed(aws, last, within=600)
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
-                landed = await landed_ids(aws, "raw/")
-        lost = sum((expected - landed).values())
-        duplicated = sum((landed - expected).values())
-        rows.append(
-            [name, f"{records:,}", 4, f"{sum(landed.values()):,}", f"{lost:,}", f"{duplicated:,}"]
-        )
-    return rows
+    figures = {
+        "seconds": times,
+        "ratio": bare / ours,
+        "ours_phases": phases,
+        "ours_phase_medians": {
+            k: statistics.median(p[k] for p in phases) for k in phases[0] if k != "seconds"
+        },
+    }
+    return rows, figures
 
 
 def main() -> None:
@@ -370,14 +287,25 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--memory-records", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (b)")
+    parser.add_argument("--memory-rounds", type=int, default=5, help="interleaved rounds of (a)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "stream.json")
     args = parser.parse_args()
     os.environ.update(LOCAL_CREDENTIALS)
     machine = f"{platform.machine()} x{os.cpu_count()}, Python {platform.python_version()}"
-    a = asyncio.run(part_a(args.memory_records))
+    load_start = os.getloadavg()
+    a, a_fig = asyncio.run(part_a(args.memory_records, args.memory_rounds))
     a_table = Table(
-        f"(a) in memory: {args.memory_records:,} records of 1 KB on 4 shards, CPU time",
-        ["(a) processing", "MB/s per core", "records/s", "vs bare", "× a shard's 2 MB/s"],
+        f"(a) in memory: {args.memory_records:,} records of 1 KB on 4 shards, CPU time, median "
+        f"of {args.memory_rounds} interleaved rounds",
+        [
+            "(a) processing",
+            "MB/s per core",
+            "records/s",
+            "vs bare (decode)",
+            "per round",
+            "vs bare read+gzip",
+            "× a shard's 2 MB/s",
+        ],
         a,
     )
     print(render(a_table.headers, a_table.rows, title=f"\nStream consumer; {machine}"))
@@ -391,7 +319,7 @@ def main() -> None:
             "METRICS_INTERVAL_S": "3600",
             "ENVELOPE_SIGNING_KEY": SIGNING_KEY,
         }
-        b = asyncio.run(part_b(moto, args.records, env, args.rounds))
+        b, b_fig = asyncio.run(part_b(moto, args.records, env, args.rounds))
         b_table = Table(
             f"(b) drain a pre-filled moto stream: {args.records:,} records of 1 KB, 4 shards, "
             f"median of {args.rounds} interleaved rounds",
@@ -399,32 +327,118 @@ def main() -> None:
             b,
         )
         print(render(b_table.headers, b_table.rows, title=f"\n{b_table.title}"))
-        c = asyncio.run(part_c(moto, args.records, env))
+        c, c_fig = asyncio.run(stream_kill.part_c(moto, args.records, env, sys.modules[__name__]))
         c_table = Table(
-            f"(c) each consumer killed with SIGKILL 4 times while draining {args.records:,} "
-            "records, restarted, let finish",
-            ["(c) kill -9 × 4", "input", "kills", "landed", "lost", "duplicated"],
+            f"(c) each consumer killed with SIGKILL {stream_kill.KILLS} times while draining "
+            f"{args.records:,} records (batches of {stream_kill.BATCH}), each kill after the "
+            "incarnation's first landed object + a random 0-1 s, restarted, let finish",
+            [
+                "(c) kill -9",
+                "input",
+                "kills mid-drain",
+                "distinct landed after each kill",
+                "landed",
+                "lost",
+                "duplicated",
+            ],
             c,
         )
         print(render(c_table.headers, c_table.rows, title=f"\n{c_table.title}"))
+    load_end = os.getloadavg()
 
-    def number(cell: object) -> float:
-        return float(str(cell).rstrip("×").replace(",", "").split()[0])
-
-    ours_mb, bare_mb = number(a[1][1]), number(a[0][1])
-    drain_ratio = number(b[1][4])
-    ours_c, ak_c = c[0], c[1]
+    memory_ratio = a_fig["ratio"]
+    low, high = min(a_fig["ratio_rounds"]), max(a_fig["ratio_rounds"])
+    median_cpu = a_fig["median_cpu_s"]
+    ours_mb, bare_mb = a_fig["mb"] / median_cpu["ours"], a_fig["mb"] / median_cpu["bare"]
+    drain_ratio = b_fig["ratio"]
+    phase = b_fig["ours_phase_medians"]
+    bare_s, ours_s = (statistics.median(b_fig["seconds"][k]) for k in ("bare", "ours"))
+    ours_k, ak_k = c_fig["tributary"], c_fig["async-kinesis"]
+    shown = ours_k["kills_mid_drain"] == stream_kill.KILLS
+    memory_met = met(memory_ratio >= 0.7) + (
+        f" (borderline: rounds {low:.3f}–{high:.3f})" if memory_ratio >= 0.7 > low else ""
+    )
+    notes = [
+        f"Machine load average (1 min) {load_start[0]:.1f} at the start, {load_end[0]:.1f} at "
+        "the end of this benchmark (2 cores): wall-clock figures in (b) and (c) move with it.",
+        f"Per core the worker processes {ours_mb / 2:,.1f}× what one shard delivers (2 MB/s). "
+        f"Against the issue's bare read+gzip loop (no decode) ours is at "
+        f"{a_fig['ratio_vs_gzip']:.2f}×; the bare loop that also checks signatures runs at "
+        f"{median_cpu['bare'] / median_cpu['bare_verify']:.2f}× the decode loop, and ours at "
+        f"{median_cpu['bare_verify'] / median_cpu['ours']:.2f}× it. Ours vs the decode loop per "
+        f"round: {', '.join(f'{r:.2f}' for r in a_fig['ratio_rounds'])}.",
+        "(a) profile of one untimed run of the worker (own time, share of its busy time): "
+        + "; ".join(a_fig["profile"])
+        + "."
+        + f" Target ≥ 0.7× {'met' if memory_ratio >= 0.7 else 'not reached'}"
+        + (" (borderline: a round below)" if memory_ratio >= 0.7 > low else "")
+        + f" in this run (median {memory_ratio:.3f}, rounds {low:.2f}–{high:.2f}). "
+        "What ours does per record: a signed API envelope is routed on a fast path that "
+        "decodes only the fields routing needs (a msgspec Struct of v, dataset, id, source, "
+        "received_at; `data` skipped, not built), checks the signature on the record's own "
+        "bytes (no copy) and cuts its line from them with arrived_at in place of the "
+        "signature; anything else takes the slow path (the whole record decoded, as the bare "
+        "loop does). The page loop cuts batches inline (age as a deadline) and keeps the "
+        "page's target list at hand. Before that: the keyed HMAC made once per key, cached "
+        "arrival text and targets, record ids only when needed, no landed-map lookups past "
+        "the checkpoint, no deaggregation of plain records."
+        + (
+            ""
+            if memory_ratio >= 0.7 and low >= 0.7
+            else " What would reach it in every round: building each target's NDJSON body "
+            "from the raw bytes rather than a Line object per record (the lander, "
+            "processing and quarantine all take Lines), and the Record objects the reader "
+            "makes (user_records, in the bare loops too)."
+        ),
+        f"(b) ours' drain in phases (medians): clients made {phase['clients_s']:.1f} s, first "
+        f"lease taken at {phase['first_lease_s']:.1f} s, reading every record "
+        f"{phase['reading_s']:.1f} s, last record read → every shard checkpointed "
+        f"{phase['read_to_checkpoint_s']:.1f} s; the bare drain took {bare_s:.1f} s in all, "
+        f"ours {ours_s:.1f} s."
+        + (
+            ""
+            if drain_ratio >= 0.9
+            else " Target ≥ 0.9 not reached. Tried: the hot path in memory (part a), the "
+            "failover at its default. Where the time goes is the phases above: before the first "
+            "lease (lease table scan, shard sync, a take per shard on a slow moto) and after the "
+            "last read (the idle poll plus the idle flush before the last batch lands, then "
+            "the checkpoint write). What would reach it: take leases in the first shard sync "
+            "instead of the next tick, and land a shard's batch as soon as a page comes back "
+            "short with MillisBehindLatest == 0 instead of waiting idle_poll + idle_flush."
+        ),
+        f"(c) distinct records landed after each kill: ours "
+        f"{', '.join(f'{n:,}' for n in ours_k['distinct_landed_after_kill'])}; async-kinesis "
+        f"{', '.join(f'{n:,}' for n in ak_k['distinct_landed_after_kill'])} of "
+        f"{args.records:,}. "
+        f"Kills mid-drain: ours {ours_k['kills_mid_drain']}/{stream_kill.KILLS}, async-kinesis "
+        f"{ak_k['kills_mid_drain']}/{stream_kill.KILLS}"
+        + ("." if shown else "; the 0 / 0 claim is not shown by this run."),
+        "async-kinesis acknowledges a record when the next one is requested, before the "
+        "user's batch is durable: a kill between its checkpoint and the batch write can "
+        "lose records; a replay resumes at its checkpoint, not at a batch boundary, and a "
+        "batch it cuts differently gets another content key, so its records land twice: "
+        f"{ak_k['lost']:,} lost and {ak_k['duplicated']:,} duplicated in this run "
+        "(bench/ak_consumer.py says why content is the key it was given).",
+    ]
+    for note in notes:
+        print(f"- {note}")
     save(
         Report(
             name="stream",
             setup=(
-                "(a) The real Worker (routing, batching, gzip, chain landing, checkpoints) on an "
-                "in-memory stream, beside a bare loop that only reads the same records and gzips "
-                "them into objects, CPU time. (b) Draining a pre-filled moto stream into S3 "
+                "(a) The real Worker (decode, signature check, routing, batching, gzip, chain "
+                "landing, checkpoints) on an in-memory stream, beside a bare loop doing what a "
+                "careful hand-written consumer must (read each page, decode each record for its "
+                "dataset, gzip each dataset's lines into one object, write it to the same "
+                "in-memory writer), the same bare loop checking each signature, and the issue's "
+                "bare read+gzip loop (no decode); CPU time, median of interleaved rounds. "
+                "(b) Draining a pre-filled moto stream into S3 "
                 "(moto) with leases and checkpoints, beside a bare GetRecords drain of the same "
-                "stream (no S3, no leases), and async-kinesis (PyPI) landing 500-record batches "
-                "in S3 as its README suggests. (c) Each consumer SIGKILLed 4 times mid-drain, "
-                "restarted, then every landed line counted against the input."
+                "stream (no S3, no leases) that reads until it has the known record count, and "
+                "async-kinesis (PyPI) landing 500-record batches in S3 as its README suggests, "
+                "with deterministic keys (the SHA-256 of each batch); all three in this process, "
+                "each timed until its last record is durable, median of interleaved rounds. "
+                "(c) " + (stream_kill.__doc__ or "").split("\n\n")[1].replace("\n", " ")
             ),
             tables=[a_table, b_table, c_table],
             headline=[
@@ -432,10 +446,10 @@ def main() -> None:
                     "stream consumer",
                     "MB/s per core, in memory (1 KB records)",
                     f"{ours_mb:,.1f}",
-                    f"{bare_mb:,.1f} (bare read + gzip)",
-                    f"{ours_mb / bare_mb:.2f}",
-                    "≥ 10 MB/s (5× a shard's read limit)",
-                    met(ours_mb >= 10),
+                    f"{bare_mb:,.1f} (bare read, decode, gzip, write)",
+                    f"{memory_ratio:.3f} (rounds {low:.3f}–{high:.3f})",
+                    "≥ 0.7× the bare loop",
+                    memory_met,
                 ],
                 [
                     "stream consumer",
@@ -443,30 +457,32 @@ def main() -> None:
                     f"{b[1][2]} records/s",
                     f"{b[0][2]} records/s",
                     f"{drain_ratio:.2f}",
-                    "≥ 0.8",
-                    met(drain_ratio >= 0.8),
+                    "≥ 0.9",
+                    met(drain_ratio >= 0.9),
                 ],
                 [
                     "stream consumer",
-                    "records lost / duplicated after 4 × kill -9",
-                    f"{ours_c[4]} / {ours_c[5]}",
-                    f"{ak_c[4]} / {ak_c[5]} (async-kinesis)",
+                    f"records lost / duplicated after {stream_kill.KILLS} × kill -9 "
+                    f"(kills mid-drain: {ours_k['kills_mid_drain']}/{stream_kill.KILLS})",
+                    f"{ours_k['lost']:,} / {ours_k['duplicated']:,}",
+                    f"{ak_k['lost']:,} / {ak_k['duplicated']:,} (async-kinesis)",
                     "—",
                     "0 / 0",
-                    met(number(ours_c[4]) == 0 and number(ours_c[5]) == 0),
+                    met(shown and ours_k["lost"] == 0 and ours_k["duplicated"] == 0)
+                    + ("" if shown else " (not shown: a kill was not mid-drain)"),
                 ],
             ],
-            notes=[
-                "The moto drain is bounded by moto itself (its GetRecords scans the shard); per "
-                "core the worker processes many times what one shard can deliver.",
-                "async-kinesis acknowledges a record when the next one is requested, before the "
-                "user's batch is durable, and its replays write new objects: duplicates, and a "
-                "loss whenever a kill lands between a checkpoint and the batch write.",
-            ],
+            notes=notes,
         )
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"a": a, "b": b, "c": c}, indent=2, default=str))
+    args.json.write_text(
+        json.dumps(
+            {"a": a, "b": b, "c": c, "a_figures": a_fig, "b_figures": b_fig, "c_figures": c_fig},
+            indent=2,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ async def clients(lake: AwsSettings) -> AsyncIterator[AwsClients]:
 
 
 @contextmanager
-def fake_vendor_api(logs: Path, scale: int = 1) -> Iterator[str]:
+def fake_vendor_api(logs: Path, scale: int = 1, env: dict[str, str] | None = None) -> Iterator[str]:
     """A fake third-party API process of its own (its data changes under some tests)."""
     port = free_port()
     with (logs / f"fakeapi-{port}.log").open("w") as log:
@@ -82,7 +82,7 @@ def fake_vendor_api(logs: Path, scale: int = 1) -> Iterator[str]:
             "fakeapi",
             "tributary_fakeapi",
             [],
-            {**os.environ, "FAKEAPI_PORT": str(port), "FAKEAPI_SCALE": str(scale)},
+            {**os.environ, "FAKEAPI_PORT": str(port), "FAKEAPI_SCALE": str(scale), **(env or {})},
             log,
         ).start()
         url = f"http://127.0.0.1:{port}"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Rewrite the curated crawlers of copilot/environments/addons/lake.yml from the dataset
-registry (config/datasets.yaml): one crawler per dataset, between the BEGIN/END crawlers lines.
+registry (config/datasets.yaml): one crawler per dataset and child table, between the BEGIN/END
+crawlers lines.
 
     python tools/lake_crawlers.py          # rewrite the block
     python tools/lake_crawlers.py --check  # exit 1 if the block is not current (the suite runs it)
@@ -39,8 +40,16 @@ CRAWLER = """\
 
 
 def datasets() -> list[str]:
+    """The append-only tables: every dataset and its child tables (`curated.relationalize`).
+    Snapshot tables (`<dataset>_current`, `derived:`) get none: the job re-points their Glue
+    table at each new snapshot, and a crawler would add a table per snapshot folder."""
     loaded = yaml.safe_load(REGISTRY.read_text())
-    return list(loaded["datasets"])
+    tables = []
+    for name, spec in loaded["datasets"].items():
+        tables.append(name)
+        relationalize = ((spec or {}).get("curated") or {}).get("relationalize") or []
+        tables += [f"{name}_{field}" for field in relationalize]
+    return tables
 
 
 def resource_name(dataset: str) -> str:

@@ -192,3 +192,16 @@ def test_too_many_records_are_refused_without_parsing(
     with pytest.raises(BodyError) as refused:
         parse_records(body, fmt, max_records=500)
     assert (refused.value.status, refused.value.code) == (413, "too_many_records")
+
+
+def test_raw_array_refuses_past_max_records_only_after_decoding_the_array() -> None:
+    """What `check_value_count` before it is for: msgspec reads the whole array before it checks
+    the length (a malformed fourth element is a DecodeError, not the length's ValidationError)."""
+    import msgspec
+
+    from tributary_api.body import raw_array
+
+    with pytest.raises(msgspec.ValidationError, match="length <= 2"):
+        raw_array(2)(b"[1,2,3]")
+    with pytest.raises(msgspec.DecodeError):
+        raw_array(2)(b"[1,2,3,}")

@@ -23,6 +23,7 @@ from tests.conftest import DATASETS_CONFIG, lake_settings
 from tests.curate.lake import envelope, land
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
+from tributary.dataset import DatasetRegistry
 from tributary.s3_writer import S3RawWriter
 from tributary.settings import AwsSettings, CommonSettings
 from tributary_curate.claim import Claim, S3ClaimStore
@@ -55,9 +56,12 @@ class Lake:
 
     def start_overlapping(self, barrier: Path, *args: str) -> subprocess.Popen[str]:
         """A run that waits at `barrier` after reading its bookmark (tests/curate/overlap.py)."""
-        hook = Path(__file__).with_name("overlap.py")
+        return self.start_hooked("overlap.py", str(barrier), "run", *args)
+
+    def start_hooked(self, hook: str, *args: str) -> subprocess.Popen[str]:
+        """`python tests/curate/<hook> <args…>`: the curate command with a test's patch."""
         return subprocess.Popen(
-            [sys.executable, str(hook), str(barrier), "run", *args],
+            [sys.executable, str(Path(__file__).with_name(hook)), *args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -82,8 +86,13 @@ class Lake:
         raise AssertionError("no claim appeared")
 
 
-async def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
-    _out, err = await asyncio.to_thread(process.communicate, timeout=300)
+async def finish(process: subprocess.Popen[str], within: float = 300) -> tuple[int, str]:
+    try:
+        _out, err = await asyncio.to_thread(process.communicate, timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _out, err = process.communicate()
+        raise AssertionError(f"still running after {within:.0f}s:\n{err[-3000:]}") from None
     return process.returncode, err
 
 
@@ -150,7 +159,17 @@ async def test_a_live_claim_stops_a_run_at_once_the_other_datasets_still_run(lak
     assert "elsewhere:1" in err
     new = sorted(set(await lake.writer.keys("")) - set(before))
     assert new, "posts still ran"
-    assert all(k.startswith(("curated/posts/", "_state/curate/posts/")) for k in new), new
+    # posts' own files, and each snapshot table made from posts with its pointer: the left join
+    # of posts to users is published before users has rows (user columns null); nothing of
+    # comments'.
+    from_posts = [
+        t.name for t in DatasetRegistry.from_file(DATASETS_CONFIG).tables() if "posts" in t.inputs
+    ]
+    allowed = ("curated/", *(f"_state/curate/{t}/" for t in from_posts))
+    assert all(k.startswith(allowed) for k in new), new
+    tables = {k.split("/")[1] for k in new if k.startswith("curated/")}
+    assert tables == {"posts", *from_posts}, new
+    assert not any("comments" in k for k in new), new
     settings = CommonSettings.model_validate(
         {k: v for k, v in lake.env.items() if k.isupper() and not k.startswith("CURATE_")}
         | {"STREAM_NAME": lake.aws.stream_name, "LEASE_TABLE": lake.aws.lease_table}
@@ -181,6 +200,43 @@ async def test_sigterm_releases_the_claim_sigkill_lets_it_expire(lake: Lake) -> 
     assert code == 0, err
     assert sorted(await lake.ids("comments"), key=int) == [str(i) for i in range(1, ROWS + 1)]
     assert await lake.claims.read("comments") is None
+
+
+@pytest.mark.timeout(300)
+async def test_sigterm_stops_a_run_whose_spark_call_never_returns(
+    lake: Lake, tmp_path: Path
+) -> None:
+    """A Spark call that cancelling its job does not end (parked in the JVM, by
+    tests/curate/stuck.py) does not hold the process up: SIGTERM ends the run within seconds,
+    saying so, its claim released, and its JVM exits with it."""
+    marker = tmp_path / "jvm-pid"
+    run = lake.start_hooked("stuck.py", str(marker), "run", "--dataset", "comments")
+    for _ in range(2400):
+        if marker.exists() and marker.read_text():
+            break
+        assert run.poll() is None, run.communicate()
+        await asyncio.sleep(0.05)
+    jvm = int(marker.read_text())
+    os.kill(run.pid, signal.SIGTERM)
+    code, err = await finish(run, within=30)
+    assert code == 1, err
+    assert "curate: stopped" in err
+    assert "a Spark call did not end with its cancelled job" in err
+    assert await lake.claims.read("comments") is None
+    for _ in range(200):
+        if not _alive(jvm):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the JVM outlived the curate process by 10 s")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
 
 
 def _post(i: int) -> dict[str, Any]:

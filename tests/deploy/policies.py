@@ -22,6 +22,7 @@ class Names:
     lease_table: str
     state_table: str
     items_table: str = "none"  # lake.yml exports "none" without StreamItems=true
+    fleet_table: str = "none"
 
     def exports(self) -> dict[str, str]:
         """The environment addon's exports (lake.yml Outputs) for these resources."""
@@ -31,6 +32,7 @@ class Names:
             "StreamArn": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{self.stream}",
             "LeaseTableArn": f"{table}/{self.lease_table}",
             "StateTableArn": f"{table}/{self.state_table}",
+            "FleetTableArn": f"{table}/{self.fleet_table}",
             "ItemsTableArn": f"{table}/{self.items_table}",
         }
         return {f"{APP}-{ENV}-{name}": value for name, value in values.items()}

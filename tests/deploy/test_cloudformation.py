@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 
 from tests.conftest import REPO
 from tests.deploy.test_static import manifest
@@ -121,3 +122,20 @@ def test_items_table_behind_a_parameter(cloudformation: Any) -> None:
     table = db.describe_table(TableName=on["ItemsTableName"])["Table"]
     assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
     assert on["ItemsTableArn"] == table["TableArn"]
+
+
+def test_redrive_manifests_expire_with_the_quarantine() -> None:
+    """Redrive manifests hold copies of the envelopes they recovered (iss19): the lake bucket
+    expires them with the quarantine (moto's CloudFormation does not apply lifecycle rules, so
+    the template is read)."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, tag, node: f"{tag} {node.value}")
+    template = yaml.load(
+        (COPILOT / "environments" / "addons" / "lake.yml").read_text(), Loader=Loader
+    )
+    rules = template["Resources"]["LakeBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    days = {r.get("Prefix"): r.get("ExpirationInDays") for r in rules if r["Status"] == "Enabled"}
+    assert days["_state/redrive/"] == days["quarantine/"] == "Ref QuarantineRetentionDays"

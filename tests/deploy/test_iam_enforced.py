@@ -204,8 +204,9 @@ def test_services_run_under_exactly_their_task_policies(
     lake = lake_settings(enforcing_moto.endpoint).model_copy(update={"glue_database": DATABASE})
     items_table = f"items-{lake.state_table}"  # lake.yml's ItemsTable (StreamItems=true)
     names = Names(
-        lake.lake_bucket, lake.stream_name, lake.lease_table, lake.state_table, items_table
-    )
+        lake.lake_bucket, lake.stream_name, lake.lease_table, lake.state_table, items_table,
+        lake.fleet_table,
+    )  # fmt: skip
     iam = boto3.client(
         "iam", endpoint_url=enforcing_moto.endpoint, region_name=REGION,
         aws_access_key_id="testing", aws_secret_access_key="testing",
@@ -244,6 +245,7 @@ def test_services_run_under_exactly_their_task_policies(
     }  # fmt: skip
     api_env = base | keys["api"] | {
         "API_SINK": "kinesis", "API_HOST": "127.0.0.1", "API_PORT": str(port),
+        "API_KINESIS_AGGREGATE": "true",  # KPL aggregates: ListShards, then PutRecords
         "API_KEYS": json.dumps([{"name": "t", "sha256": hashlib.sha256(b"k").hexdigest()}]),
     }  # fmt: skip
     consumer_env = base | keys["stream-consumer"] | {
@@ -307,6 +309,7 @@ def test_services_run_under_exactly_their_task_policies(
                 importer_env = base | keys["importer"] | {
                     "SOURCES_CONFIG": str(REPO / "config" / "sources.yaml"), "FAKEAPI_URL": vendor,
                     "VENDOR_API_KEY": "iam-test-vendor-key",
+                    "VENDOR_OAUTH_SECRET": "fake-oauth-secret",
                 }  # fmt: skip
                 for _ in range(2):  # a second run resumes from the saved state
                     run = subprocess.run(
@@ -327,13 +330,16 @@ def test_services_run_under_exactly_their_task_policies(
     text = logs.read_text()
     assert "AccessDenied" not in text, text[-4000:]
     raw = asyncio.run(read_lines(lake, "raw/events/"))
-    assert sum(len(lines) for lines in raw.values()) == 111  # 101 through Kinesis, 10 direct
+    imported = sum(len(lines) for key, lines in raw.items() if "/importer-" in key)
+    assert imported > 0, "the importer's windowed events source landed nothing"
+    ingested = sum(len(lines) for key, lines in raw.items() if "/importer-" not in key)
+    assert ingested == 111  # 101 through Kinesis, 10 direct (the rest: events_windowed)
     assert asyncio.run(read_lines(lake, "raw/posts/")), "the importer landed nothing"
     assert asyncio.run(read_lines(lake, "quarantine/")), "nothing was quarantined"
     items = admin_client("dynamodb", enforcing_moto.endpoint).scan(TableName=items_table)
     assert items["Count"] == 100, "the processor's items (BatchWriteItem) are all in the table"
     curated = asyncio.run(read_parquet(lake, "curated/events/")).values()
-    assert sum(t.num_rows for t in curated) == 111, "curate under its role curated every event"
+    assert sum(t.num_rows for t in curated) == 111 + imported, "curate curated every event"
 
     assert proxy.recorded is not None
     calls = [c for c in proxy.recorded if c.access_key in by_key]
@@ -371,7 +377,8 @@ def test_services_run_under_exactly_their_task_policies(
     ]
     assert not allowed, "the simulator allowed calls outside the policies:\n" + "\n".join(allowed)
     assert_moto_enforces(enforcing_moto.endpoint, keys["api"], names)
-    placeholders = {
+    placeholders = {  # the fleet table's name starts with the lease table's: replaced first
+        names.fleet_table: "<fleet table>",
         names.bucket: "<lake bucket>", names.lease_table: "<lease table>",
         items_table: "<items table>", names.state_table: "<state table>",
         names.stream: "<stream>",

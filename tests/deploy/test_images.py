@@ -219,6 +219,7 @@ async def test_importer_image_install_runs_once(moto: MotoServer, tmp_path: Path
             STATE_TABLE=lake.state_table,
             FAKEAPI_URL=url,
             VENDOR_API_KEY="test-vendor-key",  # sources.yaml has no default for a secret
+            VENDOR_OAUTH_SECRET="fake-oauth-secret",  # the fake API's OAuth2 client
             SOURCES_CONFIG=str(REPO / "config" / "sources.yaml"),
         )
         result = run(venv, cmd, env)

@@ -40,7 +40,7 @@ SERVICES = {
         "services/stream-consumer/Dockerfile",
         StreamSettings,
         "services/stream-consumer/src",
-        {"LAKE_BUCKET", "STREAM_NAME", "LEASE_TABLE"},
+        {"LAKE_BUCKET", "STREAM_NAME", "LEASE_TABLE", "FLEET_TABLE"},
     ),
     "importer": (
         "services/importer/Dockerfile",
@@ -262,7 +262,8 @@ def test_every_dataset_has_a_crawler_named_as_the_job_expects() -> None:
         for r in resources.values()
         if r["Type"] == "AWS::Glue::Crawler"
     }
-    assert crawlers == {f"${{App}}_${{Env}}-{d}-curated" for d in registry}
+    appended = [t.name for t in registry.tables() if not t.snapshot]  # datasets, child tables
+    assert crawlers == {f"${{App}}_${{Env}}-{d}-curated" for d in appended}
     database = resources["GlueDatabase"]["Properties"]["DatabaseInput"]["Name"]["Sub"]
     assert (
         database == "${App}_${Env}"

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,7 @@ async def cli_env(moto: MotoServer, fake_url: str) -> dict[str, str]:  # noqa: F
         "STATE_TABLE": lake.state_table,
         "FAKEAPI_URL": fake_url,
         "VENDOR_API_KEY": "test-vendor-key",  # the local stack's environment sets one too
+        "VENDOR_OAUTH_SECRET": "fake-oauth-secret",  # the fake API's OAuth2 client
         "DATASETS_CONFIG": str(DATASETS_CONFIG),
         "SOURCES_CONFIG": str(REPO / "config" / "sources.yaml"),
         "LOG_LEVEL": "WARNING",
@@ -62,7 +64,17 @@ async def test_run_once_state_backfill_reset(cli_env: dict[str, str]) -> None:
     assert "items: 0 new records" in again.stdout  # incremental: nothing new
     lines = await read_lines(lake_of(cli_env), "raw/")
     datasets = {key.split("/")[1] for key in lines}
-    assert datasets == {"posts", "comments", "items"}
+    assert datasets == {"posts", "comments", "items", "events", "users", "orders"}
+    for line in (  # the richer vendors of issue 20, one source each
+        "posts_jsonlink: 100 new records in 4 pages",
+        "comments_hcursor: 500 new records in 5 pages",
+        "posts_oauth: 100 new records in 2 pages",
+        "items_graphql: 50 new records in 3 pages",
+        "events_windowed: 1200 new records",
+        "post_comments: 480 new records",  # every 25th post's 404 is declared empty
+        "posts_archive: 0 new records in 1 pages",
+    ):
+        assert line in first.stdout, first.stdout
     shown = cli(cli_env, "state", "show", "--source", "items")
     assert '"cursor": "2026-01-01' in shown.stdout
     backfill = cli(
@@ -134,6 +146,39 @@ def test_loop_exits_with_the_code_of_its_last_pass(cli_env: dict[str, str]) -> N
     assert loop_until(missing, "comments: ", 2, *args) == 2
     down = {**cli_env, "FAKEAPI_URL": "http://127.0.0.1:9"}
     assert loop_until(down, "comments: failed", 1, "--source", "comments", stream="stderr") == 1
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_mid_pass_stops_a_retrying_loop_at_once(cli_env: dict[str, str]) -> None:
+    """A stop used to wait for the pass in progress: with the vendor gone (as when `make up`
+    stops everything at once) every page of every source retried with backoff, for longer than
+    the stack's stop budget, and the importer was SIGKILLed. The pass is now cancelled; it
+    resumes from its last checkpoint next time, as after a crash. No pass finished: exit 1."""
+    down = {**cli_env, "FAKEAPI_URL": "http://127.0.0.1:9", "LOG_LEVEL": "INFO"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tributary_importer", "run", "--loop", "--interval", "0.5"],
+        env=down,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    try:
+        for line in process.stderr:
+            if '"retrying"' in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        code = process.wait(timeout=60)
+        took = time.monotonic() - sent
+        rest = process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+        process.stderr.close()
+    assert took < 5.0, f"stopped {took:.1f}s after SIGTERM"
+    assert code == 1, rest
+    assert "stopping: the pass in progress is cancelled" in rest, rest
 
 
 def test_a_missing_secret_fails_its_source_with_exit_2_naming_the_variable(

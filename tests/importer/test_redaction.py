@@ -142,3 +142,107 @@ async def test_same_origin_links_keep_credentials_and_errors_hide_paths_and_keys
     for text in (message, caplog.text):
         assert "tok-path-token" not in text
         assert KEY not in text
+
+
+CLIENT_SECRET = "oauth-client-s3cr3t"
+TOKEN = "at-live-token-value"
+
+
+class OAuthVendor:
+    """A token endpoint on its own origin; page 1 links to page 2 on another origin; page 2 on
+    the own origin is a 403 that echoes the token and the client secret."""
+
+    def __init__(self, next_origin: str) -> None:
+        self.next_origin = next_origin
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.host == "auth.vendor.test":
+            assert CLIENT_SECRET in request.content.decode()
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 3600})
+        if "page" not in request.url.params:
+            link = f'<{self.next_origin}/api/items?page=2>; rel="next"'
+            return httpx.Response(200, json=[{"id": 1}], headers={"Link": link})
+        return httpx.Response(403, text=f"token {TOKEN} (client secret {CLIENT_SECRET}) refused")
+
+
+async def oauth_pages(vendor: OAuthVendor) -> None:
+    source = spec(
+        auth={
+            "kind": "oauth2_client_credentials",
+            "token_url": "https://auth.vendor.test/token",
+            "client_id": "tributary",
+            "secret": CLIENT_SECRET,
+        },
+        pagination={"kind": "link_header", "size_param": "n"},
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as http:
+        async for _ in SourceClient("s", source, http).pages(None):
+            pass
+
+
+@pytest.mark.parametrize("next_origin", ["https://vendor.test", "https://cdn.elsewhere.test"])
+async def test_oauth2_secret_and_token_stay_with_their_origins_and_out_of_logs(
+    caplog: pytest.LogCaptureFixture, next_origin: str
+) -> None:
+    vendor = OAuthVendor(next_origin)
+    caplog.set_level(logging.DEBUG)
+    with redact_http_logs([spec()]), pytest.raises(PermanentError) as failure:
+        await oauth_pages(vendor)
+    token_request, first, second = vendor.requests
+    assert token_request.url.host == "auth.vendor.test"  # the secret went there only
+    assert first.headers["authorization"] == f"Bearer {TOKEN}"
+    for request in (first, second):
+        assert CLIENT_SECRET not in sent(request)
+    if next_origin == "https://cdn.elsewhere.test":
+        assert "authorization" not in second.headers  # no token to another origin
+    else:
+        assert second.headers["authorization"] == f"Bearer {TOKEN}"
+    message = str(failure.value)
+    assert "HTTP 403" in message
+    for text in (message, caplog.text):
+        assert TOKEN not in text
+        assert CLIENT_SECRET not in text
+
+
+def test_an_oauth2_client_secret_is_a_bare_variable(tmp_path: Path) -> None:
+    body = (
+        "    auth: {kind: oauth2_client_credentials, token_url: http://x/token, client_id: c,\n"
+        "           secret: '${OAUTH_SECRET:-dev}'}\n"
+    )
+    with pytest.raises(ConfigError, match="must be a bare"):
+        load_sources(write(tmp_path, body), {"OAUTH_SECRET": "k"})
+    with pytest.raises(ConfigError, match="token_url and client_id"):
+        load_sources(
+            write(tmp_path, "    auth: {kind: oauth2_client_credentials, secret: '${S}'}\n"),
+            {"S": "k"},
+        )
+
+
+@pytest.mark.parametrize("where", ["page", "token endpoint"])
+async def test_a_secret_straddling_the_cut_of_an_error_body_does_not_leak_a_prefix(
+    where: str,
+) -> None:
+    def vendor(request: httpx.Request) -> httpx.Response:
+        padded = "x" * 190 + CLIENT_SECRET + " and more text after it"
+        if request.url.host == "auth.vendor.test" and where == "token endpoint":
+            return httpx.Response(401, text=padded)
+        if request.url.host == "auth.vendor.test":
+            return httpx.Response(200, json={"access_token": TOKEN, "expires_in": 3600})
+        return httpx.Response(403, text=padded.replace(CLIENT_SECRET, TOKEN + CLIENT_SECRET))
+
+    source = spec(
+        auth={
+            "kind": "oauth2_client_credentials",
+            "token_url": "https://auth.vendor.test/token",
+            "client_id": "tributary",
+            "secret": CLIENT_SECRET,
+        }
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as http:
+        with pytest.raises(PermanentError) as failure:
+            async for _ in SourceClient("s", source, http).pages(None):
+                pass
+    assert CLIENT_SECRET[:8] not in str(failure.value)
+    assert TOKEN[:8] not in str(failure.value)

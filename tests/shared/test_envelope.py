@@ -7,9 +7,11 @@ from tributary.envelope import (
     SIGNATURE_OVERHEAD,
     BadEnvelopeError,
     Envelope,
+    EnvelopeVerifier,
     derived_id,
     sign_envelope,
     verify_envelope,
+    verify_envelope_any,
 )
 
 
@@ -73,3 +75,27 @@ def test_forged_or_altered_envelopes_do_not_verify() -> None:
     )
     assert verify_envelope(b"", KEY) is None
     assert verify_envelope(b'{"sig":"' + b"0" * 64 + b'"}', KEY) is None
+
+
+@pytest.mark.parametrize("key_length", [1, 32, 63, 64, 65, 200])
+def test_verifier_answers_as_verify_envelope_any(key_length: int) -> None:
+    """The consumer's precomputed-HMAC verifier agrees with `hmac` for keys shorter, as long
+    as and longer than SHA-256's block, with several keys (a rotation), on good and bad input."""
+    key = bytes(range(256))[:key_length] or b"k"
+    other = b"o" * 40
+    line = b'{"v":1,"dataset":"posts","id":"1","source":"api","received_at":"t","data":{}}'
+    cases = [
+        sign_envelope(line, key),
+        sign_envelope(line, other),
+        sign_envelope(line, key) + b"\n",
+        sign_envelope(line, key).replace(b'"id":"1"', b'"id":"2"'),
+        sign_envelope(line, b"x" * 32),
+        line,
+        b"",
+        b'{"sig":"' + b"0" * 64 + b'"}',
+        sign_envelope(line, key)[:-2] + b"G" + b'"}',
+    ]
+    for keys in ([key], [other, key], [], [b"x" * 32]):
+        verifier = EnvelopeVerifier(keys)
+        assert [verifier.verify(c) for c in cases] == [verify_envelope_any(c, keys) for c in cases]
+    assert EnvelopeVerifier([key]).verify(cases[0]) == line

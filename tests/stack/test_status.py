@@ -96,3 +96,61 @@ async def test_status_tables(moto: MotoServer) -> None:
     ]
     assert line_of(tables[2], "comments") == ["comments", "-", "0", "-", "-", "no"]
     assert line_of(tables[3], "posts") == ["posts", "2", "1", "2026-03-01T13:00:00Z", "7", "1", "0"]
+
+
+async def test_status_lists_curated_tables_and_snapshots(moto: MotoServer) -> None:
+    lake = lake_settings(moto.endpoint)
+    await bootstrap(lake, shards=1)
+    settings = CommonSettings.model_validate(
+        {
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "LAKE_BUCKET": lake.lake_bucket,
+            "STREAM_NAME": lake.stream_name,
+            "LEASE_TABLE": lake.lease_table,
+            "STATE_TABLE": lake.state_table,
+            "DATASETS_CONFIG": str(DATASETS_CONFIG),
+        }
+    )
+    async with AwsClients(lake) as clients:
+        bookmarks = S3BookmarkStore(await clients.s3(), lake.lake_bucket)
+        snapshot = {
+            "id": "snapshot-000002-r1",
+            "location": "curated/items_current/snapshot-000002-r1/",
+            "inputs": {"items": "5/20260301T125900Z-0a1b2c3d"},
+            "rows": 12,
+            "files": 1,
+            "columns": [["_id", "string"]],
+            "created_at": "2026-03-01T13:00:00Z",
+        }
+        mark = await bookmarks.get("items_current")
+        catalog = {"snapshot": "snapshot-000001-r0"}  # Glue failed to switch: it lags
+        failure = {"at": "2026-03-01T13:00:05Z", "error": "items_current: glue throttled"}
+        last_run = {"snapshot": snapshot, "catalog": catalog}
+        await bookmarks.put(replace(mark, runs=2, last_run=last_run, last_error=failure))
+    text = await status(settings, [])
+    sections = [s for s in text.split("\n\n") if s.startswith("Curated tables")]
+    assert len(sections) == 1, text  # the replay history follows it
+    tables = sections[0]
+    assert line_of(tables, "items_current") == [
+        "items_current",
+        "current",
+        "snapshot-000002-r1",
+        "12",
+        "2026-03-01T13:00:00Z",
+        "items",
+        "run",
+        "5/20260301T125900Z-0a1b2c3d",
+        "snapshot-000001-r0",
+        "2026-03-01T13:00:05Z:",
+        "items_current:",
+        "glue",
+        "throttled",
+    ]
+    assert line_of(tables, "orders_lines")[:4] == ["orders_lines", "child", "appended", "with"]
+    assert line_of(tables, "posts_with_users")[:5] == [
+        "posts_with_users",
+        "derived",
+        "no",
+        "snapshot",
+        "yet",
+    ]

@@ -25,7 +25,7 @@ from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.processing import DynamoDbItemSink
 from tributary_stream.route import Router
-from tributary_stream.testing import MemoryLeaseStore, MemoryStream
+from tributary_stream.testing import MemoryFleetStore, MemoryLeaseStore, MemoryStream
 from tributary_stream.worker import Worker, WorkerConfig
 
 FAILOVER = 0.6
@@ -85,9 +85,11 @@ class Harness:
     registry: DatasetRegistry
     stream: MemoryStream
     store: MemoryLeaseStore = field(default_factory=MemoryLeaseStore)
+    fleet: MemoryFleetStore = field(default_factory=MemoryFleetStore)
     writer: MemoryRawWriter = field(default_factory=MemoryRawWriter)
     metrics: MemoryMetrics = field(default_factory=MemoryMetrics)
     max_records: int = 50
+    max_age_s: float = 3600
     processing: Any = None
     live: dict[Worker, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
     count: int = 0
@@ -98,7 +100,7 @@ class Harness:
         worker = Worker(
             WorkerConfig(
                 worker_id=name or f"w{self.count}",
-                limits=Limits(self.max_records, 1_000_000, 3600, 0.05),
+                limits=Limits(self.max_records, 1_000_000, self.max_age_s, 0.05),
                 failover_time_s=FAILOVER,
                 shard_sync_s=0.2,
                 idle_poll_s=0.01,
@@ -107,7 +109,7 @@ class Harness:
                 shutdown_timeout_s=5,
                 restart_backoff_s=0.05,
                 max_backoff_s=0.3,
-                **{"poison_min_s": 0.0, **self.config},
+                **{"poison_min_s": 0.0, "assignment": "leader", **self.config},
             ),
             self.store,
             self.stream,
@@ -116,6 +118,7 @@ class Harness:
             SystemClock(),
             self.metrics,
             self.processing,
+            self.fleet,
         )
         stop = asyncio.Event()
         self.live[worker] = (asyncio.create_task(worker.run(stop)), stop)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from tests.stream.conftest import SIGNING_KEY, Harness, envelope
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.envelope import verify_envelope
-from tributary.errors import ConfigError, TransientError
+from tributary.errors import ConfigError, PermanentError, TransientError
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits, ShardConsumer
 from tributary_stream.lander import Lander
@@ -113,3 +114,29 @@ async def test_a_malformed_kinesis_response_is_a_clear_permanent_error() -> None
         await reader.get_records("it", 10)
     with pytest.raises(MalformedResponseError, match="ListShards answered an unreadable page"):
         await reader.list_shards()
+
+
+async def test_a_rewound_lease_resumes_at_its_timestamp_after_an_expired_iterator(
+    registry: DatasetRegistry,
+) -> None:
+    """A rewind leaves AT_TIMESTAMP and `checkpointTimestamp` on the lease; the first iterator
+    expires before any record: the new one must start at that timestamp again (Kinesis refuses
+    AT_TIMESTAMP without one, and so does MemoryStream)."""
+    h = Harness(registry, MemoryStream(1))
+    expected = [post(i) for i in range(1, 11)]
+    for minute, data in enumerate(expected):
+        h.stream.put(SHARD, data, arrival=datetime(2026, 11, 30, 10, minute, tzinfo=UTC))
+    at = datetime(2026, 11, 30, 10, 5, tzinfo=UTC)
+    h.store.leases[SHARD] = Lease(SHARD, None, 0, Checkpoint.AT_TIMESTAMP, timestamp=at)
+    h.stream.expire_iterators = True
+    worker = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= 5)
+    await asyncio.sleep(0.3)
+    await h.stop(worker)
+    assert h.raw_lines() == Counter(verify_envelope(d, SIGNING_KEY) for d in expected[5:])
+    assert h.metrics.total("ShardFailures", shard=SHARD) == 0  # resumed, not crashed
+
+
+async def test_the_memory_stream_refuses_at_timestamp_without_a_timestamp() -> None:
+    with pytest.raises(PermanentError, match="Timestamp is required"):
+        await MemoryStream(1).iterator(SHARD, Checkpoint.AT_TIMESTAMP, None)

@@ -193,3 +193,27 @@ def test_the_consumer_refuses_to_start_without_a_key_unless_opted_out(tmp_path: 
         started.kill()
         _, stderr = started.communicate()
     assert code != 2, stderr[-2000:]
+
+
+@pytest.mark.parametrize("depth", [300, 1000, 1100, 5000])
+@pytest.mark.parametrize("shape", ["bare", "envelope"])
+def test_a_deeply_nested_record_is_quarantined_not_raised(
+    registry: DatasetRegistry, depth: int, shape: str
+) -> None:
+    """`route` never raises: a record nested past a decoder's or encoder's depth limit used to
+    raise (msgspec's RecursionError on the fast path past ~1000 levels, orjson's encoder past
+    254 on the slow path), and the shard restarted from the same checkpoint forever."""
+    nested = b"[" * depth + b"]" * depth
+    data = (
+        b'{"type":"signup","x":' + nested + b"}"
+        if shape == "bare"
+        else b'{"v":1,"dataset":"events","id":"1","source":"api:a",'
+        b'"received_at":"2020-01-01T00:00:00.000Z","data":{"x":' + nested + b"}}"
+    )
+    warm = router(registry)
+    warm.route(SHARD, record(sign_envelope(api_envelope(), KEY)))  # the target cache warm
+    for routing in (router(registry), warm):
+        target, line = routing.route(SHARD, record(data))
+        assert target.zone is Zone.QUARANTINE
+        reason = orjson.loads(line)["errors"][0]["message"]
+        assert "nested" in reason or "not JSON" in reason, reason

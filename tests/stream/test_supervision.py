@@ -83,16 +83,21 @@ async def test_a_shard_failing_for_longer_than_stall_s_makes_the_worker_unhealth
 
 
 class SlowScans(MemoryLeaseStore):
-    """Scans (the coordination loop's) hang while `free` is clear; renewals answer at once."""
+    """Scans and owner-index queries (the coordination loop's) hang while `free` is clear;
+    renewals answer at once."""
 
     def __init__(self) -> None:
         super().__init__()
         self.free = asyncio.Event()
         self.free.set()
 
-    async def list_leases(self) -> list[Lease]:
+    async def list_leases(self, consistent: bool = True) -> list[Lease]:
         await self.free.wait()
-        return await super().list_leases()
+        return await super().list_leases(consistent)
+
+    async def list_owned(self, owner: str, consistent: bool = False) -> list[str]:
+        await self.free.wait()
+        return await super().list_owned(owner, consistent)
 
 
 async def test_a_hanging_lease_scan_is_cut_off_and_the_worker_stays_healthy(

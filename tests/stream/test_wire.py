@@ -190,6 +190,13 @@ async def test_zombie_after_a_pause_and_an_s3_outage_duplicate_nothing(
             zombie = fleet.start()
             lines, last = await put_load(lake, 3_000)
             await wait_owned(lake, "worker-1", 4)  # it really holds the leases it will lose
+            # ... and consumes them: with a leader, a lease is assigned (owned in the table)
+            # before the worker's own take starts its consumer.
+            log = tmp_path / "worker-1.log"
+            for _ in range(120):
+                if log.read_text().count('"msg":"lease taken"') >= 4:
+                    break
+                await asyncio.sleep(0.25)
             zombie.signal(signal.SIGSTOP)
             fleet.start()
             more, more_last = await put_load(lake, 3_000, offset=3_000)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import random
 from collections import Counter
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -12,7 +14,6 @@ import pytest
 from tests.stream.conftest import FAILOVER, SIGNING_KEY, Harness, envelope
 from tributary.dataset import DatasetRegistry
 from tributary.envelope import verify_envelope
-from tributary_stream.lease import Checkpoint
 from tributary_stream.testing import MemoryStream
 
 
@@ -68,6 +69,52 @@ async def test_bare_records_poison_and_kpl_aggregates(registry: DatasetRegistry)
     ]
 
 
+async def test_a_cut_never_splits_an_aggregate(registry: DatasetRegistry) -> None:
+    """max_records 3: two records, then a 5-record aggregate (one Kinesis record), then two
+    more. The cut falls before the record after the aggregate, never inside it: one object
+    holds the whole aggregate and ends at its sequence, the checkpoint a flush writes."""
+    h = Harness(registry, MemoryStream(1), max_records=3)
+    shard = "shardId-000000000000"
+    h.stream.put(shard, envelope("posts", "s1", {"i": 1}))
+    h.stream.put(shard, envelope("posts", "s2", {"i": 2}))
+    parts = [envelope("posts", f"a{i}", {"i": i}) for i in range(5)]
+    agg = h.stream.put(shard, b"", partition_key="agg", aggregated=parts)
+    h.stream.put(shard, envelope("posts", "s3", {"i": 3}))
+    last = h.stream.put(shard, envelope("posts", "s4", {"i": 4}))
+    worker = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= 9)
+    await h.stop(worker)
+    ids = {
+        key: [orjson.loads(line)["id"] for line in gzip.decompress(o.body).splitlines()]
+        for key, o in h.writer.objects.items()
+    }
+    (holding,) = [k for k, v in ids.items() if "a0" in v]
+    assert ids[holding] == ["s1", "s2", "a0", "a1", "a2", "a3", "a4"]
+    assert h.writer.objects[holding].last == agg
+    assert sorted(i for v in ids.values() for i in v if i.startswith("a")) == [
+        f"a{i}" for i in range(5)
+    ]
+    assert h.store.leases[shard].checkpoint == last
+
+
+@pytest.mark.parametrize(("max_age_s", "objects"), [(1, 5), (3600, 1)])
+async def test_batches_are_cut_by_age(
+    registry: DatasetRegistry, max_age_s: float, objects: int
+) -> None:
+    """Records arriving 2 s apart (one page): with max_age 1 s each record starts a new batch;
+    with an hour they share one."""
+    h = Harness(registry, MemoryStream(1), max_age_s=max_age_s)
+    shard = "shardId-000000000000"
+    for i in range(5):
+        at = datetime(2026, 1, 2, 3, 4, 2 * i, tzinfo=UTC)
+        h.stream.put(shard, envelope("posts", f"p{i}", {"i": i}), arrival=at)
+    worker = h.start()
+    await h.wait_for(lambda: sum(h.raw_lines().values()) >= 5)
+    await h.stop(worker)
+    assert len(h.writer.objects) == objects
+    assert sum(o.record_count for o in h.writer.objects.values()) == 5
+
+
 async def test_parents_are_finished_before_children(registry: DatasetRegistry) -> None:
     h = Harness(registry, MemoryStream(1))
     parent = "shardId-000000000000"
@@ -87,6 +134,9 @@ async def test_parents_are_finished_before_children(registry: DatasetRegistry) -
     expected += fill(h.stream, 30, start=100)
     workers = [h.start(), h.start()]
     await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
+    # The finished parents' leases are deleted once their children started (by the leader;
+    # ListShards still lists the parents and no lease is created for them again).
+    await h.wait_for(lambda: set(h.store.leases) == {"shardId-000000000003"}, within=5)
     for w in workers:
         await h.stop(w)
     assert h.raw_lines() == Counter(expected)
@@ -99,7 +149,8 @@ async def test_parents_are_finished_before_children(registry: DatasetRegistry) -
         max(last["shardId-000000000001"], last["shardId-000000000002"])
         < first["shardId-000000000003"]
     )
-    assert h.store.leases["shardId-000000000000"].checkpoint == Checkpoint.SHARD_END
+    assert set(h.store.leases) == {"shardId-000000000003"}
+    assert h.store.leases["shardId-000000000003"].checkpoint.isdigit()
     # Within a shard, objects are written in sequence order; with parents finished before
     # children (above), a partition key's records keep their order across a reshard.
     per_shard: dict[str, list[int]] = {}
@@ -125,8 +176,14 @@ async def test_graceful_stop_hands_leases_over_at_once(registry: DatasetRegistry
     assert h.raw_lines() == Counter(expected)
 
 
-async def test_workers_balance_by_stealing(registry: DatasetRegistry) -> None:
-    h = Harness(registry, MemoryStream(4))
+@pytest.mark.parametrize(
+    ("assignment", "metric"), [("scan", "LeasesStolen"), ("leader", "LeasesHandedOff")]
+)
+async def test_workers_balance_by_stealing(
+    registry: DatasetRegistry, assignment: str, metric: str
+) -> None:
+    """KCL 2.x: the new worker steals; KCL 3.x: the leader has leases handed over."""
+    h = Harness(registry, MemoryStream(4), config={"assignment": assignment})
     expected = fill(h.stream, 30)
     a = h.start("a")
     await h.wait_for(lambda: len(a.running) == 4)
@@ -136,7 +193,7 @@ async def test_workers_balance_by_stealing(registry: DatasetRegistry) -> None:
     await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected))
     await h.stop_all()
     assert h.raw_lines() == Counter(expected)
-    assert h.metrics.total("LeasesStolen") >= 2
+    assert h.metrics.total(metric) >= 2
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

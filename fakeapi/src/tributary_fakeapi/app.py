@@ -12,6 +12,7 @@ and fault knobs (rate limit with Retry-After, random 5xx, slow responses, trunca
   filtered by instant and by integer, oldest first.
 - `GET /signed/{resource}?_page=&_limit=` — json-server paging whose next links carry a
   `token` (as some vendors sign them); a page past the first without the right token is 403.
+- `variants.py`: OAuth2, json_link, header cursor, GraphQL POST, parent/child, date windows.
 - `POST /__admin/advance` — new and changed items; `PUT /__admin/faults` — fault knobs;
   `GET /__admin/stats` — request counts.
 """
@@ -33,7 +34,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from tributary_fakeapi import variants, vendor
 from tributary_fakeapi.data import Dataset, mixed_item
+from tributary_fakeapi.shop import shop_router
 
 
 class Faults(BaseModel):
@@ -72,9 +75,11 @@ def page_token(page: int) -> str:
     return "tok-" + hashlib.sha256(f"fakeapi-page-{page}".encode()).hexdigest()[:24]
 
 
-def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
-    """The app, with its own deterministic dataset."""
+def create_app(scale: int = 1, api_key: str | None = None, latency_ms: float = 0.0) -> FastAPI:
+    """The app, with its own deterministic dataset (`latency_ms`: see tributary_fakeapi.vendor)."""
     app = FastAPI(title="Fake third-party API")
+    vendor.install(app, latency_ms)
+    app.include_router(shop_router(scale))  # before the catch-all /{resource}
     state: dict[str, Any] = {
         "data": Dataset(scale),
         "faults": Faults(),
@@ -85,11 +90,11 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
     }
     state["rng"] = random.Random(state["faults"].seed)
 
-    async def faulty(request: Request) -> Response | None:
+    async def faulty(request: Request, check_key: bool = True) -> Response | None:
         """A fault answer for this request, or None to serve it normally."""
         faults: Faults = state["faults"]
         state["requests"] += 1
-        if api_key is not None and request.headers.get("x-api-key") != api_key:
+        if check_key and api_key is not None and request.headers.get("x-api-key") != api_key:
             return _json({"error": "missing or wrong X-API-Key"}, 401)
         loop = asyncio.get_running_loop()
         if faults.rate_limit_rps > 0:
@@ -263,4 +268,5 @@ def create_app(scale: int = 1, api_key: str | None = None) -> FastAPI:
             return items
         return truncated(page_response(request, items))
 
+    app.include_router(variants.router(state, faulty))  # richer vendors (variants.py)
     return app

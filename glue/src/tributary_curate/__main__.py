@@ -32,9 +32,12 @@ from tributary.s3_writer import S3RawWriter
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore, bookmark_key
 from tributary_curate.outcome import CurateResult
-from tributary_curate.query import run_query, sync_curated
+from tributary_curate.query import run_query, snapshot_locations, sync_curated
 from tributary_curate.runner import Lake, curate_datasets, staging_factory
 from tributary_curate.settings import CurateSettings
+
+# After a stop, how long the Spark calls still running get to end before the session stops.
+SETTLE_S = 5.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +106,9 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
         bookmarks = S3BookmarkStore(s3, settings.lake_bucket)
         if args.command == "query":
             if not args.no_sync:
-                await sync_curated(lake, settings.query_cache)
+                tables = [t.name for t in registry.tables() if t.snapshot]
+                snapshots = await snapshot_locations(bookmarks, tables)
+                await sync_curated(lake, settings.query_cache, snapshots)
             columns, rows = run_query(settings.query_cache, args.sql)
             print(render(columns, rows))
             return EXIT_OK
@@ -132,6 +137,7 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             print(results_table(results), flush=True)
             return code
 
+        from tributary_curate.spark_thread import settle_spark_threads
         from tributary_curate.stopping import STOPPED, SparkStopper
 
         stop = SparkStopper(spark).install()
@@ -154,6 +160,16 @@ async def _main(args: argparse.Namespace, settings: CurateSettings) -> int:
             )
             return EXIT_OK if args.loop else EXIT_RETRY
         finally:
+            # Cancelled calls end in a moment once their jobs are (kept being) cancelled; one
+            # parked inside Spark for good is left behind after that (see spark_thread.py).
+            with contextlib.suppress(asyncio.CancelledError):
+                if stop.requested and not await settle_spark_threads(SETTLE_S):
+                    print(
+                        "curate: a Spark call did not end with its cancelled job; exiting "
+                        "without it",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             stop.close()
             spark.stop()
 

@@ -17,6 +17,8 @@ exist locally and cannot be inspected or reset per object. The job runs with the
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -169,3 +171,20 @@ class S3BookmarkStore:
 
 def _translate(exc: Exception, key: str) -> Exception:
     return translate_aws_error(exc, f"curate bookmark {key}", "check LAKE_BUCKET and IAM")
+
+
+_HOUR_FOLDER = re.compile(r"/(year=\d{4}/month=\d{2}/day=\d{2}/hour=\d{2})/")
+
+
+def forget_hours(bookmark: Bookmark, listed: Iterable[str], first: str, last: str) -> Bookmark:
+    """`bookmark` with the raw keys of hours `first`..`last` (inclusive, `year=…/hour=HH`) no
+    longer curated, so the next run curates them again; every other key stays as it was.
+    `listed` is every raw key of the dataset from `first` on: keys before the watermark were
+    done without being listed in the bookmark, so the ones outside the range are kept as
+    processed when the watermark moves back to `first`."""
+    by_hour = {key: m.group(1) for key in listed if (m := _HOUR_FOLDER.search(key))}
+    implicit = {k for k, h in by_hour.items() if bookmark.since and h < bookmark.since}
+    forgotten = {k for k, h in by_hour.items() if first <= h <= last}
+    since = bookmark.since if bookmark.since is None or bookmark.since <= first else first
+    processed = frozenset((bookmark.processed | implicit) - forgotten)
+    return replace(bookmark, since=since, processed=processed)

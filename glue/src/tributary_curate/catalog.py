@@ -32,19 +32,22 @@ PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
 
 @dataclass(frozen=True, slots=True)
 class TableShape:
-    """A curated table: columns (name, Hive type), partition keys, S3 location."""
+    """A curated table: columns (name, Hive type), partition keys, S3 location; `archive`
+    False for a snapshot table (switched each recompute: Glue caps the versions it keeps)."""
 
     name: str
     columns: tuple[tuple[str, str], ...]
     partition_keys: tuple[str, ...]
     location: str
+    archive: bool = True
 
 
 class Catalog(Protocol):
     """What the curate job needs from a data catalog."""
 
     async def ensure_table(self, table: TableShape) -> None:
-        """Create the table, or update its columns (and every partition's) when they changed."""
+        """Create the table, or update its columns (and every partition's) when they changed,
+        and its location (one update: a snapshot table switches snapshots so)."""
 
     async def add_partitions(self, table: TableShape, values: list[tuple[str, ...]]) -> int:
         """Register partitions (existing ones are skipped); returns how many were new."""
@@ -71,7 +74,7 @@ class GlueCatalog:
         self._database = database
 
     async def ensure_table(self, table: TableShape) -> None:
-        """CreateTable, or UpdateTable when the columns differ."""
+        """CreateTable, or UpdateTable when the columns or the location differ."""
         table_input: Any = {
             "Name": table.name,
             "TableType": "EXTERNAL_TABLE",
@@ -95,9 +98,16 @@ class GlueCatalog:
                 (c["Name"], c["Type"])
                 for c in current["Table"].get("StorageDescriptor", {}).get("Columns", [])
             ]
-            if tuple(have) != table.columns:
+            location = current["Table"].get("StorageDescriptor", {}).get("Location")
+            if tuple(have) != table.columns and table.partition_keys:
                 await self._update_partitions(table)
-                await self._glue.update_table(DatabaseName=self._database, TableInput=table_input)
+            # A snapshot table switches to its new snapshot here: location and columns at once.
+            if tuple(have) != table.columns or location != table.location:
+                await self._glue.update_table(
+                    DatabaseName=self._database,
+                    TableInput=table_input,
+                    SkipArchive=not table.archive,
+                )
         except (ClientError, BotoCoreError) as exc:
             raise _translate(exc, table.name) from exc
 

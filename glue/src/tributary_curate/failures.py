@@ -28,7 +28,7 @@ def spark_failure(dataset: str, exc: Exception) -> TributaryError:
         reason = first_line(exc)
     return CurateConfigError(
         f"curated config or transform of {dataset} failed: {reason[:300]}; "
-        "fix its curated: block in the dataset registry (nothing was written)"
+        "fix its entry in the dataset registry (nothing was written)"
     )
 
 

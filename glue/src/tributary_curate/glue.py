@@ -2,7 +2,8 @@
 
 Job arguments (the deploy's addon sets them): `--LAKE_BUCKET`, `--GLUE_DATABASE`,
 `--DATASETS_CONFIG` (an `s3://` URI or a path), optional `--DATASETS` (comma-separated),
-`--CURATE_CRAWLER_NAME`, `--CURATE_LATE_HOURS`, `--CURATE_CLAIM_TTL_S`. Staging is always
+`--CURATE_CRAWLER_NAME`, `--CURATE_LATE_HOURS`, `--CURATE_CLAIM_TTL_S`,
+`--CURATE_SNAPSHOT_RETAIN_S`. Staging is always
 `s3://<lake>/_staging/curate/<dataset>/<run id>/`. The tributary packages ship in a zip of
 wheels in `--additional-python-modules` (`make glue-artifacts`);
 `--job-bookmark-option job-bookmark-disable`: the job keeps its own bookmark in the lake (see
@@ -29,7 +30,13 @@ from tributary_curate.settings import CurateSettings
 from tributary_curate.spark import LazySession, configure
 
 ARGUMENTS = ("LAKE_BUCKET", "GLUE_DATABASE", "DATASETS_CONFIG")
-OPTIONAL = ("DATASETS", "CURATE_CRAWLER_NAME", "CURATE_LATE_HOURS", "CURATE_CLAIM_TTL_S")
+OPTIONAL = (
+    "DATASETS",
+    "CURATE_CRAWLER_NAME",
+    "CURATE_LATE_HOURS",
+    "CURATE_CLAIM_TTL_S",
+    "CURATE_SNAPSHOT_RETAIN_S",
+)
 
 
 def job_arguments(argv: Sequence[str]) -> dict[str, str]:

@@ -34,17 +34,28 @@ from pyspark.errors import AnalysisException, PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
+from tributary.batch import decode_ndjson_gz
 from tributary.clock import Clock, iso_utc
 from tributary.dataset import Dataset
 from tributary.layout import Zone
+from tributary.metrics import Metrics
 from tributary.raw_writer import RawObject, RawWriter
 from tributary_curate.bookmark import BookmarkConflictError, BookmarkStore
 from tributary_curate.catalog import Catalog, TableShape
 from tributary_curate.claim import DEFAULT_TTL_S, ClaimStore, HeldClaim, holding
 from tributary_curate.failures import CurateConfigError, spark_failure
 from tributary_curate.index import LakeIndex
-from tributary_curate.outcome import CurateResult, Prepared, Written, quarantine_objects
+from tributary_curate.outcome import (
+    CurateResult,
+    Prepared,
+    Written,
+    publish_quarantine,
+    quarantine_objects,
+)
+from tributary_curate.quality import QualityBlockedError, QualityReport, evaluate, unique_columns
+from tributary_curate.relationalize import child_tables, write_children
+from tributary_curate.shape import mapped_rows, written_columns
+from tributary_curate.spark_thread import in_spark_thread
 from tributary_curate.staging import Staging
 from tributary_curate.transform import (
     ID,
@@ -52,15 +63,16 @@ from tributary_curate.transform import (
     PROBLEM,
     VALUE,
     apply_filter,
-    apply_mapping,
-    check_lines,
     first_arrivals,
     not_yet_curated,
-    output_columns,
-    typed_rows,
-    with_partitions,
 )
-from tributary_curate.window import DEFAULT_LATE_HOURS, advance, future_keys, list_new
+from tributary_curate.window import (
+    DEFAULT_LATE_HOURS,
+    advance,
+    future_keys,
+    hour_of,
+    list_new,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +114,8 @@ class CurateJob:
         step: Step = _no_step,
         progress: Callable[[str], None] | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        metrics: Metrics | None = None,
+        spark_rules: bool = False,
     ) -> None:
         self._spark_of = spark  # a session, or a callable starting one on first use
         self._lake = lake
@@ -118,6 +132,8 @@ class CurateJob:
         self._step = step  # fault injection in tests: raise at a named step
         self._progress = progress or (lambda _: None)
         self._stopping = stopping  # True once a stop was requested (SparkStopper.requested)
+        self._metrics = metrics  # EMF: the quality rules' results
+        self._spark_rules = spark_rules  # validate with spark_rules (measured slower: off)
 
     async def run(self, dataset: Dataset) -> CurateResult:
         """Curate what is new in `raw/<dataset>/` since the bookmark. Raises `DatasetBusyError`
@@ -129,13 +145,13 @@ class CurateJob:
         ) as held:
             try:
                 return await self._run_claimed(dataset, held)
-            except CurateConfigError as exc:
+            except (CurateConfigError, QualityBlockedError) as exc:
                 await self._record_failure(dataset.name, run_id, exc)
                 raise
             except asyncio.CancelledError:
                 started = getattr(self._spark_of, "started", True)  # a session: started
                 if started:
-                    self._spark.sparkContext.cancelAllJobs()  # the worker thread's job stops too
+                    self._spark.sparkContext.cancelAllJobs()  # the Spark thread's job stops too
                 raise
 
     @property
@@ -165,7 +181,9 @@ class CurateJob:
         try:
             paths = await staging.inputs(list(listing.new))
             now = self._clock.now()
-            result = await self._transform_and_write(dataset, paths, staging)
+            result = await self._transform_and_write(
+                dataset, paths, staging, hour_of(listing.new[0])
+            )
             await self._step("after_write")
             await held.renew()  # a full ttl ahead before publishing
             published = await self._publish(dataset, run, now, staging, result.outputs, held)
@@ -173,6 +191,8 @@ class CurateJob:
         finally:
             await staging.cleanup()
         catalog = await self._update_catalog(dataset, result.partitions, result.columns)
+        for child in result.children:  # relationalize: the child tables' catalog entries
+            await self._update_catalog(dataset, child.partitions, child.columns, child.table)
         await self._step("after_catalog")
         outcome = CurateResult(
             dataset.name,
@@ -187,6 +207,8 @@ class CurateJob:
             partitions=result.partitions,
             catalog=catalog,
             seconds=time.perf_counter() - started,
+            children={c.table: c.curated for c in result.children},
+            quality=result.quality,
         )
         since, processed = advance(bookmark, listing, self._late_hours, listed_at)
         last_run = {
@@ -214,21 +236,42 @@ class CurateJob:
     async def _record_failure(self, name: str, run_id: str, exc: Exception) -> None:
         """Remember the failure in the bookmark (for `make status`); nothing else moves."""
         bookmark = await self._bookmarks.get(name)
-        error = {"at": iso_utc(self._clock.now()), "run_id": run_id, "reason": str(exc)}
+        error: dict[str, Any] = {
+            "at": iso_utc(self._clock.now()),
+            "run_id": run_id,
+            "reason": str(exc),
+        }
+        if isinstance(exc, QualityBlockedError):  # the verdict `make status` shows
+            error["quality"] = exc.report.documents()
+            if exc.oldest is not None:  # raw expires RawRetentionDays after it lands
+                error["oldest_raw"] = exc.oldest
+        elif bookmark.last_error.get("quality"):
+            # Blocked before and failed otherwise now: nothing has published since, so the
+            # block still stands; keep its verdict (and when it was given) for `make status`.
+            kept = ("quality", "oldest_raw")
+            error.update({k: bookmark.last_error[k] for k in kept if k in bookmark.last_error})
+            error["quality_at"] = bookmark.last_error.get("quality_at", bookmark.last_error["at"])
         with contextlib.suppress(BookmarkConflictError):
             await self._bookmarks.put(replace(bookmark, last_error=error))
 
     # ---- Spark ---------------------------------------------------------------------------------
 
     async def _transform_and_write(
-        self, dataset: Dataset, paths: list[str], staging: Staging
+        self, dataset: Dataset, paths: list[str], staging: Staging, oldest: str | None = None
     ) -> Written:
-        """Spark in a worker thread (its calls block); config and transform failures become
-        `CurateConfigError`."""
+        """Spark in daemon threads (its calls block; see spark_thread.py); config and transform
+        failures become `CurateConfigError`. `oldest`: the hour of the oldest raw object read
+        (for a block)."""
         try:
-            prepared = await asyncio.to_thread(self._prepare, dataset, paths)
+            prepared = await in_spark_thread(self._prepare, dataset, paths)
             existing = await self._existing_ids(dataset, prepared.touched, staging)
-            written = await asyncio.to_thread(self._write, dataset, prepared, existing, staging)
+            quality = await self._check_quality(dataset, prepared, staging, oldest)
+            kids = {  # relationalize: each child table's own anti-join
+                t: await self._existing_ids(replace(dataset, name=t), prepared.touched, staging)
+                for t in child_tables(dataset)
+            }
+            written = await in_spark_thread(self._write, dataset, prepared, existing, staging, kids)
+            written = replace(written, quality=tuple(quality.documents()))
         except (ValueError, AnalysisException, PythonException, Py4JJavaError) as exc:
             if self._stopping():  # a stop cancelled Spark's jobs: not this dataset's fault
                 raise
@@ -242,9 +285,7 @@ class CurateJob:
         raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
         lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
         lines = lines.where(F.length(F.trim("value")) > 0)
-        rows = typed_rows(check_lines(lines, dataset), dataset)
-        rows = apply_mapping(rows, dataset.name, curated)
-        rows = with_partitions(rows, curated.partition_by, dataset.name)
+        rows = mapped_rows(lines, dataset, spark_rules=self._spark_rules)
         # A problem line carries the raw line in it: the raw text is not needed past here.
         rows = rows.drop(VALUE).persist()
         ok = F.col(PROBLEM).isNull()
@@ -268,6 +309,7 @@ class CurateJob:
         prepared: Prepared,
         existing: DataFrame | None,
         staging: Staging,
+        existing_children: dict[str, DataFrame | None] | None = None,
     ) -> Written:
         rows, first, touched = prepared.rows, prepared.first, prepared.touched
         ok = F.col(PROBLEM).isNull()
@@ -277,7 +319,7 @@ class CurateJob:
         # to the catalog, so a rerun after a crash before the catalog step still registers them.
         partitions = touched
         self._progress(f"{dataset.name}: writing {curated_n} rows, {len(partitions)} partitions")
-        out = output_columns(fresh)
+        out = written_columns(fresh, dataset)
         outputs: list[str] = []
         if curated_n:
             # No second shuffle: fewer tasks (≈ ROWS_PER_FILE rows each) each write one file
@@ -298,6 +340,8 @@ class CurateJob:
             for f in out.schema.fields
             if f.name not in PARTITION_COLUMNS
         )
+        children = write_children(first, fresh, dataset, existing_children or {}, staging.output)
+        outputs += [c.table for c in children if c.curated]
         for df in (rows, first):
             df.unpersist()
         return Written(
@@ -309,7 +353,41 @@ class CurateJob:
             partitions=tuple(partitions),
             columns=columns,
             outputs=tuple(outputs),
+            children=children,
         )
+
+    async def _check_quality(
+        self, dataset: Dataset, prepared: Prepared, staging: Staging, oldest: str | None
+    ) -> QualityReport:
+        """The dataset's quality rules on the run's rows (`IsUnique` over the whole curated
+        table); raises `QualityBlockedError` before anything is written when a `block` rule
+        fails (tributary_curate.quality)."""
+        if not dataset.quality:
+            return QualityReport()
+        columns, curated = unique_columns(dataset.quality), None
+        if columns:
+            keys = await self._lake.keys(f"{Zone.CURATED}/{dataset.name}/")
+            paths = await staging.inputs([k for k in keys if k.endswith(PARQUET_SUFFIX)])
+            if paths:
+                curated = await in_spark_thread(
+                    lambda: self._spark.read.parquet(*paths).select(ID, *columns)
+                )
+        now, passed = self._clock.now(), False
+        try:
+            report = await in_spark_thread(
+                evaluate, dataset.name, dataset.quality, prepared.first, now, curated
+            )
+            if self._metrics is not None:
+                report.record(self._metrics, dataset.name)
+            if report.blocking:
+                raise QualityBlockedError(dataset.name, report, oldest)
+            passed = True
+        finally:
+            if not passed:  # nothing will be written: free the run's cached rows
+                for df in (prepared.rows, prepared.first):
+                    df.unpersist()
+        self._progress(f"{dataset.name}: quality {len(report.results)} rules checked")
+        return report
 
     async def _existing_ids(
         self, dataset: Dataset, touched: list[tuple[str, ...]], staging: Staging
@@ -328,7 +406,7 @@ class CurateJob:
             return None
         paths = await staging.inputs(keys)
         # Off the event loop: the read lists and samples files (and may start the session).
-        return await asyncio.to_thread(lambda: self._spark.read.parquet(*paths).select(ID))
+        return await in_spark_thread(lambda: self._spark.read.parquet(*paths).select(ID))
 
     # ---- publish, catalog ---------------------------------------------------------------------
 
@@ -345,13 +423,29 @@ class CurateJob:
         content-derived names; each object only while the claim is surely still ours, its
         request bounded (`HeldClaim.publishing`)."""
         published = 0
-        files = await staging.outputs(CURATED_OUTPUT) if CURATED_OUTPUT in outputs else []
-        for relative, body in files:
+        # Child tables first: a crash before the parent's files leaves a rerun that finds the
+        # parents fresh again, and their children's anti-join drops what landed.
+        for table in [*(t for t in child_tables(dataset) if t in outputs), dataset.name]:
+            output = CURATED_OUTPUT if table == dataset.name else table
+            if output in outputs:
+                published += await self._publish_parquet(table, output, run, staging, held)
+        files = await staging.outputs(QUARANTINE_OUTPUT) if QUARANTINE_OUTPUT in outputs else []
+        problems = [line for _relative, body in files if body for line in decode_ndjson_gz(body)]
+        for key, lines in quarantine_objects(dataset.name, problems, now).items():
+            await publish_quarantine(self._lake, key, lines, run, held.publishing)
+        return published
+
+    async def _publish_parquet(
+        self, table: str, output: str, run: int, staging: Staging, held: HeldClaim
+    ) -> int:
+        """Upload staging `output`'s Parquet files to `curated/<table>/`; how many."""
+        published = 0
+        for relative, body in await staging.outputs(output):
             if not relative.endswith(".parquet"):
                 continue
             folder = relative.rsplit("/", 1)[0]  # year=…/month=…/day=…
             digest = hashlib.sha256(body).hexdigest()[:16]
-            key = f"{Zone.CURATED}/{dataset.name}/{folder}/r{run:06d}-{digest}{PARQUET_SUFFIX}"
+            key = f"{Zone.CURATED}/{table}/{folder}/r{run:06d}-{digest}{PARQUET_SUFFIX}"
             obj = RawObject(
                 key,
                 body,
@@ -364,12 +458,6 @@ class CurateJob:
             )
             await held.publishing(self._lake.put(obj))
             published += 1
-        files = await staging.outputs(QUARANTINE_OUTPUT) if QUARANTINE_OUTPUT in outputs else []
-        problems = [line for _relative, body in files if body for line in decode_ndjson_gz(body)]
-        for key, lines in quarantine_objects(dataset.name, problems, now).items():
-            body = encode_ndjson_gz(sorted(lines))
-            obj = RawObject(key, body, len(lines), f"run {run}", f"run {run}")
-            await held.publishing(self._lake.put(obj))  # create-only: a rerun's is the same
         return published
 
     async def _update_catalog(
@@ -377,18 +465,19 @@ class CurateJob:
         dataset: Dataset,
         partitions: tuple[tuple[str, ...], ...],
         columns: tuple[tuple[str, str], ...],
+        name: str | None = None,  # a child table of the dataset (relationalize)
     ) -> dict[str, Any]:
-        spec, done = dataset.curated.catalog, dict[str, Any]()
+        spec, done, name = dataset.curated.catalog, dict[str, Any](), name or dataset.name
         if not partitions:
             return {}
-        location = f"{self._lake_url}/{Zone.CURATED}/{dataset.name}/"
-        table = TableShape(dataset.name, columns, PARTITION_COLUMNS, location)
+        location = f"{self._lake_url}/{Zone.CURATED}/{name}/"
+        table = TableShape(name, columns, PARTITION_COLUMNS, location)
         if spec.table:
             await self._catalog.ensure_table(table)
             done["table"] = table.name
         if spec.partitions:
             done["partitions_added"] = await self._catalog.add_partitions(table, list(partitions))
-        crawler = self._crawler_name(dataset.name)
+        crawler = self._crawler_name(name)
         if spec.crawler and crawler:
             done["crawler"] = await self._catalog.start_crawler(crawler)
         return done

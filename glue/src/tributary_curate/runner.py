@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from tributary.cli import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY, failed
 from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.errors import TributaryError
+from tributary.metrics import EmfMetrics
 from tributary.s3_writer import S3RawWriter
 from tributary_curate.bookmark import S3BookmarkStore
 from tributary_curate.catalog import GlueCatalog
@@ -22,7 +23,9 @@ from tributary_curate.compat import conditional_writes
 from tributary_curate.index import S3LakeIndex
 from tributary_curate.job import CurateJob
 from tributary_curate.outcome import CurateResult
+from tributary_curate.quality import QualityBlockedError
 from tributary_curate.settings import CurateSettings, StagingMode
+from tributary_curate.snapshots import SnapshotJob
 from tributary_curate.staging import LocalStaging, S3Staging, Staging
 
 # Another run holds the dataset: this one did nothing (not a failure; run again later).
@@ -92,6 +95,9 @@ async def curate_datasets(
     `stopping()` is True once a stop was requested: a Spark failure then is the stop's
     cancellation, not the dataset's, and stops them all."""
     results, codes = [], [EXIT_OK]
+    blocked: set[str] = set()  # datasets a quality rule blocked this run
+    # The quality results as EMF, on stderr: stdout carries the results table a person reads.
+    metrics = EmfMetrics(settings.metrics_namespace, "curate", sys.stderr)
     for name in names:
         job = CurateJob(
             spark,
@@ -108,6 +114,7 @@ async def curate_datasets(
             crawler_name=settings.crawler_for,
             progress=lambda text: print(text, file=sys.stderr, flush=True),
             stopping=stopping,
+            metrics=metrics,
         )
         try:
             results.append(await job.run(registry[name]))
@@ -115,5 +122,63 @@ async def curate_datasets(
             print(f"{name}: skipped: {exc}", file=sys.stderr, flush=True)
             codes.append(EXIT_BUSY)
         except TributaryError as exc:
+            if isinstance(exc, QualityBlockedError):
+                blocked.add(name)
             codes.append(failed(name, exc))
+        finally:
+            metrics.flush()
+    codes += await publish_snapshots(
+        spark, settings, registry, names, lake, staging_for, results, stopping, blocked
+    )
     return results, worst(codes)
+
+
+async def publish_snapshots(
+    spark: SparkSession | Callable[[], SparkSession],
+    settings: CurateSettings,
+    registry: DatasetRegistry,
+    names: Sequence[str],
+    lake: Lake,
+    staging_for: Callable[[str, str], Staging],
+    results: list[CurateResult],
+    stopping: Callable[[], bool] = lambda: False,
+    blocked: Collection[str] = (),
+) -> list[int]:
+    """After the datasets: each snapshot table (current state, derived) with an input among
+    `names`, recomputed when an input changed (`SnapshotJob`); their exit codes. A table with
+    an input in `blocked` (a quality rule blocked its run) is left as readers see it: nothing
+    is recomputed around a block."""
+    codes = []
+    for table in registry.tables():
+        if not table.snapshot or not set(table.inputs) & set(names):
+            continue
+        if set(table.inputs) & set(blocked):
+            print(
+                f"{table.name}: not recomputed: an input's quality rule blocked its run",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        job = SnapshotJob(
+            spark,
+            lake.writer,
+            lake.index,
+            lake.bookmarks,
+            lake.catalog,
+            lake.claims,
+            staging_for,
+            SystemClock(),
+            f"s3://{settings.lake_bucket}",
+            claim_ttl_s=settings.claim_ttl_s,
+            retain_s=settings.snapshot_retain_s,
+            progress=lambda text: print(text, file=sys.stderr, flush=True),
+            stopping=stopping,
+        )
+        try:
+            results.append(await job.run(registry, table))
+        except DatasetBusyError as exc:
+            print(f"{table.name}: skipped: {exc}", file=sys.stderr, flush=True)
+            codes.append(EXIT_BUSY)
+        except TributaryError as exc:
+            codes.append(failed(table.name, exc))
+    return codes

@@ -30,3 +30,6 @@ class CurateSettings(CommonSettings):
     staging: StagingMode = Field(default=StagingMode.LOCAL, validation_alias="CURATE_STAGING")
     late_hours: int = Field(default=DEFAULT_LATE_HOURS, ge=1, validation_alias="CURATE_LATE_HOURS")
     claim_ttl_s: float = Field(default=DEFAULT_TTL_S, ge=3, validation_alias="CURATE_CLAIM_TTL_S")
+    snapshot_retain_s: float = Field(
+        default=3600.0, ge=0, validation_alias="CURATE_SNAPSHOT_RETAIN_S"
+    )  # a superseded snapshot is deleted this long after it was replaced (the previous one stays)

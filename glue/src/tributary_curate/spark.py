@@ -13,6 +13,8 @@ SESSION_CONF = {
     # `month=01` stays the text "01" when partitions are discovered (else it becomes 1).
     "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
     "spark.sql.parquet.compression.codec": "snappy",
+    # A JSON object read as a map keeps the last of repeated keys, as orjson does (spark_rules).
+    "spark.sql.mapKeyDedupPolicy": "LAST_WIN",
 }
 
 

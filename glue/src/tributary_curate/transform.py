@@ -4,8 +4,10 @@ raw lines ──check──▶ envelopes ──columns──▶ typed rows ─�
       ╰─ not JSON, not an envelope, invalid data, a failed cast, no partition value ─▶ quarantine
 
 Validation runs the dataset registry's own validator (the one the API uses) in Python workers,
-so a record is valid in curate exactly when it would have been valid at the API. Everything
-after it is Spark SQL. Nothing here touches storage: the job reads and writes around these.
+so a record is valid in curate exactly when it would have been valid at the API (spark_rules
+holds the same rules as Spark expressions, opt-in: `check_lines(spark_rules=True)`).
+Everything after it is Spark SQL. Nothing here touches storage: the job reads and writes around
+these.
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ from tributary.curated import CuratedSpec, ExtraFields, NestedMode
 from tributary.dataset import Dataset
 from tributary.envelope import ENVELOPE_VERSION, BadEnvelopeError, Envelope
 from tributary.schema import FieldSpec, FieldType, RecordValidator, SchemaSpec
+from tributary_curate.spark_rules import (
+    DATA_TEXTS,
+    ENVELOPE_TEXTS,
+    ERRORS_COLUMN,
+    PYTHON,
+    VALID,
+    text_value,
+    with_verdict,
+)
 
 STAGE = "curate"
 ENVELOPE_COLUMNS = ("id", "source", "received_at")
@@ -84,6 +95,9 @@ def line_errors(
         for values in batches:
             out: list[str | None] = []
             for value in values:
+                if value is None:  # a line the Spark rules decided (spark_rules)
+                    out.append(None)
+                    continue
                 try:  # the envelope's own parser: the same checks as everywhere else
                     envelope = Envelope.from_json(value)
                 except BadEnvelopeError as exc:
@@ -105,13 +119,27 @@ def line_errors(
     return errors_of
 
 
-def check_lines(lines: DataFrame, dataset: Dataset) -> DataFrame:
+def check_lines(lines: DataFrame, dataset: Dataset, *, spark_rules: bool = False) -> DataFrame:
     """`lines` (value, raw_key) → (_value, _raw_key, _problem): the problem is the quarantine
-    line for a line that is not a valid envelope of `dataset` with valid data, else null."""
+    line for a line that is not a valid envelope of `dataset` with valid data, else null.
+
+    By default every line goes to the registry's validator in Python workers. With
+    `spark_rules` the rules run as Spark expressions (spark_rules) and only the lines they leave
+    to Python (`_rule_python`) go to that validator; not the job's default yet: at 1M lines it
+    measured slower than the Python path (see BENCHMARKS.md, curate)."""
     errors = pandas_udf(line_errors(dataset.name, dataset.schema), T.StringType())  # type: ignore[call-overload]
     inputs = lines.select(F.col("value").alias(VALUE), F.col("raw_key").alias(RAW_KEY))
-    found = F.coalesce(F.from_json(errors(F.col(VALUE)), ERRORS_TYPE), F.array())
-    return inputs.withColumn(PROBLEM, problem_line(dataset.name, found))
+    if not spark_rules:
+        found = F.coalesce(F.from_json(errors(F.col(VALUE)), ERRORS_TYPE), F.array())
+        return inputs.withColumn(PROBLEM, problem_line(dataset.name, found))
+    judged = with_verdict(inputs, VALUE, dataset.name, dataset.schema)
+    python = F.col(PYTHON)
+    from_python = F.from_json(errors(F.when(python, F.col(VALUE))), ERRORS_TYPE)
+    found = F.coalesce(
+        F.when(python, from_python).when(~F.col(VALID), F.col(ERRORS_COLUMN)), F.array()
+    )
+    checked = judged.withColumn(PROBLEM, problem_line(dataset.name, found))
+    return checked.drop(VALID, ERRORS_COLUMN, PYTHON)
 
 
 # ---- typed columns ----------------------------------------------------------------------------
@@ -193,6 +221,16 @@ def envelope_schema(schema: SchemaSpec) -> T.StructType:
     return T.StructType(fields)
 
 
+_SCALARS = {FieldType.STRING, FieldType.TIMESTAMP, FieldType.INTEGER, FieldType.NUMBER}
+
+
+def _scalar(c: DataColumn, schema: SchemaSpec) -> bool:
+    """A top-level string, timestamp, integer, number or boolean: typed from its text."""
+    if len(c.path) != 1:
+        return False
+    return schema.fields[c.path[0]].type in {*_SCALARS, FieldType.BOOLEAN}
+
+
 def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
     """Checked lines → _id, _source, _received_at (timestamp), the data columns, [_extra].
     Lines with a problem pass through (typed columns null) so one DataFrame carries both."""
@@ -216,9 +254,31 @@ def typed_rows(checked: DataFrame, dataset: Dataset) -> DataFrame:
         F.col("e.source").alias(SOURCE),
         F.col("e.received_at").cast(T.TimestampType()).alias(RECEIVED_AT),
     ]
+    data = data_columns(dataset.schema, curated.nested)
+    texts = (
+        DATA_TEXTS in checked.columns
+        and not carry
+        and all(_scalar(c, dataset.schema) for c in data)
+    )
+    if texts:  # the texts the rules read: no second JSON read of the line
+        parsed = checked.select(
+            F.when(ok, F.col(ENVELOPE_TEXTS)).alias("e"),
+            F.when(ok, F.col(DATA_TEXTS)).alias("d"),
+            VALUE,
+            RAW_KEY,
+            PROBLEM,
+        )
+        columns = [
+            text_value(F.col("e")[f'"{n}"'], "string").alias(to)
+            for n, to in (("id", ID), ("source", SOURCE), ("received_at", RECEIVED_AT))
+        ]
+        columns[2] = columns[2].cast(T.TimestampType()).alias(RECEIVED_AT)
     unplaced: list[Column] = []
-    for c in data_columns(dataset.schema, curated.nested):
-        column = F.col("e.data." + ".".join(f"`{p}`" for p in c.path))
+    for c in data:
+        if texts:
+            column = text_value(F.col("d")[f'"{c.path[0]}"'], c.type.simpleString())
+        else:
+            column = F.col("e.data." + ".".join(f"`{p}`" for p in c.path))
         if c.timestamp:
             text, column = column, to_instant(column)
             reason = "timestamp outside 0001-01-01..9999-12-31 UTC"

@@ -22,7 +22,8 @@ class Batch:
 
 def encode_ndjson_gz(lines: tuple[bytes, ...] | list[bytes], compresslevel: int = 6) -> bytes:
     """Join `lines` with newlines (one after each) and gzip them deterministically."""
-    return gzip.compress(b"".join(line + b"\n" for line in lines), compresslevel, mtime=0)
+    body = b"\n".join(lines) + b"\n" if lines else b""  # one copy of each line, not two
+    return gzip.compress(body, compresslevel, mtime=0)
 
 
 def decode_ndjson_gz(body: bytes) -> list[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -16,6 +17,8 @@ from tributary.aws import AwsClients, error_code
 from tributary.settings import AwsSettings
 
 log = logging.getLogger(__name__)
+
+OWNER_INDEX = "leaseOwner-index"  # the stream consumer's lease.OWNER_INDEX
 
 _EXISTS = frozenset(
     {
@@ -43,14 +46,38 @@ async def bootstrap(
             await s3.create_bucket(Bucket=settings.lake_bucket)
         async with _exists_ok("stream", settings.stream_name):
             await kinesis.create_stream(StreamName=settings.stream_name, ShardCount=shards)
-        for table, key in ((settings.lease_table, "leaseKey"), (settings.state_table, "pk")):
-            async with _exists_ok("table", table):
-                await dynamodb.create_table(
-                    TableName=table,
-                    KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-                    AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                    BillingMode="PAY_PER_REQUEST",
-                )
+        async with _exists_ok("table", settings.lease_table):
+            await dynamodb.create_table(  # as lake.yml: the leaseOwner GSI of KCL 3.x
+                TableName=settings.lease_table,
+                KeySchema=[{"AttributeName": "leaseKey", "KeyType": "HASH"}],
+                AttributeDefinitions=[
+                    {"AttributeName": "leaseKey", "AttributeType": "S"},
+                    {"AttributeName": "leaseOwner", "AttributeType": "S"},
+                ],
+                GlobalSecondaryIndexes=[
+                    {
+                        "IndexName": OWNER_INDEX,
+                        "KeySchema": [{"AttributeName": "leaseOwner", "KeyType": "HASH"}],
+                        "Projection": {"ProjectionType": "KEYS_ONLY"},
+                    }
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        await _owner_index(dynamodb, settings.lease_table)
+        async with _exists_ok("table", settings.fleet_table):
+            await dynamodb.create_table(  # as lake.yml: one row, the consumers' fleet
+                TableName=settings.fleet_table,
+                KeySchema=[{"AttributeName": "fleetKey", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "fleetKey", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        async with _exists_ok("table", settings.state_table):
+            await dynamodb.create_table(
+                TableName=settings.state_table,
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
         async with _exists_ok("glue database", settings.glue_database):
             await glue.create_database(DatabaseInput={"Name": settings.glue_database})
         for name, dataset in (crawlers or {}).items():
@@ -71,6 +98,34 @@ async def bootstrap(
                 return
             await asyncio.sleep(0.05)
         raise TimeoutError(f"stream {settings.stream_name} did not become ACTIVE")
+
+
+async def _owner_index(dynamodb: Any, table: str) -> None:
+    """A lease table from before the `leaseOwner-index` GSI gets it (UpdateTable), and
+    bootstrap waits until the index is ACTIVE (DynamoDB backfills it first)."""
+    for _ in range(600):
+        described = (await dynamodb.describe_table(TableName=table))["Table"]
+        indexes = {i["IndexName"]: i for i in described.get("GlobalSecondaryIndexes", [])}
+        index = indexes.get(OWNER_INDEX)
+        if index is None:
+            await dynamodb.update_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": "leaseOwner", "AttributeType": "S"}],
+                GlobalSecondaryIndexUpdates=[
+                    {
+                        "Create": {
+                            "IndexName": OWNER_INDEX,
+                            "KeySchema": [{"AttributeName": "leaseOwner", "KeyType": "HASH"}],
+                            "Projection": {"ProjectionType": "KEYS_ONLY"},
+                        }
+                    }
+                ],
+            )
+            log.info("index added", extra={"resource": f"{table}/{OWNER_INDEX}"})
+        elif index.get("IndexStatus", "ACTIVE") == "ACTIVE":
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"index {table}/{OWNER_INDEX} did not become ACTIVE")
 
 
 class _exists_ok:

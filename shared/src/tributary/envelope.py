@@ -122,6 +122,62 @@ def sign_envelope(line: bytes, key: bytes) -> bytes:
     return line[:-1] + _SIG_PREFIX + _signature(line, key) + b'"}'
 
 
+class EnvelopeVerifier:
+    """`verify_envelope_any` for a fixed set of keys (the consumer's hot path).
+
+    HMAC (RFC 2104) is H(K ^ opad || H(K ^ ipad || m)). The two keyed SHA-256 states are made
+    once per key and copied for each record, instead of keying a new HMAC every time.
+    """
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        self._keyed = tuple(_keyed_pads(key) for key in keys)
+
+    def verify(self, data: bytes) -> bytes | None:
+        """The unsigned envelope line when `data` is signed with any of the keys, else None
+        (exactly what `verify_envelope_any` answers)."""
+        end = self.signed_end(data)
+        return None if end < 0 else data[:end] + b"}"
+
+    def signed_end(self, data: bytes) -> int:
+        """Where the signature member starts when `data` is signed with any of the keys (the
+        unsigned line is `data[:end] + b"}"`), else -1; reads `data` without copying it."""
+        if not self._keyed:
+            return -1
+        size = len(data)
+        if data[-1:].isspace():  # trailing whitespace is not part of the signed line
+            size = len(data.rstrip())
+        end = size - _SIG_SUFFIX_LEN
+        if end <= 0 or data[end : size - _SIG_HEX - 2] != _SIG_PREFIX:
+            return -1
+        if data[size - 2 : size] != b'"}':
+            return -1
+        view = memoryview(data)[:end]
+        claimed = data[size - _SIG_HEX - 2 : size - 2]
+        for inner_keyed, outer_keyed in self._keyed:
+            inner = inner_keyed.copy()
+            inner.update(view)
+            inner.update(b"}")
+            outer = outer_keyed.copy()
+            outer.update(inner.digest())
+            if hmac.compare_digest(outer.hexdigest().encode(), claimed):
+                return end
+        return -1
+
+
+def _keyed_pads(key: bytes) -> tuple[Any, Any]:
+    """SHA-256 states after K ^ ipad and K ^ opad (a key longer than a block is hashed first)."""
+    block = hashlib.sha256().block_size
+    if len(key) > block:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(block, b"\0")
+    return (
+        hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+        hashlib.sha256(bytes(b ^ 0x5C for b in key)),
+    )
+
+
 def verify_envelope_any(data: bytes, keys: Sequence[bytes]) -> bytes | None:
     """`verify_envelope` with each key in turn (a rotation: the new key and the old ones)."""
     for key in keys:

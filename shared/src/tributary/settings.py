@@ -32,11 +32,19 @@ class AwsSettings(BaseSettings):
     stream_name: str = Field(default="tributary-ingest", validation_alias="STREAM_NAME")
     lease_table: str = Field(default="tributary-leases", validation_alias="LEASE_TABLE")
     state_table: str = Field(default="tributary-state", validation_alias="STATE_TABLE")
+    # The stream consumers' heartbeats and leader lock (KCL 3.x's coordinator state), kept out
+    # of the lease table, whose every row older consumers read as a lease. Unset: "<lease>-fleet".
+    fleet_table_override: str | None = Field(default=None, validation_alias="FLEET_TABLE")
     glue_database: str = Field(default="tributary", validation_alias="GLUE_DATABASE")
     aws_max_attempts: int = Field(default=3, ge=1, le=10, validation_alias="AWS_MAX_ATTEMPTS")
     aws_max_pool_connections: int = Field(
         default=32, ge=1, le=1000, validation_alias="AWS_MAX_POOL_CONNECTIONS"
     )
+
+    @property
+    def fleet_table(self) -> str:
+        """FLEET_TABLE, or the lease table's name with `-fleet`."""
+        return self.fleet_table_override or f"{self.lease_table}-fleet"
 
 
 class CommonSettings(AwsSettings):

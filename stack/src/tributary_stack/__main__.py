@@ -1,4 +1,5 @@
-"""`python -m tributary_stack up|demo`: the embedded local stack."""
+"""`python -m tributary_stack up|demo|status|redrive|rewind|reprocess`: the embedded local stack
+and the commands run against it (or AWS)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 from tributary.cli import EXIT_OK, EXIT_PERMANENT, EXIT_RETRY
-from tributary.errors import ConfigError
+from tributary.errors import ConfigError, PermanentError, TributaryError
 from tributary.log import configure_logging
 from tributary.settings import CommonSettings
 from tributary.stop import StopRequest
@@ -18,6 +19,7 @@ from tributary_importer.source import load_sources
 from tributary_stack import demo
 from tributary_stack.orphans import exit_with_parent
 from tributary_stack.process import StartCancelled
+from tributary_stack.replay import cli as replay_cli
 from tributary_stack.settings import StackSettings
 from tributary_stack.stack import LocalStack
 from tributary_stack.status import status
@@ -92,8 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the stack in the foreground until Ctrl+C")
     sub.add_parser("demo", help="run the pipeline once end to end and print a summary")
     sub.add_parser("status", help="tables of the lake, shards, importer and curate state")
+    replay_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     configure_logging("stack", "WARNING")
+    if args.command in replay_cli.COMMANDS:
+        try:
+            return asyncio.run(replay_cli.run(args, CommonSettings()))
+        except PermanentError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_PERMANENT
+        except TributaryError as exc:
+            print(f"error (transient, run the same command again): {exc}", file=sys.stderr)
+            return EXIT_RETRY
     if args.command == "status":
         common = CommonSettings()
         sources = list(load_sources(ImporterSettings().sources_config))

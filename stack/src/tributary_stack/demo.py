@@ -19,20 +19,27 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from tributary.aws import AwsClients
 from tributary.dataset import DatasetRegistry
 from tributary.envelope import Envelope
 from tributary.layout import Zone
 from tributary.table import render
+from tributary_curate.bookmark import S3BookmarkStore
+from tributary_importer.source import load_sources
 from tributary_stack import samples
+from tributary_stack.demo_tables import show_tables
+from tributary_stack.demo_vendors import richer_vendors, served_by_fake
 from tributary_stack.inspect import read_lines, wait_consumed
 from tributary_stack.orphans import popen
 from tributary_stack.stack import LocalStack
+from tributary_stack.status import quality_table
 
 
 @dataclass
@@ -204,6 +211,7 @@ def run(stack: LocalStack) -> int:
     quarantine = asyncio.run(read_lines(aws, f"{Zone.QUARANTINE}/"))
     in_stream = Counter(r.envelope.dataset for r in stream)
     started = time.monotonic()
+    run_end = datetime.now(UTC)  # no later than the importer's run start (the windows' end)
     imported = run_importer(stack)
     timings["third-party API → importer → raw"] = time.monotonic() - started
     raw = asyncio.run(read_lines(aws, f"{Zone.RAW}/"))
@@ -214,6 +222,7 @@ def run(stack: LocalStack) -> int:
     registry = DatasetRegistry.from_file(Path(stack.env["DATASETS_CONFIG"]))
     curated_rows: list[list[object]] = []
     from_importer: Counter[str] = Counter()
+    importer_ids: dict[str, set[str]] = defaultdict(set)  # by source: every run on this stack
     partitions: Counter[tuple[str, str]] = Counter()
     objects: Counter[tuple[str, str]] = Counter()
     for key, lines in raw.items():
@@ -227,6 +236,7 @@ def run(stack: LocalStack) -> int:
                 valid_ids[dataset].add(envelope.id)
             if envelope.source.startswith("importer:"):
                 from_importer[envelope.source.split(":", 1)[1]] += 1
+                importer_ids[envelope.source.split(":", 1)[1]].add(envelope.id)
                 continue
             raw_lines[dataset] += 1
             raw_ids[dataset].add(envelope.id)
@@ -291,8 +301,23 @@ def run(stack: LocalStack) -> int:
             title="\nThird-party API → importer → raw",
         )
     )
+    # issue 20: one source of each richer kind, exactly as many as the fake API serves it
+    declared = load_sources(Path(stack.env["SOURCES_CONFIG"]), {**os.environ, **stack.env})
+    specs = {name: source.spec for name, source in declared.items()}
+    served = served_by_fake(stack.env["FAKEAPI_URL"], run_end, specs)
+    landed_ids = {source: len(ids) for source, ids in importer_ids.items()}
+    incremental = {name: spec.incremental is not None for name, spec in specs.items()}
+    vendors = richer_vendors(served, imported, dict(from_importer), landed_ids, incremental)
+    ok &= all(str(row[-1]).startswith("ok") for row in vendors)
+    print(
+        render(
+            ["source", "kind", "served", "imported", "ids in raw", "check"],
+            vendors,
+            title="\nRicher vendors (config/sources.yaml, fake API variants)",
+        )
+    )
     started = time.monotonic()
-    curated = run_curate(stack)
+    curated = {d: c for d, c in run_curate(stack).items() if d in registry}  # not derived tables
     timings["raw → curate job → curated"] = time.monotonic() - started
     started = time.monotonic()
     queried = query_curated(stack, sorted(curated))
@@ -329,6 +354,8 @@ def run(stack: LocalStack) -> int:
             title="\nraw → curated, exactly once",
         )
     )
+    ok &= show_tables(lambda sql: _cli(stack, "tributary_curate", "query", "--no-sync", sql))
+    ok &= show_quality(stack, registry)
     datasets = sorted({*tallies, *imported, *curated})
     raw_objects: Counter[str] = Counter()
     for (dataset, _), n in objects.items():
@@ -374,6 +401,21 @@ def run(stack: LocalStack) -> int:
     )
     print("\ndemo: " + ("OK" if ok else "FAILED: counts do not add up"))
     return 0 if ok else 1
+
+
+def show_quality(stack: LocalStack, registry: DatasetRegistry) -> bool:
+    """The curate run's data-quality results (`quality:` in the registry), from the bookmarks;
+    False when a `block` rule stopped a dataset's run."""
+    aws = stack.aws_settings()
+
+    async def read() -> str:
+        async with AwsClients(aws) as clients:
+            bookmarks = S3BookmarkStore(await clients.s3(), aws.lake_bucket)
+            return await quality_table(bookmarks, registry)
+
+    text = asyncio.run(read())
+    print(text)
+    return "BLOCKED" not in text
 
 
 def main(stack: LocalStack, log_path: Path) -> int:

@@ -16,6 +16,7 @@ import random
 import re
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -61,6 +62,11 @@ class Faults:
     # create-only S3 puts (If-None-Match) answered 409 ConditionalRequestConflict, as S3 does
     # while another conditional write to the same key is in progress
     s3_conditional_conflict: bool = False
+    # Requests `hold(call)` is True for are never forwarded: they wait (`held` is set) until
+    # `hold` is cleared, then get a 503; for killing a client in a known step (kill -9 while
+    # its request hangs: the request never reached AWS).
+    hold: Callable[[RecordedCall], bool] | None = None
+    held: threading.Event = field(default_factory=threading.Event)
     seed: int = 7
 
 
@@ -154,6 +160,14 @@ class FaultProxy:
         self, scope: Scope, headers: dict[str, str], body: bytes, service: str, operation: str
     ) -> tuple[int, dict[str, str], bytes]:
         faults = self.faults
+        hold = faults.hold
+        if hold is not None and hold(_record(scope, headers, body, service, operation)):
+            faults.held.set()
+            # cleared from the test's thread: an asyncio.Event belongs to the proxy's loop
+            while faults.hold is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            self.injected[f"{service}.held"] += 1
+            return _error(service, 503, "ServiceUnavailable", "held request dropped")
         if faults.latency_s:
             await asyncio.sleep(faults.latency_s)
         if service in faults.down:

@@ -113,6 +113,7 @@ class LocalStack:
             "FAKEAPI_HOST": s.host,
             "FAKEAPI_PORT": str(self.fakeapi_port),
             "VENDOR_API_KEY": "local-vendor-key",  # development only: sources.yaml has no default
+            "VENDOR_OAUTH_SECRET": "fake-oauth-secret",  # the fake API's development client
             "LOG_LEVEL": self._log_level,
             # Per stack (`make up`, the demo, a test), so they never share Spark's staging.
             "CURATE_WORK_DIR": str(s.env_file.parent / f"{s.env_file.stem}-curate"),

@@ -9,8 +9,10 @@ against the embedded stack and against AWS alike (the same environment variables
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -20,12 +22,15 @@ from tributary.clock import iso_utc
 from tributary.dataset import DatasetRegistry
 from tributary.layout import Zone
 from tributary.raw_writer import META_RECORDS
+from tributary.s3_writer import S3RawWriter
 from tributary.settings import CommonSettings
 from tributary.table import render
 from tributary_curate.bookmark import S3BookmarkStore
 from tributary_curate.claim import S3ClaimStore
+from tributary_curate.snapshots import snapshot_of
 from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
+from tributary_stack.replay.history import history_table
 from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore
 
 HEAD_CONCURRENCY = 32
@@ -81,8 +86,13 @@ async def shard_rows(clients: AwsClients, settings: CommonSettings) -> list[list
             behind = "done"
         else:
             try:
-                if lease.checkpoint in (Checkpoint.TRIM_HORIZON, Checkpoint.AT_TIMESTAMP):
-                    position: dict[str, Any] = {"ShardIteratorType": "TRIM_HORIZON"}
+                if lease.checkpoint == Checkpoint.AT_TIMESTAMP and lease.timestamp is not None:
+                    position: dict[str, Any] = {  # a rewound lease (tributary_stack.replay)
+                        "ShardIteratorType": "AT_TIMESTAMP",
+                        "Timestamp": lease.timestamp,
+                    }
+                elif lease.checkpoint in (Checkpoint.TRIM_HORIZON, Checkpoint.AT_TIMESTAMP):
+                    position = {"ShardIteratorType": "TRIM_HORIZON"}
                 elif lease.checkpoint == Checkpoint.LATEST:
                     position = {"ShardIteratorType": "LATEST"}
                 else:
@@ -208,4 +218,139 @@ async def status(settings: CommonSettings, sources: list[str]) -> str:
                     title="\nCurate failures (the last run of these datasets failed)",
                 )
             )
+        quality = await quality_table(bookmarks, registry)
+        if quality:
+            out.append(quality)
+        out.append(await curated_tables(registry, bookmarks))
+        out.append(await replay_history(clients, settings))
     return "\n".join(out)
+
+
+async def replay_history(clients: AwsClients, settings: CommonSettings) -> str:
+    """The redrive, rewind and reprocess runs (see tributary_stack.replay.history)."""
+    return await history_table(S3RawWriter(await clients.s3(), settings.lake_bucket))
+
+
+# ---- data quality ------------------------------------------------------------------------------
+
+
+def quality_verdicts(last_run: dict[str, Any], last_error: dict[str, Any]) -> list[list[object]]:
+    """The latest run's rule results: a blocked run's (in `last_error`) when it came after the
+    last published one, else the last published run's; each row rule, figure, rows, verdict."""
+    blocked = bool(last_error.get("quality")) and str(last_error.get("at", "")) >= str(
+        last_run.get("finished_at", "")
+    )
+    results = last_error["quality"] if blocked else last_run.get("quality", [])
+    # A later failure of another kind keeps the block's verdict, stamped when it was given.
+    at = last_error.get("quality_at", last_error.get("at", "-")) if blocked else "-"
+    at = at if blocked else last_run.get("finished_at", "-")
+    rows: list[list[object]] = []
+    for r in results:
+        verdict = "pass" if r["passed"] else "BLOCKED" if r["on_failure"] == "block" else "warn"
+        rows.append([r["rule"], r["on_failure"], f"{r['figure']:g}", r["rows"], verdict, at])
+    return rows
+
+
+async def quality_table(
+    bookmarks: S3BookmarkStore, registry: DatasetRegistry, now: datetime | None = None
+) -> str:
+    """The quality rules' latest results per dataset (empty when no dataset declares any)."""
+    rows: list[list[object]] = []
+    waiting: list[str] = []
+    for name, dataset in registry.items():
+        if not dataset.quality:
+            continue
+        mark = await bookmarks.get(name)
+        verdicts = quality_verdicts(mark.last_run, mark.last_error)
+        if any(v[4] == "BLOCKED" for v in verdicts):
+            waiting.append(blocked_note(name, mark.last_error, now or datetime.now(UTC)))
+        if not verdicts:
+            rows += [
+                [name, rule.text, rule.on_failure.value, "-", "-", "not run yet", "-"]
+                for rule in dataset.quality
+            ]
+        rows += [[name, *verdict] for verdict in verdicts]
+    if not rows:
+        return ""
+    table = render(
+        ["dataset", "rule", "on failure", "figure", "rows", "result", "run at"],
+        rows,
+        title="\nData quality (the latest curate run's rules: quality: in the registry)",
+    )
+    return "\n".join([table, *waiting])
+
+
+def blocked_note(name: str, last_error: dict[str, Any], now: datetime) -> str:
+    """How long a blocked dataset's raw backlog has waited: raw expires RawRetentionDays (90 by
+    default) after it lands, so a block left alone loses data."""
+    oldest = str(last_error.get("oldest_raw", ""))
+    found = re.fullmatch(r"year=(\d{4})/month=(\d{2})/day=(\d{2})/hour=(\d{2})", oldest)
+    if found is None:
+        since = "its waiting raw objects"
+    else:
+        year, month, day, hour = (int(g) for g in found.groups())
+        landed = datetime(year, month, day, hour, tzinfo=UTC)
+        days = (now - landed).total_seconds() / 86400
+        since = (
+            f"its oldest waiting raw object landed {landed:%Y-%m-%dT%H}:00Z, {days:.1f} days ago"
+        )
+    return (
+        f"{name} is BLOCKED by a quality rule and curates nothing new; {since}. Raw is kept "
+        "RawRetentionDays (90 by default) after it lands: fix the data or relax the rule "
+        "before then, or it expires uncurated."
+    )
+
+
+async def curated_tables(registry: DatasetRegistry, bookmarks: S3BookmarkStore) -> str:
+    """Every curated table: datasets and child tables (appended to), current-state and derived
+    tables (published as snapshots: which one readers see, its rows, the input runs it is of)."""
+    rows = []
+    for table in registry.tables():
+        if not table.snapshot:
+            parent = table.inputs[0]
+            how = "appended" if parent == table.name else f"appended with {parent}"
+            rows.append([table.name, table.kind.value, how, "-", "-", "-", "-", "-"])
+            continue
+        pointer = await bookmarks.get(table.name)
+        error = pointer.last_error
+        failure = f"{error.get('at', '-')}: {error.get('error', '-')}" if error else "-"
+        snapshot = snapshot_of(pointer)
+        waiting = pointer.last_run.get("waiting") or {}
+        if snapshot is None:
+            state = "no snapshot yet"
+            if waiting:  # a snapshot table waits for an input's first curated rows
+                state = f"waiting since {waiting.get('since', '-')}: {waiting.get('reason', '-')}"
+            rows.append([table.name, table.kind.value, state, "-", "-", "-", "-", failure])
+            continue
+        empty = set(snapshot.get("empty_inputs", []))  # a left join's side: columns null
+        inputs = ", ".join(
+            f"{n}: no rows yet (columns null)" if n in empty else f"{n} run {r}"
+            for n, r in snapshot.get("inputs", {}).items()
+        )
+        glue = (pointer.last_run.get("catalog") or {}).get("snapshot") or "-"
+        rows.append(
+            [
+                table.name,
+                table.kind.value,
+                snapshot["id"],
+                snapshot.get("rows", "-"),
+                snapshot.get("created_at", "-"),
+                inputs,
+                glue,
+                failure,
+            ]
+        )
+    return render(
+        [
+            "table",
+            "kind",
+            "snapshot (DuckDB)",
+            "rows",
+            "published",
+            "computed from",
+            "Glue names",
+            "last failure",
+        ],
+        rows,
+        title="\nCurated tables (snapshot pointers in _state/curate/<table>/bookmark.json)",
+    )

@@ -25,7 +25,9 @@ from tributary.memory_writer import MemoryRawWriter
 from tributary.metrics import EmfMetrics, Metrics
 from tributary.retry import RetryPolicy
 from tributary.s3_writer import S3RawWriter
+from tributary_api.asgi import IngestMiddleware, ingest_paths
 from tributary_api.auth import ApiKey, KeyRing
+from tributary_api.fastpath import FastPath
 from tributary_api.handlers import Backends, Handlers
 from tributary_api.ingest import Ingestor
 from tributary_api.models import (
@@ -37,7 +39,7 @@ from tributary_api.models import (
 )
 from tributary_api.openapi import OPENAPI_VERSION, per_dataset, to_openapi_30
 from tributary_api.ratelimit import TokenBucketLimiter
-from tributary_api.refusal import HttpError
+from tributary_api.refusal import HttpError, refusal_body
 from tributary_api.settings import ApiSettings, SinkKind
 from tributary_api.sink import KinesisSink, MemorySink, S3Sink, Sink
 
@@ -71,6 +73,9 @@ async def configured_backends(settings: ApiSettings, metrics: Metrics) -> AsyncI
                 metrics,
                 settings.signing_key(),
                 policy,
+                aggregate_max_bytes=(
+                    settings.kinesis_aggregate_max_bytes if settings.kinesis_aggregate else None
+                ),
             )
         else:
             sink = S3Sink(lake)
@@ -116,7 +121,12 @@ def create_app(
         else None
     )
     handlers = Handlers(
-        settings, registry, keyring, limiter, {"Retry-After": str(settings.retry_after_s)}
+        settings,
+        registry,
+        keyring,
+        limiter,
+        {"Retry-After": str(settings.retry_after_s)},
+        FastPath(list(registry.values())),
     )
 
     @asynccontextmanager
@@ -157,10 +167,7 @@ def create_app(
     @app.exception_handler(HttpError)
     async def _http_error(_: Request, exc: HttpError) -> Response:
         metrics.add("RequestsRefused", 1, code=exc.code)
-        body = {"error": exc.code, "message": exc.message}
-        if exc.request_id is not None:
-            body["request_id"] = exc.request_id
-        return _json(exc.status, body, exc.headers)
+        return Response(refusal_body(exc), exc.status, exc.headers, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -194,6 +201,12 @@ def create_app(
     async def post_records(request: Request) -> Response:
         """Validate and ingest records; 202 only once every accepted record is durable."""
         return await handlers.post_records(request)
+
+    # The ingest route's requests are answered below FastAPI's routing (same handler, same
+    # answers); the route above stays for OpenAPI and for datasets the registry does not name.
+    app.add_middleware(
+        IngestMiddleware, handlers=handlers, metrics=metrics, paths=ingest_paths(registry)
+    )
 
     default_openapi = app.openapi
 

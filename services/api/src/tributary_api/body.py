@@ -3,21 +3,23 @@
 Bodies are read as a stream with a hard cap, and gzip bodies are inflated with the same cap on
 the *decompressed* size, so a zip bomb costs at most the cap in memory and is answered with 413.
 
-Parsed JSON takes far more memory than its text: `[{},{},…]` costs ~110 bytes of Python objects
-per 3 bytes of body (a 5 MiB body held ~189 MB). So before parsing, the values a body holds are
-counted on its bytes (commas, brackets and braces, outside strings) and a body with more than
-`max_values` is refused with 413: parsing one costs at most ~100 bytes per allowed value on top of
-the body itself, whatever its shape.
+Parsed JSON takes far more memory than its text (tiny values such as `[{},{},…]` cost tens of
+bytes of Python objects per body byte). So before parsing, the values a body holds are counted on
+its bytes (commas, brackets and braces, outside strings) and a body with more than `max_values`
+is refused with 413: what parsing may hold is bounded by the allowed values, whatever the
+body's shape. bench/api_memory.py measures the peak RSS of 8 such bodies in flight.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from enum import StrEnum
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+import msgspec
 import orjson
 
 from tributary.errors import PermanentError
@@ -251,6 +253,70 @@ def _records_member(body: bytes | bytearray, start: int, stop: int) -> int:
     return commas + 1 if seen_key == _RECORDS_KEY else 1
 
 
+def check_counts(
+    body: bytes | bytearray,
+    fmt: BodyFormat,
+    max_values: int = DEFAULT_MAX_VALUES,
+    max_records: int | None = None,
+) -> None:
+    """Refuse (413) a body with more than `max_values` values or `max_records` records, on its
+    bytes, before anything parses it."""
+    commas = check_value_count(body, fmt, max_values)
+    lines = body.count(b"\n") if fmt is BodyFormat.NDJSON else 0
+    if max_records is None or (lines if fmt is BodyFormat.NDJSON else commas) < max_records:
+        return  # records_bound would count commas + 1 or lines + 1: not above the limit
+    if (count := records_bound(body, fmt, max_records)) > max_records:
+        raise BodyError(
+            413,
+            "too_many_records",
+            f"more than {max_records} records in one request ({count} counted); "
+            f"the limit is {max_records}: split the batch",
+        )
+
+
+def check_value_count(body: bytes | bytearray, fmt: BodyFormat, max_values: int) -> int:
+    """`check_values`, in three single-byte counts for a body far from the limit (commas +
+    brackets + braces + lines bound the values from above); returns the commas counted."""
+    commas = body.count(b",")
+    lines = body.count(b"\n") if fmt is BodyFormat.NDJSON else 0
+    if commas + body.count(b"{") + body.count(b"[") + lines + 1 > max_values:
+        check_values(body, fmt, max_values)  # near the limit: the exact count
+    return commas
+
+
+def record_texts(
+    body: bytes | bytearray, fmt: BodyFormat, max_records: int | None = None
+) -> list[bytes] | None:
+    """Each record's JSON text when the body is a non-empty JSON array (of at most
+    `max_records`) or NDJSON; None for any other body (one object, `{"records": [...]}`,
+    malformed, empty, too many records), which `parse_records` then reads whole and refuses with
+    the error message it always gave.
+
+    Nothing is parsed into Python values: a record's text is what its envelope's `data` holds.
+    """
+    if fmt is BodyFormat.NDJSON:
+        # Blank lines as `_parse_ndjson` sees them; around a record only JSON's own whitespace
+        # is taken off (a form feed there is orjson's error to report, on the slow path).
+        texts = [bytes(line.strip(b" \t\r")) for line in body.split(b"\n") if line.strip()]
+    else:
+        try:
+            texts = [bytes(raw) for raw in raw_array(max_records)(body)]
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+    return texts or None
+
+
+@functools.cache
+def raw_array(max_records: int | None) -> Callable[[bytes | bytearray], list[msgspec.Raw]]:
+    """A decoder of a JSON array into each element's text, raising `ValidationError` past
+    `max_records` elements. msgspec checks the length only after decoding the whole array, so
+    its memory is bounded by the value count checked before (`check_value_count`), not here."""
+    if max_records is None:
+        return msgspec.json.Decoder(list[msgspec.Raw]).decode
+    bounded = Annotated[list[msgspec.Raw], msgspec.Meta(max_length=max_records)]
+    return msgspec.json.Decoder(bounded).decode
+
+
 def parse_records(
     body: bytes | bytearray,
     fmt: BodyFormat,
@@ -262,14 +328,7 @@ def parse_records(
     Raises `BodyError` 413 before parsing when the body holds more than `max_values` values or
     more than `max_records` records, and 400 when it holds none.
     """
-    check_values(body, fmt, max_values)
-    if max_records is not None and (count := records_bound(body, fmt, max_records)) > max_records:
-        raise BodyError(
-            413,
-            "too_many_records",
-            f"more than {max_records} records in one request ({count} counted); "
-            f"the limit is {max_records}: split the batch",
-        )
+    check_counts(body, fmt, max_values, max_records)
     if fmt is BodyFormat.NDJSON:
         return _parse_ndjson(body)
     if not body or body.isspace():

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError, TransientError, TributaryError
 from tributary.raw_writer import RawWriter
 from tributary_api.auth import ApiKey, KeyRing
-from tributary_api.body import BodyError, body_format, is_gzip, parse_records, read_body
+from tributary_api.body import BodyError, body_format, is_gzip, read_body
+from tributary_api.fastpath import Entry, FastBatch, FastPath
 from tributary_api.ingest import Ingestor, IngestRequest, IngestResult
 from tributary_api.ratelimit import TokenBucketLimiter
 from tributary_api.refusal import HttpError, ingest_refusal
@@ -48,6 +49,7 @@ class Handlers:
     keyring: KeyRing
     limiter: TokenBucketLimiter | None
     retry_after: dict[str, str]
+    fast_path: FastPath
     backends: Backends | None = None
     ingestor: Ingestor | None = None
     in_flight: int = 0
@@ -77,10 +79,21 @@ class Handlers:
         return _json(200, {"status": "ready", "sink": settings.sink.value})
 
     async def post_records(self, request: Request) -> Response:
-        """Admit the request (key, dataset, rate, in-flight budget), then ingest it."""
+        """The FastAPI route's body: `ingest_records` (the ingest middleware serves most
+        requests below routing, `tributary_api.asgi`)."""
+        status, body = await self.ingest_records(
+            request.headers, request.path_params["dataset"], request.stream()
+        )
+        return Response(body, status, media_type="application/json")
+
+    async def ingest_records(
+        self, headers: Mapping[str, str], dataset: str, chunks: AsyncIterator[bytes]
+    ) -> tuple[int, bytes]:
+        """Admit the request (key, dataset, rate, in-flight budget), then ingest it: the
+        answer's status and JSON body, or `HttpError` for a refusal."""
         settings = self.settings
-        key, dataset, idempotency_key = self._admit(request)
-        reserved = _reservation(request.headers, settings.max_body_bytes)
+        key, dataset, idempotency_key = self._admit(headers, dataset)
+        reserved = _reservation(headers, settings.max_body_bytes)
         if (
             self.in_flight >= settings.max_in_flight
             or self.in_flight_bytes + reserved > settings.max_in_flight_bytes
@@ -91,17 +104,15 @@ class Handlers:
         self.in_flight += 1
         self.in_flight_bytes += reserved
         try:
-            return await self._ingest(request, key, dataset, idempotency_key)
+            return await self._ingest(headers, chunks, key, dataset, idempotency_key)
         finally:
             self.in_flight -= 1
             self.in_flight_bytes -= reserved
 
-    def _admit(self, request: Request) -> tuple[ApiKey, str, str | None]:
+    def _admit(self, headers: Mapping[str, str], dataset: str) -> tuple[ApiKey, str, str | None]:
         """(key, dataset, Idempotency-Key) of an authenticated, allowed, unthrottled request."""
         # Parameters are read here rather than declared: FastAPI's per-request dependency
         # solving cost more than the rest of a small request. `ingest_openapi` documents them.
-        headers = request.headers
-        dataset: str = request.path_params["dataset"]
         key = self.keyring.authenticate(_presented_key(headers))
         if key is None:
             raise HttpError(
@@ -134,9 +145,14 @@ class Handlers:
         return key, target.name, idempotency_key
 
     async def _ingest(
-        self, request: Request, key: ApiKey, dataset: str, idempotency_key: str | None
-    ) -> Response:
-        records = await self._read_records(request)
+        self,
+        headers: Mapping[str, str],
+        chunks: AsyncIterator[bytes],
+        key: ApiKey,
+        dataset: str,
+        idempotency_key: str | None,
+    ) -> tuple[int, bytes]:
+        records = await self._read_records(headers, chunks, dataset)
         request_id = idempotency_key or uuid.uuid4().hex
         ingestor = self.ingestor
         if ingestor is None:
@@ -152,31 +168,32 @@ class Handlers:
                 exc, dataset, request_id, self.retry_after, idempotent=idempotency_key is not None
             ) from exc
         status = 202 if result.accepted else 422
-        return _json(status, _result_body(result, request_id))
+        return status, orjson.dumps(_result_body(result, request_id))
 
-    async def _read_records(self, request: Request) -> list[Any]:
+    async def _read_records(
+        self, headers: Mapping[str, str], chunks: AsyncIterator[bytes], dataset: str
+    ) -> list[Entry] | FastBatch:
         """The body's records, refused (413, 415, 400) before parsing whatever can be."""
         settings = self.settings
         try:
-            fmt = body_format(request.headers.get("content-type"))
-            gzipped = is_gzip(request.headers.get("content-encoding"))
-            declared = request.headers.get("content-length", "")
+            fmt = body_format(headers.get("content-type"))
+            gzipped = is_gzip(headers.get("content-encoding"))
+            declared = headers.get("content-length", "")
             if declared.isdigit() and int(declared) > settings.max_body_bytes:
                 raise BodyError(
                     413,
                     "body_too_large",
                     f"request body exceeds the limit of {settings.max_body_bytes} bytes",
                 )
-            # The body is bound to no name here: once parsed, only its records are held.
-            records = parse_records(
-                await read_body(request.stream(), gzipped=gzipped, limit=settings.max_body_bytes),
-                fmt,
-                settings.max_body_values,
-                settings.max_records,  # counted on the bytes: refused before parsing
+            body = await read_body(chunks, gzipped=gzipped, limit=settings.max_body_bytes)
+            entries = self.fast_path.read(
+                dataset, body, fmt, settings.max_body_values, settings.max_records
             )
         except BodyError as exc:
             raise HttpError(exc.status, exc.code, str(exc)) from exc
-        return records
+        # The records' texts are views of the body (msgspec.Raw) or copies of it: the body
+        # stays alive until the request ends.
+        return entries
 
 
 def _presented_key(headers: Mapping[str, str]) -> str | None:

@@ -12,7 +12,7 @@ second attempt a no-op. A reuse of the key with other records gets `IdempotencyC
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +31,7 @@ class IdempotencyConflictError(PermanentError):
     """The Idempotency-Key was used before with different records; nothing was written."""
 
 
-def content_digest(records: Sequence[Any]) -> str:
+def content_digest(records: Iterable[Any]) -> str:
     """SHA-256 of the records as parsed (key order does not matter, the body's form does not).
 
     Fed one record at a time (each canonical JSON, newline-terminated): the request's records

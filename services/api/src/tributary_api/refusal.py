@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import orjson
+
 from tributary.errors import PermanentError, TransientError
 from tributary_api.idempotency import IdempotencyConflictError
 from tributary_api.ingest import RecordTooLargeError
@@ -28,6 +30,14 @@ class HttpError(Exception):
         self.message = message
         self.headers = headers or {}
         self.request_id = request_id
+
+
+def refusal_body(exc: HttpError) -> bytes:
+    """The JSON body of `exc`'s answer (`ErrorResponse`)."""
+    body = {"error": exc.code, "message": exc.message}
+    if exc.request_id is not None:
+        body["request_id"] = exc.request_id
+    return orjson.dumps(body)
 
 
 def ingest_refusal(

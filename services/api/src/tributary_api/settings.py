@@ -56,6 +56,13 @@ class ApiSettings(CommonSettings):
     max_in_flight_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, validation_alias="API_MAX_IN_FLIGHT_BYTES"
     )
+    # Opt-in: envelopes sent in KPL aggregates of at most API_KINESIS_AGGREGATE_MAX_BYTES, grouped
+    # by shard (tributary_api.aggregate): fewer PutRecords entries and payload units. Needs
+    # kinesis:ListShards.
+    kinesis_aggregate: bool = Field(default=False, validation_alias="API_KINESIS_AGGREGATE")
+    kinesis_aggregate_max_bytes: int = Field(
+        default=51_200, ge=1024, le=1024 * 1024, validation_alias="API_KINESIS_AGGREGATE_MAX_BYTES"
+    )
     sink_timeout_s: float = Field(default=10.0, gt=0, validation_alias="API_SINK_TIMEOUT_S")
     sink_max_attempts: int = Field(default=8, ge=1, le=20, validation_alias="API_SINK_MAX_ATTEMPTS")
     retry_after_s: int = Field(default=1, ge=1, validation_alias="API_RETRY_AFTER_S")

@@ -4,8 +4,9 @@ range, or show / reset state.
 Exit codes: 0 every source imported; 1 a source failed transiently (run again later); 2 a
 permanent error (configuration, a missing secret, a 4xx from the vendor, a malformed resource)
 that needs a person. One source failing does not stop the others; the worst code wins.
-`run --loop` keeps going through failures; stopped (SIGTERM, Ctrl+C), it exits with the code of
-its last pass.
+`run --loop` keeps going through failures; stopped (SIGTERM, Ctrl+C), it cancels the pass in
+progress (the next run resumes from its last checkpoint, as after a crash) and exits with the code
+of its last finished pass (1 when none finished).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import orjson
 from tributary.aws import AwsClients
 from tributary.cli import EXIT_OK, every, failed, run_and_exit
 from tributary.clock import SystemClock
+from tributary.dataset import DatasetRegistry
 from tributary.errors import PermanentError, TributaryError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
 from tributary.s3_writer import S3RawWriter
-from tributary_importer.fetch import SourceClient, install_log_redaction
+from tributary_importer.clients import client_for
+from tributary_importer.fetch import install_log_redaction
 from tributary_importer.run import Importer
 from tributary_importer.settings import ImporterSettings
 from tributary_importer.source import DeclaredSource, load_sources
@@ -62,9 +65,11 @@ def _progress(source: str, pages: int, records: int) -> None:
 
 
 def _show(state: SourceState) -> str:
-    """A source's state as JSON; the look-back ids (possibly 100,000s) as a count."""
+    """A source's state as JSON; the look-back ids (possibly 100,000s) and a child's parents as
+    counts."""
     doc = state.document()
     doc["seen"] = {"ids": len(state.seen)}
+    doc["parents"] = {"parents": len(state.parents)}  # a child's per-parent cursors
     return orjson.dumps(
         {"source": state.source, "version": state.version, **doc}, option=orjson.OPT_INDENT_2
     ).decode()
@@ -95,12 +100,14 @@ async def _main(args: argparse.Namespace, settings: ImporterSettings) -> int:
                 else:
                     print(_show(await store.get(name)))
             return EXIT_OK
-        importer = Importer(S3RawWriter(s3, settings.lake_bucket), store, SystemClock(), metrics)
+        registry = DatasetRegistry.from_file(settings.datasets_config)
+        writer = S3RawWriter(s3, settings.lake_bucket)
+        importer = Importer(writer, store, SystemClock(), metrics, registry)
         if sys.stderr.isatty():
             importer.progress = _progress
         try:
             if args.command == "backfill":
-                client = SourceClient(args.source, sources[args.source].ready(), http)
+                client = client_for(args.source, sources, http)
                 result = await importer.backfill(client, args.start, args.end)
                 print(
                     f"\n{args.source}: backfilled {result.records} records in {result.pages} pages"
@@ -125,7 +132,7 @@ async def _run_all(
     worst = EXIT_OK
     for name in names:
         try:
-            client = SourceClient(name, sources[name].ready(), http)
+            client = client_for(name, sources, http)
             result = await importer.run_once(client)
             print(
                 f"{name}: {result.records} new records in {result.pages} pages "

@@ -2,7 +2,10 @@
 
 One page is in memory at a time. 429, 5xx, timeouts and malformed bodies are retried with
 jittered backoff, honouring `Retry-After` (seconds or HTTP-date; `0` still pauses, it never
-spins); other 4xx fail the run at once with the server's words.
+spins); other 4xx fail the run at once with the server's words. A source's `response_actions`
+may declare a status empty (`ignore`), transient (`retry`) or failed; under OAuth2 a 401 fetches
+a new token and tries once more (`auth`). Paginators that read the next request from the answer
+live in `paginators`.
 """
 
 from __future__ import annotations
@@ -12,12 +15,9 @@ import base64
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -26,9 +26,15 @@ import orjson
 
 from tributary.errors import PermanentError, TransientError, TributaryError
 from tributary.retry import RetryPolicy, retry
+from tributary_importer import paginators
+from tributary_importer.auth import OAuth2ClientCredentials
+from tributary_importer.pacing import RateLimiter
+from tributary_importer.paginators import PageRequest
+from tributary_importer.retry_after import MIN_PAUSE_S as MIN_PAUSE_S  # re-exported
+from tributary_importer.retry_after import retry_after_seconds as retry_after_seconds
 from tributary_importer.source import AuthKind, PaginationKind, SourceSpec, origin_of
+from tributary_importer.source_extra import END_VALUE, START_VALUE, Action
 
-MIN_PAUSE_S = 0.2  # floor for Retry-After: 0 (dlt spun on it)
 REDACTED = "***"
 
 
@@ -46,9 +52,17 @@ def redact_url(
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     )
     path = parts.path
-    if paths is not None and path not in paths:
+    if paths is not None and path not in paths and not any(_fits(path, p) for p in paths):
         path = f"/{REDACTED}"
     return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def _fits(path: str, template: str) -> bool:
+    """Whether `path` is a child path `template` (a `*` stands for one segment)."""
+    want, got = template.split("/"), path.split("/")
+    if "*" not in want or len(want) != len(got):
+        return False
+    return all(w in ("*", g) for w, g in zip(want, got, strict=True))
 
 
 class RedactUrls(logging.Filter):
@@ -99,20 +113,6 @@ class RetryableHttpError(TransientError):
         self.retry_after = retry_after
 
 
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float:
-    """`Retry-After` as seconds (delta-seconds or HTTP-date), at least `MIN_PAUSE_S`."""
-    if not value:
-        return MIN_PAUSE_S
-    value = value.strip()
-    if value.isdigit():
-        return max(MIN_PAUSE_S, float(value))
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return MIN_PAUSE_S
-    return max(MIN_PAUSE_S, (at - (now or datetime.now(UTC))).total_seconds())
-
-
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page: its records, how many HTTP attempts it took, and the exact text of cursor
@@ -144,22 +144,6 @@ def exact_numbers(content: bytes, records_path: str | None, name: str) -> list[s
     ]
 
 
-class RateLimiter:
-    """At most `rps` requests per second (evenly spaced)."""
-
-    def __init__(self, rps: float) -> None:
-        self._interval = 1.0 / rps
-        self._next = 0.0
-
-    async def wait(self) -> None:
-        """Pause until the next request may go."""
-        now = time.monotonic()
-        delay = self._next - now
-        self._next = max(now, self._next) + self._interval
-        if delay > 0:
-            await asyncio.sleep(delay)  # pacing, not a retry: the retry helper is separate
-
-
 class SourceClient:
     """Pages of one source, from an httpx client the caller owns (keep-alive, timeouts)."""
 
@@ -168,10 +152,34 @@ class SourceClient:
         self.spec = spec
         self._http = http
         self._limiter = RateLimiter(spec.rate_limit_rps)
+        # a POST body with a `query`: GraphQL, whose errors come as HTTP 200 + `errors`
+        self._graphql = isinstance(spec.json_body, dict) and "query" in spec.json_body
         self.retries = 0
+        self.oauth = (
+            OAuth2ClientCredentials(name, spec.auth, http)
+            if spec.auth.kind is AuthKind.OAUTH2
+            else None
+        )
+        hook = spec.pagination.hook
+        self._hook = paginators.load_hook(hook) if hook is not None else None
+        self.ignored = 0  # answers a response action declared empty
+        self.parent: SourceClient | None = None  # a child resource's parent (`clients`)
 
     def _shown(self, url: str | httpx.URL) -> str:
         return redact_url(url, self.spec.loggable_params(), self.spec.loggable_paths())
+
+    async def _auth_headers(self, url: str) -> dict[str, str]:
+        """`_headers`, with the OAuth2 bearer token (fetched or cached) for the own origin."""
+        if self.oauth is None or origin_of(url) != self.spec.origin():
+            return self._headers(url)
+        return {"Authorization": f"Bearer {await self.oauth.token()}"}
+
+    def _redact(self, text: str) -> str:
+        """`text` without the source's secret or its current OAuth2 token."""
+        for secret in self.oauth.secrets() if self.oauth else (self.spec.auth.secret,):
+            if secret:
+                text = text.replace(secret, REDACTED)
+        return text
 
     def _headers(self, url: str) -> dict[str, str]:
         """The auth headers, for the source's own origin only: a next-page link to another
@@ -189,9 +197,14 @@ class SourceClient:
                 return {"Authorization": f"Basic {token}"}
         return {}
 
-    async def _get(self, url: str, params: dict[str, str]) -> tuple[Any, bytes, httpx.Headers, int]:
-        """GET with retries; returns the parsed body, its bytes, headers and attempts used."""
+    async def _get(
+        self, url: str, params: dict[str, str], json_body: dict[str, Any] | None = None
+    ) -> tuple[Any, bytes, httpx.Headers, int]:
+        """GET (or the source's method, with `json_body`) with retries; returns the parsed body
+        (None when a response action declared the answer empty), its bytes, headers and
+        attempts used. A 401 under OAuth2 fetches a new token and tries once more."""
         attempts = 0
+        refreshed = False
         auth = self.spec.auth
         if auth.kind is AuthKind.QUERY and origin_of(url) == self.spec.origin():
             params = {**params, auth.param: auth.secret}
@@ -201,39 +214,70 @@ class SourceClient:
         async def attempt() -> tuple[Any, bytes, httpx.Headers]:
             nonlocal attempts
             attempts += 1
-            await self._limiter.wait()
+            nonlocal refreshed
+            headers = await self._auth_headers(url)
             try:
-                # merged into the URL: httpx's params= would replace a next-link's own query
-                response = await self._http.get(
-                    target,
-                    headers=self._headers(url),
-                    timeout=self.spec.timeout_s,
-                )
+                # the request holds its place in the rate limit until it ended (`pacing`)
+                async with self._limiter.slot():
+                    # merged into the URL: httpx's params= would replace a next-link's own query
+                    response = await self._http.request(
+                        self.spec.method.value,
+                        target,
+                        headers=headers,
+                        json=json_body,
+                        timeout=self.spec.timeout_s,
+                    )
             except httpx.TimeoutException as exc:
                 raise RetryableHttpError(f"{self.name}: timed out on {shown}") from exc
             except httpx.TransportError as exc:
                 raise RetryableHttpError(f"{self.name}: {type(exc).__name__} on {shown}") from exc
+            if response.status_code == 401 and self.oauth is not None and not refreshed:
+                refreshed = True  # the token was revoked or expired early: one new token
+                self.oauth.invalidate(headers.get("Authorization", "")[len("Bearer ") :])
+                raise RetryableHttpError(f"{self.name}: HTTP 401 on {shown}, new token")
+            for action in self.spec.response_actions:
+                if action.status_code != response.status_code:
+                    continue  # decode the body only for a status that has an action
+                if not action.matches(response.status_code, response.text):
+                    continue
+                if action.action is Action.IGNORE:
+                    self.ignored += 1
+                    return None, b"", response.headers
+                if action.action is Action.RETRY:
+                    raise RetryableHttpError(
+                        f"{self.name}: HTTP {response.status_code} on {shown} (retry declared)",
+                        retry_after_seconds(response.headers.get("retry-after")),
+                    )
+                said = self._redact(response.text)[:200]
+                raise PermanentError(  # fail: at once, whatever the status (a 5xx, a 200)
+                    f"{self.name}: HTTP {response.status_code} on {shown} (fail declared): {said}"
+                )
             if response.status_code == 429 or response.status_code >= 500:
                 raise RetryableHttpError(
                     f"{self.name}: HTTP {response.status_code} on {shown}",
                     retry_after_seconds(response.headers.get("retry-after")),
                 )
             if response.status_code >= 400:
-                said = response.text[:200]
-                if auth.secret:
-                    said = said.replace(auth.secret, REDACTED)  # a vendor echoing the key
+                said = self._redact(response.text)[:200]  # a vendor echoing the key: redact, cut
                 raise PermanentError(
                     f"{self.name}: HTTP {response.status_code} on {shown}: "
                     f"{said} — check the source's URL, auth and parameters"
                 )
             try:
-                return orjson.loads(response.content), response.content, response.headers
+                parsed = orjson.loads(response.content)
             except orjson.JSONDecodeError as exc:
                 raise RetryableHttpError(
                     f"{self.name}: malformed JSON page from {shown} ({exc.msg})"
                 ) from exc
+            if self._graphql and isinstance(parsed, dict) and parsed.get("errors"):
+                # GraphQL answers errors with HTTP 200 (partial data, if any, is not a page)
+                said = self._redact(orjson.dumps(parsed["errors"]).decode())[:300]
+                raise PermanentError(f"{self.name}: GraphQL errors from {shown}: {said}")
+            return parsed, response.content, response.headers
 
-        policy = RetryPolicy(max_attempts=self.spec.max_attempts, base_delay=0.2, max_delay=10)
+        # one more attempt for the token refresh, which is not the vendor failing
+        tries = self.spec.max_attempts + (self.oauth is not None)
+        policy = RetryPolicy(max_attempts=tries, base_delay=0.2, max_delay=10)
         body, content, headers = await retry(attempt, policy, what=f"GET {shown}")
         self.retries += attempts - 1
         return body, content, headers, attempts
@@ -251,25 +295,42 @@ class SourceClient:
             )
         return found
 
-    def _request(self, lower_bound: str | None, index: int) -> Request:
-        """The `index`-th request (0-based) where it is known in advance; the first otherwise."""
+    def _request(
+        self,
+        lower_bound: str | None,
+        index: int,
+        upper_bound: str | None = None,
+        path: str | None = None,
+    ) -> Request:
+        """The `index`-th request (0-based) where it is known in advance; the first otherwise.
+        `upper_bound` (exclusive) goes in `end_param`; `path` replaces the source's (a child's
+        path with its parent's fields filled in)."""
         spec, paging = self.spec, self.spec.pagination
         params = dict(spec.params)
-        if spec.incremental is not None and lower_bound is not None:
-            params[spec.incremental.param] = lower_bound
-        if paging.kind is not PaginationKind.NONE:
+        inc = spec.incremental
+        if inc is not None and lower_bound is not None and inc.param is not None:
+            params[inc.param] = lower_bound
+        if inc is not None and upper_bound is not None and inc.end_param is not None:
+            params[inc.end_param] = upper_bound
+        json_body = _fill(spec.json_body, lower_bound, upper_bound)
+        if paging.size_in_query(json_body is not None):
             params[paging.size_param] = str(paging.page_size)
         if paging.kind is PaginationKind.PAGE_NUMBER:
             params[paging.page_param] = str(paging.first_page + index)
         elif paging.kind is PaginationKind.OFFSET:
             params[paging.offset_param] = str(index * paging.page_size)
-        return Request(spec.base_url.rstrip("/") + spec.path, params)
+        url = spec.base_url.rstrip("/") + (path if path is not None else spec.path)
+        return Request(url, params, json_body, spec.method.value)
 
     async def _fetch(self, request: Request) -> Fetched:
         """One page: its records, the request that follows it (cursor, Link), attempts, and
         the exact cursor values the decoder turned into floats."""
         paging = self.spec.pagination
-        body, content, headers, attempts = await self._get(request.url, request.params)
+        body, content, headers, attempts = await self._get(
+            request.url, request.params, request.json
+        )
+        if body is None and not content:  # a response action: empty, and nothing follows
+            return Fetched([], None, attempts, {})
         records = self._records(body, request.url)
         exact: dict[int, str] = {}
         inc = self.spec.incremental
@@ -277,18 +338,25 @@ class SourceClient:
             literals = exact_numbers(content, self.spec.records_path, inc.field)
             exact = {i: v for i, v in enumerate(literals) if v is not None}
         follow = None
-        if paging.kind is PaginationKind.CURSOR:
+        if paginators.handles(paging):
+            follow = paginators.next_request(paging, request, body, headers, self._hook)
+        elif paging.kind is PaginationKind.CURSOR:
             cursor = body.get(paging.next_cursor_path) if isinstance(body, dict) else None
             if cursor:
-                follow = Request(request.url, {**request.params, paging.cursor_param: str(cursor)})
+                follow = replace(
+                    request, params={**request.params, paging.cursor_param: str(cursor)}
+                )
         elif paging.kind is PaginationKind.LINK_HEADER:
             link = httpx.Response(200, headers=headers).links.get("next", {}).get("url")
             if link:
-                follow = Request(link, {})
+                follow = replace(request, url=link, params={})
         return Fetched(records, follow, attempts, exact)
 
-    async def pages(self, lower_bound: str | None) -> AsyncIterator[Page]:
-        """Every page, in order; the incremental lower bound (inclusive) is sent as a param.
+    async def pages(
+        self, lower_bound: str | None, upper_bound: str | None = None, path: str | None = None
+    ) -> AsyncIterator[Page]:
+        """Every page, in order; the incremental lower bound (inclusive) is sent as a param,
+        the upper bound (exclusive) as `end_param`; `path` is a child's filled-in path.
 
         The next page is fetched while the caller lands this one. Page-number and offset
         paging keep `concurrency` pages in flight (their URLs are known in advance) and drop
@@ -299,7 +367,8 @@ class SourceClient:
         depth = self.spec.concurrency if speculative else 1
         inflight: deque[asyncio.Task[Fetched]] = deque()
         for index in range(depth):
-            inflight.append(asyncio.create_task(self._fetch(self._request(lower_bound, index))))
+            first = self._request(lower_bound, index, upper_bound, path)
+            inflight.append(asyncio.create_task(self._fetch(first)))
         number = 1
         try:
             while inflight:
@@ -310,7 +379,11 @@ class SourceClient:
                     if not last:
                         inflight.append(
                             asyncio.create_task(
-                                self._fetch(self._request(lower_bound, number + depth - 1))
+                                self._fetch(
+                                    self._request(
+                                        lower_bound, number + depth - 1, upper_bound, path
+                                    )
+                                )
                             )
                         )
                 elif follow is not None:
@@ -327,12 +400,20 @@ class SourceClient:
                     await task
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A page request."""
+Request = PageRequest  # a page request (url, params, and a POST's json body)
 
-    url: str
-    params: dict[str, str]
+
+def _fill(body: Any, lower: str | None, upper: str | None) -> Any:
+    """A copy of the json body template with the run's bounds in place of the placeholders."""
+    if isinstance(body, dict):
+        return {k: _fill(v, lower, upper) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_fill(v, lower, upper) for v in body]
+    if body == START_VALUE:
+        return lower
+    if body == END_VALUE:
+        return upper
+    return body
 
 
 class Fetched(NamedTuple):

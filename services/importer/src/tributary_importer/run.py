@@ -7,7 +7,9 @@
    pages shifted in between. Those ids are held in memory for the rest of the run.
 3. Fetch page by page; each page's new records become one create-only object
    `raw/<dataset>/…/importer-<source>-<window>-p<NNNNN>.ndjson.gz`. Records already landed (by the
-   interrupted attempt, or at the cursor's boundary by the previous run) are skipped.
+   interrupted attempt, or at the cursor's boundary by the previous run) are skipped. The page
+   loop (`fetch.SourceClient.pages`, landed by `landing.PageLander`) is the one the windowed
+   and child runner (`segmented`) uses too.
 4. Only when every page is durable: advance the cursor and end the run (conditional write).
 """
 
@@ -16,45 +18,33 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 import orjson
 
-from tributary.batch import decode_ndjson_gz, encode_ndjson_gz
+from tributary.batch import decode_ndjson_gz
 from tributary.clock import Clock, iso_utc
-from tributary.dataset import scalar_text
-from tributary.envelope import encode_envelope
+from tributary.dataset import Dataset, DatasetRegistry, scalar_text
 from tributary.errors import PermanentError
 from tributary.layout import Zone, partition_prefix
 from tributary.metrics import Metrics
-from tributary.raw_writer import RawObject, RawWriter, WriteOutcome
-from tributary_importer.cursor import (
-    CursorType,
-    canonical,
-    cursor_key,
-    lower_bound,
-    parse_instant,
-    type_of,
-)
+from tributary.raw_writer import RawWriter
+from tributary_importer.cursor import CursorType, lower_bound, type_of
 from tributary_importer.fetch import SourceClient
+from tributary_importer.landing import (
+    PageLander,
+    RunResult,
+    canonical_id,
+    emit_cursor_lag,
+    highest,
+)
+from tributary_importer.segmented import SegmentedRun
 from tributary_importer.state import RunInfo, StateStore
 
+__all__ = ["Importer", "RunResult"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """What a run did."""
-
-    source: str
-    window: str
-    pages: int
-    records: int
-    skipped: int
-    cursor: str | None
-    resumed: bool
 
 
 class Importer:
@@ -66,15 +56,21 @@ class Importer:
         store: StateStore,
         clock: Clock,
         metrics: Metrics,
+        registry: DatasetRegistry | None = None,
     ) -> None:
         self._writer = writer
         self._store = store
         self._clock = clock
         self._metrics = metrics
+        # A dataset with a `version_field` gets `<id>@<version>` ids, as the API and the
+        # consumer make them (without one: the cursor value, else a content hash).
+        self._registry = registry
         self.progress: Callable[[str, int, int], None] | None = None  # (source, pages, records)
 
     async def run_once(self, client: SourceClient) -> RunResult:
         """One incremental run of one source (resuming an interrupted one)."""
+        if client.spec.windowed():
+            return await self._segmented(client.spec.dataset).run(client, client.name)
         return await self._run(client, client.name, None, None, advance=True)
 
     async def backfill(self, client: SourceClient, start: str, end: str) -> RunResult:
@@ -83,7 +79,28 @@ class Importer:
         if client.spec.incremental is None:
             raise PermanentError(f"{client.name} has no incremental cursor to backfill by")
         tag = hashlib.sha256(f"{start}\n{end}".encode()).hexdigest()[:10]
+        if client.spec.windowed():
+            key = f"{client.name}#backfill#{tag}"
+            return await self._segmented(client.spec.dataset).run(
+                client, key, start, end, advance=False
+            )
         return await self._run(client, f"{client.name}#backfill#{tag}", start, end, advance=False)
+
+    def _segmented(self, dataset: str) -> SegmentedRun:
+        """The runner of windowed and child sources (`segmented`), on the same collaborators."""
+        return SegmentedRun(
+            self._writer,
+            self._store,
+            self._clock,
+            self._metrics,
+            self.progress,
+            self._versioned(dataset),
+        )
+
+    def _versioned(self, dataset: str) -> Dataset | None:
+        """The dataset's declaration when it has a `version_field` (ids `<id>@<version>`)."""
+        found = self._registry.get(dataset) if self._registry is not None else None
+        return found if found is not None and found.version_field else None
 
     async def _run(
         self,
@@ -122,9 +139,9 @@ class Importer:
         # Ids carry the cursor value's canonical spelling, so one instant spelled two ways
         # (Z, +00:00, another offset) is one id; state written before that is re-keyed here.
         ctype = inc.cursor_type() if inc is not None else CursorType.TEXT
-        tail: dict[str, str] = {_canonical_id(k, v, ctype): v for k, v in state.seen.items()}
+        versioned = self._versioned(spec.dataset)
+        tail: dict[str, str] = {canonical_id(k, v, ctype): v for k, v in state.seen.items()}
         earlier: set[str] = set(tail)
-        previous_page: set[str] = set()
         next_page = 1
         for key in await self._writer.keys(prefix):  # what an interrupted attempt landed
             next_page = max(next_page, int(key[len(prefix) :].split(".")[0]) + 1)
@@ -134,80 +151,38 @@ class Importer:
                 earlier.add(landed_id)
                 if inc is None or pk is None or not landed_id.startswith(f"{pk}@"):
                     continue
-                if scalar_text(envelope["data"].get(inc.field)) is None:
+                cursor_value = scalar_text(envelope["data"].get(inc.field))
+                if cursor_value is None:
                     continue  # no cursor value: the id is a content hash
+                if versioned is not None and versioned.version_field != inc.field:
+                    tail[landed_id] = cursor_value  # the id's version is not the cursor
+                    continue
                 # The version part of the id is the exact value (the data may hold a float).
                 value = landed_id[len(pk) + 1 :]
-                earlier.add(_canonical_id(landed_id, value, ctype))
-                tail[_canonical_id(landed_id, value, ctype)] = value
+                earlier.add(canonical_id(landed_id, value, ctype))
+                tail[canonical_id(landed_id, value, ctype)] = value
         for bound in (start, end):
             if bound is not None and ctype is not CursorType.TEXT and type_of(bound) is not ctype:
                 raise PermanentError(f"{name}: backfill bound {bound!r} is not a {ctype}")
         cursor = state.cursor
         pages = records = skipped = 0
+        lander = PageLander(
+            self._writer, self._metrics, name, spec, run.window, run.started_at, versioned, end
+        )
         async for page in client.pages(run.lower):
-            lines: list[bytes] = []
-            this_page: set[str] = set()
-            for index, record in enumerate(page.records):
-                record_id, value = self._identify(
-                    spec.id_field, inc.field if inc else None, record, page.exact.get(index), ctype
-                )
-                if value is not None:
-                    _check_type(name, spec.id_field, record, inc.field if inc else "", value, ctype)
-                    if end is not None and cursor_key(value, ctype) > cursor_key(end, ctype):
-                        continue  # a backfill's upper bound
-                    tail[record_id] = value
-                    if cursor is None or cursor_key(value, ctype) > cursor_key(cursor, ctype):
-                        cursor = value
-                if record_id in earlier or record_id in previous_page or record_id in this_page:
-                    skipped += 1
-                    continue
-                this_page.add(record_id)
-                lines.append(
-                    encode_envelope(
-                        spec.dataset, record_id, f"importer:{name}", run.started_at, record
-                    )
-                )
+            key = f"{prefix}{next_page:05d}.ndjson.gz"
+            landed = await lander.land(page, key, earlier, tail)
             pages += 1
-            if lines:
-                key = f"{prefix}{next_page:05d}.ndjson.gz"
-                outcome = await self._writer.put(
-                    RawObject(
-                        key,
-                        encode_ndjson_gz(lines),
-                        len(lines),
-                        f"page {page.number}",
-                        f"page {page.number}",
-                        {"source": name, "window": run.window},
-                    )
-                )
-                if outcome is WriteOutcome.ALREADY_EXISTS:
-                    raise PermanentError(
-                        f"{key} exists: another run of {name!r} is writing "
-                        "the same window; runs of one source must not overlap"
-                    )
+            if landed.records:
                 next_page += 1
-                records += len(lines)
-                self._metrics.add("RecordsImported", len(lines), source=name)
-            previous_page = this_page
-            self._metrics.add("PagesFetched", 1, source=name)
-            if inc is not None and cursor is not None and len(tail) > 4 * len(page.records):
-                keep_from = lower_bound(cursor, inc.lag_s)  # only the look-back is needed
-                tail = {
-                    k: v
-                    for k, v in tail.items()
-                    if cursor_key(v, ctype) >= cursor_key(keep_from, ctype)
-                }
+                records += landed.records
+            skipped += landed.skipped
+            cursor = highest(cursor, landed.high, ctype)
+            lander.trim(tail, cursor, len(page.records))
             if self.progress is not None:
                 self.progress(name, pages, records)
-        if inc is not None and cursor is not None:
-            keep_from = lower_bound(cursor, inc.lag_s)
-            tail = {
-                k: v
-                for k, v in tail.items()
-                if cursor_key(v, ctype) >= cursor_key(keep_from, ctype)
-            }
-        else:
+        lander.trim(tail, cursor)
+        if inc is None or cursor is None:
             tail = {}
         finished = {
             "finished_at": iso_utc(self._clock.now()),
@@ -223,49 +198,7 @@ class Importer:
             replace(state, cursor=cursor, seen=tail, run=None, last_run=finished)
         )
         self._metrics.add("ImportRetries", client.retries, source=name)
-        instant = parse_instant(cursor) if cursor is not None and advance else None
-        if instant is not None:  # only timestamp cursors have a lag
-            lag = (self._clock.now() - instant[0]).total_seconds()
-            self._metrics.gauge("CursorLagSeconds", lag, source=name)
+        if advance:
+            emit_cursor_lag(self._metrics, self._clock, name, cursor)
         log.info("import run finished", extra={"source": name, **finished, "cursor": cursor})
         return RunResult(name, run.window, pages, records, skipped, cursor, resumed)
-
-    @staticmethod
-    def _identify(
-        id_field: str,
-        cursor_field: str | None,
-        record: dict[str, Any],
-        exact: str | None = None,
-        ctype: CursorType | None = None,
-    ) -> tuple[str, str | None]:
-        """(envelope id, cursor value). The id is `<pk>@<version>`: the cursor value's canonical
-        spelling (`cursor.canonical`: one instant is one id however the vendor spells it) when
-        the source has one, else a hash of the content, so a full-refresh snapshot re-lands an
-        unchanged record under the same id (deduped downstream) and a changed one as new."""
-        pk = scalar_text(record.get(id_field))
-        value = exact or (scalar_text(record.get(cursor_field)) if cursor_field else None)
-        if pk is not None and value is not None:
-            return f"{pk}@{canonical(value, ctype)}", value
-        digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        return (f"{pk}@{digest[:12]}" if pk is not None else digest[:24]), value
-
-
-def _canonical_id(record_id: str, value: str, ctype: CursorType | None = None) -> str:
-    """A stored look-back id `<pk>@<value>` with its value in canonical spelling."""
-    suffix = f"@{value}"
-    if record_id.endswith(suffix):
-        return f"{record_id[: -len(suffix)]}@{canonical(value, ctype)}"
-    return record_id
-
-
-def _check_type(
-    source: str, id_field: str, record: dict[str, Any], field: str, value: str, want: CursorType
-) -> None:
-    """A cursor value of another type than the source's is an error naming the record (else
-    one "N/A" would become the cursor forever, or epoch numbers never advance a timestamp)."""
-    if want is not CursorType.TEXT and type_of(value) is not want:
-        raise PermanentError(
-            f"{source}: record {id_field}={record.get(id_field)!r} has {field}={value!r}, not a "
-            f"{want} like the source's cursor; its page and those after it were not landed, the "
-            "cursor has not moved (fix the record at the source, or declare incremental.type)"
-        )

@@ -2,8 +2,8 @@
 
 Written with a conditional version check, so two runs of one source cannot both advance it.
 The stored item stays far below DynamoDB's 400 KB item limit whatever the look-back holds: a
-look-back set larger than `INLINE_SEEN_BYTES` goes to a state blob (`state_blob`), written
-before the item that names it.
+look-back set (with a child's per-parent cursors and look-backs) larger than
+`INLINE_SEEN_BYTES` goes to a state blob (`state_blob`), written before the item that names it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ class RunInfo:
     window: str
     started_at: str
     lower: str | None
+    # windowed runs (date windows, parents): the end, the segments done, the last one's key,
+    # and the highest cursor value landed so far
+    upper: str | None = None
+    done: int = 0
+    mark: str | None = None
+    high: str | None = None
+    chain: str | None = None  # a digest of the keys of the segments done, in order
+    readback_all: bool = False  # the parents moved: every landed id is read back on resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,8 @@ class SourceState:
     runs: int = 0
     run: RunInfo | None = None
     last_run: dict[str, Any] = field(default_factory=dict)
+    # a child resource's cursor and look-back ids per parent key
+    parents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
         """Everything but the key and version, as JSON-ready data."""
@@ -76,6 +86,7 @@ class SourceState:
             int(doc.get("runs", 0)),
             RunInfo(**run) if run else None,
             dict(doc.get("last_run", {})),
+            dict(doc.get("parents", {})),
         )
 
 
@@ -124,8 +135,16 @@ class StateCodec:
         version = state.version + 1
         doc = state.document()
         seen = orjson.dumps(doc["seen"])
-        if len(seen) <= INLINE_SEEN_BYTES:
+        parents = orjson.dumps(doc["parents"])
+        if len(seen) + len(parents) <= INLINE_SEEN_BYTES:
             return StateItem(item_key(state.source), version, orjson.dumps(doc).decode())
+        if state.parents:  # a child's per-parent cursors and look-backs go with the ids
+            body = orjson.dumps({"seen": doc.pop("seen"), "parents": doc.pop("parents")})
+            digest = hashlib.sha256(body).hexdigest()
+            key = f"{BLOB_PREFIX}{state.source}/v{version:010d}-{digest[:16]}.json.gz"
+            doc["state_blob"] = {"key": key, "parents": len(state.parents), "sha256": digest}
+            blob = gzip.compress(body, compresslevel=6, mtime=0)
+            return StateItem(item_key(state.source), version, orjson.dumps(doc).decode(), key, blob)
         digest = hashlib.sha256(seen).hexdigest()
         key = f"{BLOB_PREFIX}{state.source}/v{version:010d}-{digest[:16]}.json.gz"
         del doc["seen"]
@@ -141,7 +160,7 @@ class StateCodec:
     async def decode(self, source: str, version: int, doc_text: str) -> SourceState:
         """The state a stored item holds (reading its blob)."""
         doc = orjson.loads(doc_text)
-        ref = doc.pop("seen_blob", None)
+        ref = doc.pop("seen_blob", None) or doc.pop("state_blob", None)
         if ref is not None:
             body = await self._blobs.get(ref["key"])
             seen = gzip.decompress(body) if body is not None else None
@@ -151,7 +170,10 @@ class StateCodec:
                     f"is {'missing' if seen is None else 'not what was written'}; "
                     f"`state reset --source {source}` imports the source from the start"
                 )
-            doc["seen"] = orjson.loads(seen)
+            if "parents" in ref:  # a state blob: the look-back ids and the parents
+                doc.update(orjson.loads(seen))
+            else:
+                doc["seen"] = orjson.loads(seen)
         return SourceState.from_document(source, version, doc)
 
     async def prune(self, source: str, version: int, keep: str | None) -> None:

@@ -14,7 +14,9 @@ from tributary.errors import ConfigError
 from tributary.log import configure_logging
 from tributary.metrics import EmfMetrics
 from tributary.s3_writer import S3RawWriter
+from tributary_stream.assignment import BalanceConfig
 from tributary_stream.consumer import Limits
+from tributary_stream.fleet import DynamoDbFleetStore
 from tributary_stream.lease import DynamoDbLeaseStore
 from tributary_stream.processing import DynamoDbItemSink, ItemSink, Processor, load_processor
 from tributary_stream.route import Router
@@ -61,6 +63,15 @@ async def serve(settings: StreamSettings) -> None:
                 release_after_failures=settings.release_after_failures,
                 failing_cool_down_s=settings.failing_cool_down_s,
                 health_file=settings.health_file,
+                assignment=settings.lease_assignment,
+                balance=BalanceConfig(
+                    by_load=settings.lease_balance == "load",
+                    threshold=settings.lease_balance_threshold,
+                    dampening=settings.lease_balance_dampening,
+                    max_leases=settings.max_leases_for_worker,
+                ),
+                handoff_timeout_s=settings.lease_handoff_timeout_s,
+                lease_concurrency=settings.lease_concurrency,
             ),
             DynamoDbLeaseStore(await clients.dynamodb(), settings.lease_table),
             KinesisStreamReader(await clients.kinesis(), settings.stream_name),
@@ -76,6 +87,7 @@ async def serve(settings: StreamSettings) -> None:
             SystemClock(),
             metrics,
             await _processing(settings, clients),
+            DynamoDbFleetStore(await clients.dynamodb(), settings.fleet_table),
         )
         log.info(
             "worker started", extra={"worker": settings.worker_id, "stream": settings.stream_name}
@@ -120,7 +132,11 @@ def main() -> None:
     except ConfigError as exc:
         log.error("refusing to start", extra={"error": str(exc)})
         raise SystemExit(2) from exc
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as exc:  # e.g. a lease table without the owner index: exit 2, not a loop
+        log.error("stopped: configuration error", extra={"error": str(exc)})
+        raise SystemExit(2) from exc
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from typing import TypeVar
@@ -70,15 +70,8 @@ class _Buffer:
         self.lines: dict[Target, list[Line]] = defaultdict(list)
         self.count = 0
         self.size = 0
-        self.first_arrival: float | None = None
+        self.first_arrival: datetime | None = None
         self.through: str | None = None  # last Kinesis sequence number fully taken in
-
-    def add(self, target: Target, line: Line) -> None:
-        self.lines[target].append(line)
-        self.count += 1
-        self.size += len(line.line) + 1
-        if self.first_arrival is None:
-            self.first_arrival = line.arrival.timestamp()
 
 
 class ShardConsumer:
@@ -122,6 +115,7 @@ class ShardConsumer:
         self._initial_timestamp = initial_timestamp
         self._end_on_empty_closed = end_on_empty_closed
         self._refusals = Refusals(poison_attempts, poison_min_s)
+        self._max_age = timedelta(seconds=limits.max_age_s)
         self._executor = executor  # where the processor runs (None: the loop's default)
         self._processor_timeout_s = processor_timeout_s
         self._sleep = sleep
@@ -149,6 +143,12 @@ class ShardConsumer:
         return self.behind or self.strikes > 0
 
     @property
+    def _start_timestamp(self) -> datetime | None:
+        """Where an AT_TIMESTAMP checkpoint starts: the lease's own (a rewind), else the
+        configured initial position's."""
+        return self.lease.timestamp or self._initial_timestamp
+
+    @property
     def shard_id(self) -> str:
         """The shard this consumer reads."""
         return self.lease.key
@@ -166,7 +166,7 @@ class ShardConsumer:
     async def _consume(self, stop: asyncio.Event) -> Shutdown:
         position = self.lease.checkpoint
         iterator = await self._call(
-            partial(self._reader.iterator, self.shard_id, position, self._initial_timestamp)
+            partial(self._reader.iterator, self.shard_id, position, self._start_timestamp)
         )
         buffer = _Buffer()
         idle_since = self._clock.monotonic()
@@ -196,16 +196,12 @@ class ShardConsumer:
                     ) from exc
                 resume = buffer.through or position
                 iterator = await self._call(
-                    partial(self._reader.iterator, self.shard_id, resume, None)
+                    partial(self._reader.iterator, self.shard_id, resume, self._start_timestamp)
                 )
                 continue
             # Counted once checkpointed past, so a replay does not count them again.
             self._empty.update(int(sequence) for sequence in page.empty_aggregates)
-            for group in _by_sequence(page.records):
-                if self._should_cut(buffer, group[0]):
-                    position = await self._flush(buffer) or position
-                    buffer = _Buffer()
-                self._take_in(buffer, group)
+            position, buffer = await self._take_page(buffer, page.records, position)
             self._metrics.gauge(
                 "MillisBehindLatest", page.millis_behind, Unit.MILLISECONDS, shard=self.shard_id
             )
@@ -240,28 +236,58 @@ class ShardConsumer:
             await self._flush(buffer)
         return Shutdown.REQUESTED
 
-    def _should_cut(self, buffer: _Buffer, next_record: Record) -> bool:
-        if buffer.count == 0:
-            return False
+    async def _take_page(
+        self, buffer: _Buffer, records: Sequence[Record], position: str
+    ) -> tuple[str, _Buffer]:
+        """Route a page's records into `buffer`, landing and checkpointing it whenever a limit
+        cuts it; returns the checkpoint and the buffer to go on with. A cut falls only between
+        Kinesis records (an aggregate's sub-records share a sequence number and are never split
+        across batches), so a checkpoint is always a whole Kinesis record."""
+        route, reject, shard = self._router.route, self._router.reject, self.shard_id
         limits = self._limits
-        age = next_record.arrival.timestamp() - (buffer.first_arrival or 0.0)
-        return (
-            buffer.count >= limits.max_records
-            or buffer.size >= limits.max_bytes
-            or age >= limits.max_age_s
-        )
-
-    def _take_in(self, buffer: _Buffer, group: list[Record]) -> None:
-        """Route one Kinesis record (all its sub-records) into the buffer; an aggregate is never
-        split across batches, so a checkpoint is always a whole Kinesis record."""
-        for record in group:
+        max_records, max_bytes = limits.max_records, limits.max_bytes
+        # When a limit cuts the batch, inline (this runs once per record); age as a deadline
+        deadline = None if buffer.first_arrival is None else buffer.first_arrival + self._max_age
+        count, size = buffer.count, buffer.size
+        # Records of a page mostly go to one target: its list is kept at hand (no hashing).
+        last_target: Target | None = None
+        last_lines: list[Line] = []
+        previous = None
+        for record in records:
+            sequence = record.sequence
+            if (
+                sequence != previous
+                and count
+                and (
+                    count >= max_records
+                    or size >= max_bytes
+                    or (deadline is not None and record.arrival >= deadline)
+                )
+            ):
+                buffer.count, buffer.size = count, size
+                position = await self._flush(buffer) or position
+                buffer = _Buffer()
+                count = size = 0
+                deadline, last_target = None, None
+            previous = sequence
             if record.error is not None:
-                target, line = self._router.reject(self.shard_id, record, record.error)
+                target, line = reject(shard, record, record.error)
             else:
-                target, line = self._router.route(self.shard_id, record)
-            if int(record.sequence) > landed_through(self._landed, target):
-                buffer.add(target, Line(record.sequence, record.arrival, line))
-        buffer.through = group[-1].sequence
+                target, line = route(shard, record)
+            # Nothing landed past the checkpoint (the usual case): no line to skip.
+            if not self._landed or int(sequence) > landed_through(self._landed, target):
+                if target is not last_target:
+                    last_target, last_lines = target, buffer.lines[target]
+                last_lines.append(Line(sequence, record.arrival, line))
+                count += 1
+                size += len(line) + 1
+                if deadline is None:
+                    buffer.first_arrival = record.arrival
+                    deadline = record.arrival + self._max_age
+            # Whole once its last sub-record is in: a cut (between Kinesis records) sees that.
+            buffer.through = sequence
+        buffer.count, buffer.size = count, size
+        return position, buffer
 
     async def _flush(self, buffer: _Buffer) -> str | None:
         """Land everything buffered, then checkpoint what it covers. Returns the checkpoint."""
@@ -389,14 +415,3 @@ class ShardConsumer:
             sleep=self._sleep,
             what=f"shard {self.shard_id}",
         )
-
-
-def _by_sequence(records: Sequence[Record]) -> list[list[Record]]:
-    """Group user records by Kinesis record (sub-records of one aggregate stay together)."""
-    groups: list[list[Record]] = []
-    for record in records:
-        if groups and groups[-1][0].sequence == record.sequence:
-            groups[-1].append(record)
-        else:
-            groups.append([record])
-    return groups

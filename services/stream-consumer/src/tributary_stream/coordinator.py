@@ -35,6 +35,10 @@ class LeaseObserver:
             if seen is None or seen.counter != lease.counter or seen.owner != lease.owner:
                 self._seen[lease.key] = _Seen(lease.counter, lease.owner, now)
 
+    def knows(self, key: str) -> bool:
+        """Whether a listing so far had `key`."""
+        return key in self._seen
+
     def expired(self, lease: Lease, now: float) -> bool:
         """Owned, and its counter unchanged for `failover_time` (or never seen: not expired)."""
         seen = self._seen.get(lease.key)
@@ -59,10 +63,16 @@ class Plan:
 
 
 def plan_takes(
-    me: str, leases: list[Lease], observer: LeaseObserver, now: float, max_steal: int = 1
+    me: str,
+    leases: list[Lease],
+    observer: LeaseObserver,
+    now: float,
+    max_steal: int = 1,
+    max_leases: int | None = None,
 ) -> Plan:
-    """Decide what `me` should take: free and expired leases up to the fair share,
-    else steal up to `max_steal` from the most loaded worker when it is over the share."""
+    """Decide what `me` should take: free and expired leases up to the fair share (at most
+    `max_leases`), else steal up to `max_steal` from the most loaded worker when it is over
+    the share."""
     by_key = {lease.key: lease for lease in leases}
     active = [lease for lease in leases if eligible(lease, by_key)]
     live_owners = {
@@ -72,6 +82,8 @@ def plan_takes(
     }
     workers = live_owners | {me}
     target = math.ceil(len(active) / len(workers)) if active else 0
+    if max_leases is not None:
+        target = min(target, max_leases)
     mine = [lease for lease in active if lease.owner == me]
     want = target - len(mine)
     if want <= 0:

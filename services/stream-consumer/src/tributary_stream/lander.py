@@ -78,7 +78,7 @@ class Lander:
         """
         chain = f"{self._stage}:{target.name}" if self._stage else target.name
         done = landed_through(landed, target, self._stage)
-        pending = [line for line in lines if line.position > done]
+        pending = list(lines) if done < 0 else [line for line in lines if line.position > done]
         while pending:
             first = pending[0]
             key = object_key(target.zone, target.dataset, first.arrival, self._name, first.sequence)

@@ -6,6 +6,7 @@ import socket
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -36,6 +37,25 @@ class StreamSettings(CommonSettings):
     failover_time_s: float = Field(default=10.0, gt=0, validation_alias="LEASE_FAILOVER_S")
     shard_sync_s: float = Field(default=30.0, gt=0, validation_alias="SHARD_SYNC_S")
     max_steal: int = Field(default=1, ge=0, validation_alias="LEASE_MAX_STEAL")
+    lease_assignment: Literal["leader", "scan"] = Field(
+        default="leader", validation_alias="LEASE_ASSIGNMENT"
+    )
+    lease_balance: Literal["load", "count"] = Field(
+        default="load", validation_alias="LEASE_BALANCE"
+    )
+    lease_balance_threshold: float = Field(
+        default=0.1, ge=0, validation_alias="LEASE_BALANCE_THRESHOLD"
+    )
+    lease_balance_dampening: float = Field(
+        default=0.6, gt=0, le=1, validation_alias="LEASE_BALANCE_DAMPENING"
+    )
+    max_leases_for_worker: int | None = Field(
+        default=None, gt=0, validation_alias="MAX_LEASES_FOR_WORKER"
+    )
+    lease_handoff_timeout_s: float | None = Field(
+        default=None, gt=0, validation_alias="LEASE_HANDOFF_TIMEOUT_S"
+    )
+    lease_concurrency: int = Field(default=32, ge=1, le=256, validation_alias="LEASE_CONCURRENCY")
     batch_max_records: int = Field(default=10_000, gt=0, validation_alias="BATCH_MAX_RECORDS")
     batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0, validation_alias="BATCH_MAX_BYTES")
     batch_max_age_s: float = Field(default=60.0, gt=0, validation_alias="BATCH_MAX_AGE_S")

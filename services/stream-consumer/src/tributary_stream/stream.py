@@ -11,7 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from tributary.aws import error_code, translate_aws_error
 from tributary.errors import PermanentError, TransientError
-from tributary_stream.aggregation import deaggregate
+from tributary_stream.aggregation import MAGIC, deaggregate
 from tributary_stream.lease import Checkpoint
 
 if TYPE_CHECKING:
@@ -54,6 +54,8 @@ class Page:
 def user_records(sequence: str, partition_key: str, data: bytes, arrival: datetime) -> list[Record]:
     """The user records of one Kinesis record (deaggregated; a damaged aggregate carries its
     reason; an empty aggregate gives none)."""
+    if not data.startswith(MAGIC):  # the usual case: not a KPL aggregate
+        return [Record(sequence, 0, partition_key, data, arrival)]
     parts = deaggregate(data, partition_key)
     return [
         Record(sequence, sub, key, payload, arrival, parts.error)

@@ -8,64 +8,27 @@ import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from pathlib import Path
 
 from tributary.clock import Clock
-from tributary.errors import TributaryError
+from tributary.errors import ConfigError, TributaryError
 from tributary.metrics import Metrics, Unit
 from tributary.raw_writer import RawWriter
-from tributary_stream.consumer import Limits, ShardConsumer, Shutdown
+from tributary_stream.concurrency import bounded
+from tributary_stream.consumer import ShardConsumer, Shutdown
 from tributary_stream.coordinator import LeaseObserver, eligible, plan_takes
+from tributary_stream.fleet import FleetStore
 from tributary_stream.lander import Lander
+from tributary_stream.leader import LeaderConfig, LeaderCoordinator, Load
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
+from tributary_stream.meter import MeteredReader, ShardMeter
 from tributary_stream.processing import ItemSink, Processor
 from tributary_stream.route import Router
-from tributary_stream.stream import StreamReader
+from tributary_stream.stream import Shard, StreamReader
+from tributary_stream.worker_config import WorkerConfig
+
+__all__ = ["Worker", "WorkerConfig"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerConfig:
-    """Timings and limits of a worker."""
-
-    worker_id: str
-    limits: Limits
-    failover_time_s: float = 10.0
-    shard_sync_s: float = 30.0
-    initial_position: Checkpoint = Checkpoint.TRIM_HORIZON
-    initial_timestamp: datetime | None = None  # for AT_TIMESTAMP
-    max_steal: int = 1
-    get_records_limit: int = 10_000
-    idle_poll_s: float = 1.0
-    compress_level: int = 6
-    shutdown_timeout_s: float = 25.0
-    tick_s: float = 0.25
-    end_on_empty_closed: bool = False  # SHARD_END on an empty page of a closed shard (moto)
-    poison_attempts: int = 3  # permanent refusals of one target before its records are diverted
-    poison_min_s: float = 60.0  # ... and the least time from the first of them (IAM propagation)
-    restart_backoff_s: float = 1.0  # first pause before a failed shard consumer is rerun
-    max_backoff_s: float = 60.0  # cap of every backoff (failed shards, coordination)
-    processor_timeout_s: float = 10.0  # deadline of one STREAM_PROCESSOR call
-    processor_threads: int = 4  # threads the STREAM_PROCESSOR runs in (shared by all shards)
-    health_file: Path | None = None  # touched while renewals and shard loops are alive
-    stall_s: float = 300.0  # a shard loop still, or failing/behind with no checkpoint, this long
-    coordination_deadline_s: float | None = None  # of one sync + take cycle; max(30, failover)
-    release_after_failures: int = 10  # failed runs in a row before the lease is given up
-    failing_cool_down_s: float = 300.0  # ... and not taken again by this worker for this long
-
-    @property
-    def coordination_deadline(self) -> float:
-        """How long one shard sync + lease taking cycle may take before it is cut off."""
-        if self.coordination_deadline_s is not None:
-            return self.coordination_deadline_s
-        return max(30.0, self.failover_time_s)
-
-    @property
-    def renew_every_s(self) -> float:
-        """Renewal interval, and the deadline of each renewal (KCL: failover / 3)."""
-        return self.failover_time_s / 3
 
 
 @dataclass
@@ -73,6 +36,7 @@ class _Running:
     consumer: ShardConsumer
     task: asyncio.Task[Shutdown]
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    meter: ShardMeter | None = None
 
 
 class Worker:
@@ -88,8 +52,31 @@ class Worker:
         clock: Clock,
         metrics: Metrics,
         processing: tuple[Processor, ItemSink] | None = None,
+        fleet: FleetStore | None = None,
     ) -> None:
+        if config.assignment not in ("leader", "scan"):
+            raise ValueError(f"lease assignment {config.assignment!r}: 'leader' or 'scan'")
+        if config.assignment == "leader" and fleet is None:
+            raise ValueError("lease assignment 'leader' needs a FleetStore")
         self.config = config
+        self.leader = (
+            LeaderCoordinator(
+                LeaderConfig(
+                    config.worker_id,
+                    config.failover_time_s,
+                    config.balance,
+                    config.handoff_timeout_s,
+                    concurrency=config.lease_concurrency,
+                ),
+                store,
+                fleet,
+                clock,
+            )
+            if fleet is not None and config.assignment == "leader"
+            else None
+        )
+        self._finished_seen = 0
+        self._ran: set[str] = set()  # leases consumed here and not released since
         self._processing = processing
         self._store = store
         self._reader = reader
@@ -121,16 +108,46 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain: flush, checkpoint and release every lease."""
+        if self.leader is not None:
+            await self._probe_owner_index()
         renewals_done = asyncio.Event()
         renewer = asyncio.create_task(self._renew_loop(renewals_done), name="lease-renewal")
+        fatal: ConfigError | None = None
         try:
-            await self._coordinate(stop, renewer)
-            await self.drain()  # renewals go on while shards drain
+            try:
+                await self._coordinate(stop, renewer)
+            except ConfigError as exc:  # the owner index went away: drain, then exit 2
+                log.error("lease management cannot go on", extra={"error": str(exc)})
+                fatal = exc
+            if self.leader is not None:  # first: another worker leads (assigns) at once
+                with contextlib.suppress(TributaryError):
+                    await self.leader.stop(set(self.running))
+            await self.drain()  # renewals (and beats, as draining) go on while shards drain
+            if self.leader is not None:
+                with contextlib.suppress(TributaryError):
+                    await self.leader.leave()
         finally:
             renewals_done.set()
             await renewer
             if self._executor is not None:  # a hung processor call must not hold up the exit
                 self._executor.shutdown(wait=False, cancel_futures=True)
+        if fatal is not None:
+            raise fatal
+
+    async def _probe_owner_index(self) -> None:
+        """Leader mode reads its leases from the owner index: a table without it is a
+        ConfigError at once, not a coordination failure backed off from forever. The index
+        still backfilling (a TransientError) and any other failure are left to the
+        coordination loop's backoff: the index becomes ACTIVE by itself."""
+        try:
+            await self._store.list_owned(self.worker_id)
+        except ConfigError:
+            raise
+        except TributaryError as exc:
+            log.warning(
+                "owner index probe failed; coordination backs off and retries",
+                extra={"error": str(exc)},
+            )
 
     async def _coordinate(self, stop: asyncio.Event, renewer: asyncio.Task[None]) -> None:
         """Shard sync and lease taking, backing off while the lease table or stream fails."""
@@ -148,8 +165,10 @@ class Worker:
                             await self.sync_shards()
                         if now >= next_take:
                             await self.take()
-                            next_take = now + cfg.failover_time_s / 2
+                            next_take = now + cfg.take_every_s
                     self._coord_failures = 0
+                except ConfigError:
+                    raise
                 except (TributaryError, TimeoutError) as exc:  # a hiccup or brownout: back off
                     self._coord_failures += 1
                     self._metrics.add("CoordinationFailures", 1)
@@ -182,21 +201,28 @@ class Worker:
         log.log(level, message, extra={"worker": self.worker_id, **extra})
 
     async def sync_shards(self) -> None:
-        """Create a lease for every shard without one; children start at TRIM_HORIZON."""
+        """Create a lease for every shard without one; children start at TRIM_HORIZON. With a
+        leader, only the leader creates leases (the others only note closed shards). A closed
+        shard a child of which has a lease gets none: its finished lease was deleted."""
         shards = await self._reader.list_shards()
         self._last_sync = self._clock.monotonic()
         self._closed = {s.shard_id for s in shards if s.ending_sequence is not None}
+        if self.leader is not None and not self.leader.is_leader:
+            return
         known = {lease.key for lease in await self._store.list_leases()}
         ids = {s.shard_id for s in shards}
-        for shard in shards:
-            if shard.shard_id in known:
-                continue
+        succeeded = {p for s in shards if s.shard_id in known for p in s.parents}
+        new = [s for s in shards if s.shard_id not in known and s.shard_id not in succeeded]
+
+        async def create(shard: Shard) -> None:
             is_child = bool(shard.parents & ids) or bool(shard.parents & known)
             start = Checkpoint.TRIM_HORIZON if is_child else self.config.initial_position
             if await self._store.create(
                 Lease(shard.shard_id, None, 0, start, parents=shard.parents)
             ):
                 log.info("lease created", extra={"shard": shard.shard_id, "start": start})
+
+        await bounded(self.config.lease_concurrency, new, create)
 
     async def shard_closed(self, shard_id: str) -> bool:
         """Whether ListShards says `shard_id` is closed (refreshed at most every 5 s)."""
@@ -210,6 +236,7 @@ class Worker:
         while not done.is_set():
             started = self._clock.monotonic()
             await self.renew()
+            await self._beat()
             await self._heartbeat()
             pause = max(0.0, started + every - self._clock.monotonic())
             with contextlib.suppress(TimeoutError):
@@ -230,10 +257,12 @@ class Worker:
         consumer = running.consumer
         if consumer.lost.is_set() or running.task.done():
             return
+        lease = consumer.lease
+        if running.meter is not None:
+            bps, rps = running.meter.rates()
+            lease = replace(lease, throughput_bps=bps, records_per_s=rps)
         try:
-            renewed = await asyncio.wait_for(
-                self._store.renew(consumer.lease), self.config.renew_every_s
-            )
+            renewed = await asyncio.wait_for(self._store.renew(lease), self.config.renew_every_s)
         except (TributaryError, TimeoutError) as exc:
             if isinstance(exc, TimeoutError):
                 await self._after_late_renewal(consumer)
@@ -251,6 +280,48 @@ class Worker:
             consumer.lost.set()
         else:  # only the counter: a checkpoint may have landed meanwhile
             consumer.lease = replace(consumer.lease, counter=renewed.counter)
+            if not self._release_for_rewind(running, renewed):
+                self._hand_off(running, renewed)
+
+    def _release_for_rewind(self, running: _Running, row: Lease) -> bool:
+        """A rewind holds this lease (`row.hold`): stop the consumer (its final checkpoint) and
+        `reap` releases the lease to nobody (no handoff: the rewind frees it once recorded)."""
+        consumer = running.consumer
+        if not row.held(self._clock.now()) or row.token != consumer.lease.token:
+            return False
+        if not running.stop.is_set():
+            log.info(
+                "releasing a lease for a rewind",
+                extra={"shard": row.key, "rewind": row.hold.rewind_id if row.hold else ""},
+            )
+            self._metrics.add("LeasesReleasedForRewind", 1)
+        consumer.lease = replace(consumer.lease, handoff_to=None)
+        running.stop.set()
+        return True
+
+    def _hand_off(self, running: _Running, row: Lease) -> None:
+        """The leader asked for this lease (`row.handoff_to`): stop the consumer (its final
+        checkpoint), and `reap` releases the lease to the new owner."""
+        to = row.handoff_to
+        consumer = running.consumer
+        if not to or to == self.worker_id or consumer.lease.handoff_to == to:
+            return
+        if row.token != consumer.lease.token:
+            return  # the renewal's row carries another take's token: not a request to this take
+        log.info("handing a lease over", extra={"shard": row.key, "to": to})
+        self._metrics.add("LeasesHandedOff", 1)
+        consumer.lease = replace(consumer.lease, handoff_to=to)
+        running.stop.set()
+
+    async def _beat(self) -> None:
+        """With a leader: this worker's beat and load in the fleet row (see leader.py)."""
+        if self.leader is None:
+            return
+        try:
+            await asyncio.wait_for(self.leader.heartbeat(self._load()), self.config.renew_every_s)
+        except (TributaryError, TimeoutError) as exc:
+            self._metrics.add("HeartbeatFailures", 1)
+            self._warn("beat", "fleet heartbeat failed; retrying next round", error=str(exc))
 
     async def _after_late_renewal(self, consumer: ShardConsumer) -> None:
         """A renewal that timed out may have gone through: read the row, and if it is still
@@ -301,6 +372,84 @@ class Worker:
             self._warn("health file", "cannot touch the health file", error=str(exc))
 
     async def take(self) -> None:
+        """One lease-management cycle: KCL 3.x's (`take_assigned`) or KCL 2.x's (`take_scanned`)."""
+        if self.leader is not None:
+            await self.take_assigned()
+        else:
+            await self.take_scanned()
+
+    def _load(self) -> Load:
+        bps = rps = 0.0
+        for running in self.running.values():
+            if running.meter is not None:
+                bps += running.meter.bytes_per_s
+                rps += running.meter.records_per_s
+        return Load(bps, rps, len(self.running), frozenset(self._cooling))
+
+    async def take_assigned(self) -> None:
+        """(If leading) assign; then start what the owner index says is ours and nothing here
+        consumes: read back consistently (the index lags), taken again by this worker (a new
+        take token, fenced on the counter read), parents finished first."""
+        assert self.leader is not None
+        now = self._clock.monotonic()
+        self._cooling = {k: until for k, until in self._cooling.items() if until > now}
+        was_leader = self.leader.is_leader
+        owned = await self.leader.cycle(self._load())
+        if self.leader.last.reassigned:  # assignees that did not take a lease in time
+            self._metrics.add("PickupTimeouts", len(self.leader.last.reassigned))
+        if self.leader.is_leader and (not was_leader or not self.leader.leases):
+            await self.sync_shards()  # just elected, or no lease yet: create leases now
+        if self.leader.is_leader:
+            finished = sum(lease.finished for lease in self.leader.leases)
+            if finished != self._finished_seen:  # a shard ended: create its children's leases
+                self._finished_seen = finished
+                self._last_sync = float("-inf")
+            for lease in self.leader.leases:
+                if lease.owner not in (None, self.worker_id):
+                    self._failing_since.pop(lease.key, None)
+        for key in owned:  # a running lease learns of a handoff from its renewals
+            if key in self.running or key in self._cooling:
+                continue
+            row = await self._store.get(key)  # consistent: the index lags and has keys only
+            if row is None or row.finished or row.owner != self.worker_id:
+                continue
+            if await self._released_held(row):
+                continue
+            if row.parents and not await self._parents_finished(row):
+                continue
+            taken = await self._store.take(row, self.worker_id)
+            if taken is None:
+                continue  # moved on meanwhile
+            if key in self._ran:  # ours before, unconsumed: its release failed, say
+                log.warning(
+                    "restarting an orphaned lease",
+                    extra={"shard": key, "checkpoint": taken.checkpoint},
+                )
+                self._metrics.add("LeasesRestarted", 1)
+            else:
+                self._metrics.add("LeasesTaken", 1)
+                log.info("lease taken", extra={"shard": key, "checkpoint": taken.checkpoint})
+            self._start(taken)
+
+    async def _released_held(self, row: Lease) -> bool:
+        """A lease assigned here that no consumer runs, held by a rewind (assigned just
+        before the hold): nothing was read from it here, so release it at once, as asked."""
+        if not row.held(self._clock.now()):
+            return False
+        if await self._store.release(replace(row, handoff_to=None)):
+            log.info("released a lease for a rewind", extra={"shard": row.key})
+            self._metrics.add("LeasesReleasedForRewind", 1)
+        return True
+
+    async def _parents_finished(self, lease: Lease) -> bool:
+        """Every parent at SHARD_END or gone (read consistently: the index may lag)."""
+        for parent in lease.parents:
+            row = await self._store.get(parent)
+            if row is not None and not row.finished:
+                return False
+        return True
+
+    async def take_scanned(self) -> None:
         """Take free or expired leases up to the fair share, else steal one (see coordinator);
         restart any lease the table says is ours but nothing here consumes (an orphan: its
         release failed, or a renewal that timed out had in fact gone through)."""
@@ -316,6 +465,8 @@ class Worker:
             if lease.key in self._cooling:
                 continue
             mine = lease.owner == self.worker_id
+            if mine and lease.key not in self.running and await self._released_held(lease):
+                continue
             if mine and lease.key not in self.running and eligible(lease, by_key):
                 # Taken again, not just restarted: a new take token fences out any consumer
                 # of ours still holding the old one.
@@ -331,6 +482,7 @@ class Worker:
             self._observer,
             now,
             self.config.max_steal,
+            self.config.balance.max_leases,
         )
         for lease in plan.take:
             if lease.key in self.running or lease.key in self._cooling:
@@ -352,10 +504,11 @@ class Worker:
 
     def _start(self, lease: Lease) -> None:
         cfg = self.config
+        meter = ShardMeter(self._clock)
         consumer = ShardConsumer(
             lease,
             self._store,
-            self._reader,
+            MeteredReader(self._reader, meter),
             self._router,
             Lander(self._writer, lease.key, self._metrics, cfg.compress_level),
             cfg.limits,
@@ -376,7 +529,8 @@ class Worker:
             consumer.checkpointed_at = self._failing_since.pop(lease.key)
         stop = asyncio.Event()
         task = asyncio.create_task(self._supervise(consumer, stop), name=f"shard-{lease.key}")
-        self.running[lease.key] = _Running(consumer, task, stop)
+        self.running[lease.key] = _Running(consumer, task, stop, meter)
+        self._ran.add(lease.key)
 
     async def _supervise(self, consumer: ShardConsumer, stop: asyncio.Event) -> Shutdown:
         """Run a shard's consumer; when it fails, whatever the failure, log it (rate-limited),
@@ -436,7 +590,8 @@ class Worker:
             log.info("shard consumer stopped", extra={"shard": shard_id, "reason": reason})
             if reason is not Shutdown.LEASE_LOST:
                 try:
-                    await self._store.release(running.consumer.lease)
+                    if await self._store.release(running.consumer.lease):
+                        self._ran.discard(shard_id)
                 except TributaryError as exc:  # still ours in the table: take() restarts it
                     self._metrics.add("ReleaseFailures", 1, shard=shard_id)
                     log.warning(

@@ -1,0 +1,1 @@
+"""Replay and redrive: `redrive` quarantined records, `rewind` a stream, `reprocess` raw."""
