@@ -486,10 +486,9 @@ async def test_retry_after_is_honoured_on_child_windowed_and_token_routes(
     caplog.set_level(logging.INFO, logger="tributary.retry")
     try:
         for name in ("post_comments", "ev", "oauth"):
-            if name == "oauth":  # drain the bucket: the token request itself meets a 429
-                for _ in range(200):
-                    if (await http.get(f"{fake_url}/hcursor/posts")).status_code == 429:
-                        break
+            if name == "oauth":  # its first request, the token, meets a 429
+                faults = {"rate_limit_rps": 10, "retry_after": header, "limit_next": 1}
+                await http.put(f"{fake_url}/__admin/faults", json=faults)
             await importer(MemoryRawWriter(), MemoryStateStore()).run_once(
                 client_for(name, declared, http)
             )

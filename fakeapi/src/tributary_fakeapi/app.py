@@ -44,6 +44,7 @@ class Faults(BaseModel):
 
     rate_limit_rps: float = Field(default=0.0, ge=0)  # token bucket; 429 + Retry-After beyond
     retry_after: str = "1"  # seconds, or an HTTP-date
+    limit_next: int = Field(default=0, ge=0)  # the next N requests: 429, bucket or not
     error_rate: float = Field(default=0.0, ge=0, le=1)  # share of 503 answers
     slow_ms: int = Field(default=0, ge=0)
     truncate_rate: float = Field(default=0.0, ge=0, le=1)  # share of bodies cut in half
@@ -87,6 +88,7 @@ def create_app(scale: int = 1, api_key: str | None = None, latency_ms: float = 0
         "at": 0.0,
         "requests": 0,
         "injected": {},
+        "limited": 0,
     }
     state["rng"] = random.Random(state["faults"].seed)
 
@@ -97,6 +99,10 @@ def create_app(scale: int = 1, api_key: str | None = None, latency_ms: float = 0
         if check_key and api_key is not None and request.headers.get("x-api-key") != api_key:
             return _json({"error": "missing or wrong X-API-Key"}, 401)
         loop = asyncio.get_running_loop()
+        if state["limited"] < faults.limit_next:
+            state["limited"] += 1
+            state["injected"]["429"] = state["injected"].get("429", 0) + 1
+            return _json({"error": "rate limited"}, 429, {"Retry-After": faults.retry_after})
         if faults.rate_limit_rps > 0:
             now = loop.time()
             tokens = min(
@@ -200,6 +206,7 @@ def create_app(scale: int = 1, api_key: str | None = None, latency_ms: float = 0
     async def set_faults(faults: Faults) -> Response:
         state["faults"] = faults
         state["rng"] = random.Random(faults.seed)
+        state["limited"] = 0
         state["tokens"], state["at"] = faults.rate_limit_rps, asyncio.get_running_loop().time()
         return _json(faults.model_dump())
 
