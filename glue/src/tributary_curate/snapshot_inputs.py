@@ -47,10 +47,8 @@ def table_rows(
     spark: SparkSession, registry: DatasetRegistry, table: Table, paths: Mapping[str, list[str]]
 ) -> DataFrame:
     """The rows of snapshot table `table` from its inputs' curated files."""
-    if table.kind is TableKind.CURRENT:
+    if table.kind is TableKind.CURRENT:  # its dataset's current state
         dataset = registry[table.inputs[0]]
-        assert dataset.curated.current is not None  # a CURRENT table is declared by it
-        rows = spark.read.option("mergeSchema", "true").parquet(*paths[dataset.name])
-        return latest_rows(rows, dataset.curated.current, table.name)
+        return input_rows(spark, dataset, paths[dataset.name])
     inputs = {name: input_rows(spark, registry[name], paths[name]) for name in table.inputs}
     return joined_rows(registry.derived[table.name], inputs, table.name)

@@ -239,11 +239,15 @@ class LeaderCoordinator:
             self._held = view.leader_counter + 1
             self._renewed_at = now
 
+    def _plan_expires_at(self) -> float:
+        """When this leader's plan expires: 2/3 of the failover time after its last renewal."""
+        return self._renewed_at + self.config.failover_time_s * 2 / 3
+
     def _still_leading(self) -> bool:
         """Whether nobody else can have claimed the lock yet: others wait the failover time
         after they saw our last renewal, so stop writing at 2/3 of it (a slow or paused leader
         must not act on an old plan while a new leader plans)."""
-        if self._clock.monotonic() - self._renewed_at < self.config.failover_time_s * 2 / 3:
+        if self._clock.monotonic() < self._plan_expires_at():
             return True
         log.warning("leader cycle outlasted its lock; stopping", extra={"worker": self.worker_id})
         return False
@@ -251,7 +255,7 @@ class LeaderCoordinator:
     async def _within_lock(self, write: Awaitable[T]) -> T | None:
         """`write`, cut off (None) when this leader's plan expires (2/3 of the failover time
         after its renewal), so no write of it, and no retry of one, is sent after that."""
-        left = self._renewed_at + self.config.failover_time_s * 2 / 3 - self._clock.monotonic()
+        left = self._plan_expires_at() - self._clock.monotonic()
         try:
             async with asyncio.timeout(max(left, 0.0)):
                 return await write
