@@ -203,11 +203,15 @@ def test_sigterm_drains_in_flight_requests(
 ) -> None:
     api = start_api(lake, proxy.endpoint)
     proxy.faults.latency_s = 1.5
+    puts = proxy.calls["kinesis.PutRecords"]
     with httpx.Client(timeout=30, headers=AUTH) as client, ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
             client.post, f"{api.url}/v1/datasets/posts/records", json=samples.posts(3)
         )
-        time.sleep(0.5)  # the request is now waiting on (slow) Kinesis
+        deadline = time.monotonic() + 30
+        while proxy.calls["kinesis.PutRecords"] == puts:  # until it waits on (slow) Kinesis
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         api.process.signal(signal.SIGTERM)
         response = pending.result()
     assert response.status_code == 202

@@ -199,7 +199,7 @@ async def test_a_run_that_outlives_its_claim_publishes_nothing_after_the_takeove
                 await healed.wait()
             await harness.claims.delete(claim)
 
-    def job(lake: Any, claims: Any) -> CurateJob:
+    def job(lake: Any, claims: Any, claim_ttl_s: float) -> CurateJob:
         return CurateJob(
             harness.spark,
             lake,
@@ -210,10 +210,11 @@ async def test_a_run_that_outlives_its_claim_publishes_nothing_after_the_takeove
             "s3://lake",
             index=harness.index,
             claims=claims,
-            claim_ttl_s=3.0,
+            claim_ttl_s=claim_ttl_s,
         )
 
-    a = asyncio.create_task(job(CutLake(), CutClaims()).run(harness.registry["posts"]))
+    # A's claim expires soon after it is cut off; B's outlasts any stall of a loaded machine.
+    a = asyncio.create_task(job(CutLake(), CutClaims(), 3.0).run(harness.registry["posts"]))
     await asyncio.wait_for(cut.wait(), 120)
     # More lands meanwhile: B's files differ from A's (else create-only names would collide).
     for n in range(3):
@@ -222,7 +223,7 @@ async def test_a_run_that_outlives_its_claim_publishes_nothing_after_the_takeove
         await land(harness.lake, "posts", day, f"late{n}", late)
     while True:  # B: refused until A's claim is free, then it curates everything
         try:
-            await job(harness.lake, harness.claims).run(harness.registry["posts"])
+            await job(harness.lake, harness.claims, 20.0).run(harness.registry["posts"])
             break
         except DatasetBusyError:
             await asyncio.sleep(0.2)

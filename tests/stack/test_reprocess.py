@@ -95,7 +95,7 @@ def test_reprocess_a_day_twice_and_killed_leaves_curated_unchanged(
     to_add = int(day30.split()[3])
     assert to_add == len(lost), dry  # distinct ids, as curate counts them
 
-    env = {**cli_env(lake), "CURATE_WORK_DIR": str(work), "CURATE_CLAIM_TTL_S": "3"}
+    env = {**cli_env(lake), "CURATE_WORK_DIR": str(work)}  # the default claim: no stall loses it
     stack_cli_env(env, *args)
     assert last_run(lake)["raw_objects"] == in_day  # that day's objects, no others
     assert last_run(lake)["curated"] == len(lost) == to_add  # the lost rows, once each
@@ -104,8 +104,9 @@ def test_reprocess_a_day_twice_and_killed_leaves_curated_unchanged(
     # Killed half way: after the bookmark forgot the day, while curate (Spark) runs.
     before = last_run(lake)
     with (tmp_path / "killed.log").open("w") as out:
+        short = {**env, "CURATE_CLAIM_TTL_S": "3"}  # the killed run's claim expires soon
         killed = ManagedProcess.python_module(
-            "reprocess", "tributary_stack", args, env, out
+            "reprocess", "tributary_stack", args, short, out
         ).start()
         deadline = time.monotonic() + 120
         while "forgotten" not in (tmp_path / "killed.log").read_text():

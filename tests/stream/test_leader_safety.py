@@ -121,7 +121,7 @@ async def test_a_cold_start_creates_leases_without_waiting_for_the_shard_sync(
     fill(h.stream, 4)
     a = h.start("a")
     try:
-        await h.wait_for(lambda: len(a.running) == 2, within=3 * FAILOVER)
+        await h.wait_for(lambda: len(a.running) == 2, within=10 * FAILOVER)
     finally:
         await h.stop_all()
 

@@ -178,6 +178,8 @@ async def test_a_shard_taken_back_after_its_cool_down_keeps_its_checkpoint_age(
     worker = h.start()
     await h.wait_for(lambda: SHARD in worker.running)
     since = worker.running[SHARD].consumer.checkpointed_at
-    await h.wait_for(lambda: h.metrics.total("LeasesTaken") == 2)
+    # Seen running again in the same step as the count (the writer still fails: it is given
+    # up again soon after; each retake keeps the age).
+    await h.wait_for(lambda: h.metrics.total("LeasesTaken") >= 2 and SHARD in worker.running)
     assert worker.running[SHARD].consumer.checkpointed_at == since
     await h.stop(worker)
