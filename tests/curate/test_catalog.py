@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tributary.aws import AwsClients
+from tributary.settings import AwsSettings
 from tributary_curate.catalog import Catalog, GlueCatalog, MemoryCatalog, TableShape
 
 OLD = (("_id", "string"), ("id", "bigint"), ("price", "bigint"))
@@ -20,9 +21,11 @@ def shape(columns: tuple[tuple[str, str], ...]) -> TableShape:
     return TableShape("items", columns, ("year", "month", "day"), "s3://lake/curated/items/")
 
 
-async def test_added_column_and_widened_type_reach_every_partition(clients: AwsClients) -> None:
+async def test_added_column_and_widened_type_reach_every_partition(
+    lake: AwsSettings, clients: AwsClients
+) -> None:
     glue = await clients.glue()
-    database = (await glue.get_databases())["DatabaseList"][0]["Name"]
+    database = lake.glue_database  # this test's own (moto holds every test's databases)
     catalog = GlueCatalog(glue, database)
     await catalog.ensure_table(shape(OLD))
     assert await catalog.add_partitions(shape(OLD), DAYS[:2]) == 2

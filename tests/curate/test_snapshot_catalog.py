@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tributary.aws import AwsClients
+from tributary.settings import AwsSettings
 from tributary_curate.catalog import GlueCatalog, MemoryCatalog, TableShape
 
 COLUMNS = (("_id", "string"), ("id", "bigint"), ("user_name", "string"))
@@ -31,9 +32,11 @@ class Spy:
         return getattr(self.glue, name)
 
 
-async def test_same_columns_new_location_switches_the_table(clients: AwsClients) -> None:
+async def test_same_columns_new_location_switches_the_table(
+    lake: AwsSettings, clients: AwsClients
+) -> None:
     glue = await clients.glue()
-    database = (await glue.get_databases())["DatabaseList"][0]["Name"]
+    database = lake.glue_database  # this test's own (moto holds every test's databases)
     spy = Spy(glue)
     catalog = GlueCatalog(spy, database)
     await catalog.ensure_table(shape("snapshot-000001-a"))
