@@ -114,6 +114,20 @@ async def test_valid_records_curated_once_invalid_quarantined_with_reasons(
     assert harness.catalog.crawls == ["db-posts-curated"]
 
 
+async def test_blank_lines_are_skipped_and_every_other_line_is_judged(harness: Harness) -> None:
+    """Only empty and space-only lines are not lines (Spark's trim, applied only to lines that
+    do not start with `{`); an envelope after spaces is one, a tab is not a blank, a broken `{`
+    line is judged."""
+    spaced = b"  " + envelope("posts", "2", post(2))
+    lines = [envelope("posts", "1", post(1)), b"", b"   ", b"\t", spaced, b"{not json", b"  x"]
+    await land(harness.lake, "posts", HOUR, "b1", lines)
+    result = await harness.job().run(harness.registry["posts"])
+    assert (result.lines, result.curated, result.quarantined) == (5, 2, 3)
+    assert sorted(r["_id"] for r in curated_rows(harness.lake, "posts")) == ["1", "2"]
+    bad = sorted(b["line"] for b in quarantined(harness.lake, "posts"))
+    assert bad == ["\t", "  x", "{not json"]
+
+
 async def test_rerun_with_nothing_new_writes_nothing_and_late_data_is_picked_up(
     harness: Harness,
 ) -> None:

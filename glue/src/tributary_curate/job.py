@@ -54,7 +54,7 @@ from tributary_curate.outcome import (
 )
 from tributary_curate.quality import QualityBlockedError, QualityReport, evaluate, unique_columns
 from tributary_curate.relationalize import child_tables, write_children
-from tributary_curate.shape import mapped_rows, written_columns
+from tributary_curate.shape import mapped_rows, raw_lines, written_columns
 from tributary_curate.spark_thread import in_spark_thread
 from tributary_curate.staging import Staging
 from tributary_curate.transform import (
@@ -282,10 +282,7 @@ class CurateJob:
 
     def _prepare(self, dataset: Dataset, paths: list[str]) -> Prepared:
         spark, curated = self._spark, dataset.curated
-        raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
-        lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
-        lines = lines.where(F.length(F.trim("value")) > 0)
-        rows = mapped_rows(lines, dataset, spark_rules=self._spark_rules)
+        rows = mapped_rows(raw_lines(spark, paths), dataset, spark_rules=self._spark_rules)
         # A problem line carries the raw line in it: the raw text is not needed past here.
         rows = rows.drop(VALUE).persist()
         ok = F.col(PROBLEM).isNull()

@@ -10,6 +10,7 @@ snapshot's schema, its Glue columns and its DuckDB view do not change when they 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from tributary.dataset import Dataset
@@ -25,6 +26,16 @@ from tributary_curate.transform import (
 
 # What the job reads raw objects as (`spark.read.text` plus the raw key).
 LINES = T.StructType([T.StructField(n, T.StringType()) for n in ("value", "raw_key")])
+
+
+def raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """The non-blank lines of raw objects (value, raw_key: the object's key in the lake).
+    Blank lines are empty or spaces only (Spark's trim); an envelope starts with `{`, so only
+    other lines are trimmed (a trim copies the line)."""
+    raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
+    lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
+    value = F.col("value")
+    return lines.where(value.startswith("{") | (F.length(F.trim(value)) > 0))
 
 
 def mapped_rows(lines: DataFrame, dataset: Dataset, *, spark_rules: bool = False) -> DataFrame:
