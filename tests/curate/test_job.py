@@ -115,9 +115,8 @@ async def test_valid_records_curated_once_invalid_quarantined_with_reasons(
 
 
 async def test_blank_lines_are_skipped_and_every_other_line_is_judged(harness: Harness) -> None:
-    """Only empty and space-only lines are not lines (Spark's trim, applied only to lines that
-    do not start with `{`); an envelope after spaces is one, a tab is not a blank, a broken `{`
-    line is judged."""
+    """Only empty and space-only lines are not lines (Spark's trim); an envelope after spaces
+    is one, a tab is not a blank, a broken `{` line is judged."""
     spaced = b"  " + envelope("posts", "2", post(2))
     lines = [envelope("posts", "1", post(1)), b"", b"   ", b"\t", spaced, b"{not json", b"  x"]
     await land(harness.lake, "posts", HOUR, "b1", lines)

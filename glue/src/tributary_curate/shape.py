@@ -30,12 +30,11 @@ LINES = T.StructType([T.StructField(n, T.StringType()) for n in ("value", "raw_k
 
 def raw_lines(spark: SparkSession, paths: list[str]) -> DataFrame:
     """The non-blank lines of raw objects (value, raw_key: the object's key in the lake).
-    Blank lines are empty or spaces only (Spark's trim); an envelope starts with `{`, so only
-    other lines are trimmed (a trim copies the line)."""
+    Blank lines are empty or spaces only (Spark's trim). Compared with "" rather than measured
+    with `length`, which counts every character of every line."""
     raw_key = F.regexp_extract(F.input_file_name(), r"(raw/[a-z][a-z0-9_]*/year=.*)$", 1)
     lines = spark.read.text(paths).select("value", raw_key.alias("raw_key"))
-    value = F.col("value")
-    return lines.where(value.startswith("{") | (F.length(F.trim(value)) > 0))
+    return lines.where(F.trim(F.col("value")) != "")
 
 
 def mapped_rows(lines: DataFrame, dataset: Dataset, *, spark_rules: bool = False) -> DataFrame:
