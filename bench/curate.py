@@ -1,7 +1,7 @@
 """Benchmark the curate job beside a bare Spark format switch and DuckDB, same run, same files.
 
-1M generated `posts` envelopes (~300 B each, 1% invalid, 1% duplicates) in 100 gzip NDJSON raw
-objects on local disk:
+1M generated `posts` envelopes (the run prints their size a line; 1% invalid, 1% duplicates) in
+100 gzip NDJSON raw objects on local disk:
 - ours: the real CurateJob (stage → validate → type → map → dedupe → anti-join → Parquet →
   publish create-only → catalog (in memory) → bookmark), Spark local[*], twice: as it runs
   (the registry's Python validator in a pandas UDF) and with the compiled Spark rules
