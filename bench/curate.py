@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -242,23 +243,21 @@ def check_profile(spark: object, files: list[str]) -> dict[str, float]:
         "mapped": lambda: noop(mapped_rows(lines, dataset)),
         "cached": lambda: cached().unpersist(),  # type: ignore[attr-defined]
     }
-    out: dict[str, float] = {}
-    for name, step in steps.items():
-        times = []
-        for _ in range(2):
-            started = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - started)
-        out[name] = min(times)
+    out = {name: best_of_2(step) for name, step in steps.items()}
     rows = cached()
+    out["dedupe"] = best_of_2(lambda: dedupe(rows))
+    rows.unpersist()  # type: ignore[attr-defined]
+    return out
+
+
+def best_of_2(step: Callable[[], object]) -> float:
+    """The shorter of two runs of `step`, in seconds."""
     times = []
     for _ in range(2):
         started = time.perf_counter()
-        dedupe(rows)
+        step()
         times.append(time.perf_counter() - started)
-    rows.unpersist()  # type: ignore[attr-defined]
-    out["dedupe"] = min(times)
-    return out
+    return min(times)
 
 
 def profile(spark: object, files: list[str]) -> dict[str, float]:
