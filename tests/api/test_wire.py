@@ -257,8 +257,12 @@ def test_missing_credentials_are_500_not_retry(
     assert response.status_code == 500, response.text
     assert response.json()["request_id"] == "no-creds"
     assert "Retry-After" not in response.headers
-    log = (tmp_path / f"api-{api.url.rsplit(':', 1)[1]}.log").read_text()
-    assert "NoCredentialsError" in log
+    # The child's output reaches the log through the test's echo thread, after the response.
+    log = tmp_path / f"api-{api.url.rsplit(':', 1)[1]}.log"
+    deadline = time.monotonic() + 20
+    while "NoCredentialsError" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "NoCredentialsError" in log.read_text()
 
 
 def test_readyz_does_not_name_the_bucket(
