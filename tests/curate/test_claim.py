@@ -157,7 +157,7 @@ async def test_a_publish_request_is_bounded_and_ends_before_anyone_may_take_over
     started = monotonic()
     with pytest.raises(ClaimLostError, match="outlasted"):
         await held.publishing(hung_put())
-    assert monotonic() - started < 1.0  # the limit, not the hour
+    assert monotonic() - started < 3.0  # the 0.25 s limit (room for a loaded machine), not 1 h
     with pytest.raises(ClaimLostError):  # and nothing more from this run
         await held.publishing(asyncio.sleep(0))
     assert landed == []

@@ -45,10 +45,10 @@ def test_oauth2_client_credentials(api: httpx.Client) -> None:
     assert "X-Next-Cursor" not in rest.headers
     api.put("/__admin/oauth", json={"revoke": True})
     assert api.get("/oauth/posts", headers=bearer).status_code == 401
-    api.put("/__admin/oauth", json={"expires_in": 1})
+    api.put("/__admin/oauth", json={"expires_in": 2})
     short = {"Authorization": f"Bearer {token(api).json()['access_token']}"}
     assert api.get("/oauth/posts", headers=short).status_code == 200
-    time.sleep(1.2)
+    time.sleep(2.2)
     assert api.get("/oauth/posts", headers=short).status_code == 401  # expired
     api.put("/__admin/oauth", json={})
 

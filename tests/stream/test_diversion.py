@@ -210,7 +210,10 @@ async def test_refusals_divert_only_after_the_minimum_time(registry: DatasetRegi
     await h.stop(worker)
     assert h.metrics.total("ShardFailures", shard=SHARD) > 2
     ((_, diverted),) = quarantined(h)
-    assert re.match(r"raw write refused \d+ times in 1\.\d s: ", diverted["errors"][0]["message"])
+    message = diverted["errors"][0]["message"]
+    said = re.match(r"raw write refused \d+ times in (\d+\.\d) s: ", message)
+    assert said is not None, message
+    assert float(said.group(1)) >= 1.0  # a loaded machine may take longer, never less
 
 
 async def test_an_empty_aggregate_is_counted_once_across_a_replay(

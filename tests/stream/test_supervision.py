@@ -41,7 +41,7 @@ async def test_a_shard_failing_without_progress_is_given_up_then_retaken(
         registry,
         MemoryStream(1),
         writer=writer,
-        config={"release_after_failures": 3, "failing_cool_down_s": 1.0},
+        config={"release_after_failures": 3, "failing_cool_down_s": 3.0},
     )
     sent = [envelope("events", f"e{i}", {"i": i}) for i in range(3)]
     for data in sent:
