@@ -66,6 +66,8 @@ class Report:
     commit: str = field(default_factory=lambda: _STARTED_COMMIT)
     # 1-minute load average when the benchmark started and when it saved its report
     load_average: list[float] = field(default_factory=lambda: [_STARTED_LOAD, _load()])
+    # The host it ran on: BENCHMARKS.md is assembled from reports saved on different hosts.
+    cpu: str = field(default_factory=lambda: _cpu())
 
 
 def _commit() -> str:
@@ -96,6 +98,7 @@ def load(name: str) -> Report | None:
     raw = json.loads(path.read_text())
     raw["tables"] = [Table(**t) for t in raw["tables"]]
     raw.setdefault("load_average", [])  # saved before the load was recorded
+    raw.setdefault("cpu", "")  # saved before the host was recorded
     return Report(**raw)
 
 
@@ -121,20 +124,25 @@ def _first_line(argv: Sequence[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
 
 
-def machine() -> list[list[str]]:
-    """What the numbers were measured on."""
+def _cpu() -> str:
+    """This host's CPU model and logical cores."""
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
         cpu = found[1].strip() if found else cpu
+    return f"{cpu}, {os.cpu_count()} logical cores"
+
+
+def machine() -> list[list[str]]:
+    """The host assembling the file (each benchmark's section names the CPU it ran on)."""
     memory = "unknown"
     meminfo = Path("/proc/meminfo")
     if meminfo.exists():
         found = re.search(r"MemTotal:\s*(\d+) kB", meminfo.read_text())
         memory = f"{int(found[1]) / 1024**2:.0f} GiB" if found else memory
     return [
-        ["CPU", f"{cpu}, {os.cpu_count()} logical cores"],
+        ["CPU (this host; each section below names the CPU it ran on)", _cpu()],
         ["memory", memory],
         ["OS", f"{platform.system()} {platform.release()} ({platform.machine()})"],
         ["Python", platform.python_version()],
@@ -179,7 +187,8 @@ def assemble(reports: dict[str, Report], seconds: dict[str, float]) -> str:
         took = f", {seconds[name]:.0f} s" if name in seconds else ""
         if report.load_average:
             start, end = report.load_average
-            took += f", load average {start:.1f} → {end:.1f} on {os.cpu_count()} cores"
+            took += f", load average {start:.1f} → {end:.1f}"
+        took += f", on {report.cpu}" if report.cpu else ", CPU not recorded"
         commit = report.commit
         if commit.endswith("-dirty"):
             commit += " — **measured with uncommitted changes**"
