@@ -66,7 +66,7 @@ def worker(store: Any, reader: Any, writer: Any, worker_id: str = "bench") -> Wo
             worker_id=worker_id,
             limits=Limits(10_000, 8 * 1024 * 1024, 3600, 0.3),
             failover_time_s=10,  # the default: renewals must not miss on a loaded moto
-            shard_sync_s=1,
+            # shard sync at its default (30 s): the first runs at once; more only load moto
             idle_poll_s=0.2,
             tick_s=0.05,
         ),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.stream.conftest import SIGNING_KEY, Harness, envelope
@@ -14,8 +16,9 @@ from tributary.clock import SystemClock
 from tributary.dataset import DatasetRegistry
 from tributary.envelope import verify_envelope
 from tributary.errors import ConfigError, PermanentError, TransientError
-from tributary.testing import MemoryMetrics, MemoryRawWriter
-from tributary_stream.consumer import Limits, ShardConsumer
+from tributary.raw_writer import RawObject, WriteOutcome
+from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
+from tributary_stream.consumer import Limits, ShardConsumer, Shutdown
 from tributary_stream.lander import Lander
 from tributary_stream.lease import Checkpoint, Lease
 from tributary_stream.processing import body_length, load_processor
@@ -140,3 +143,54 @@ async def test_a_rewound_lease_resumes_at_its_timestamp_after_an_expired_iterato
 async def test_the_memory_stream_refuses_at_timestamp_without_a_timestamp() -> None:
     with pytest.raises(PermanentError, match="Timestamp is required"):
         await MemoryStream(1).iterator(SHARD, Checkpoint.AT_TIMESTAMP, None)
+
+
+async def test_an_idle_batch_lands_when_its_idle_flush_is_due_not_a_poll_later(
+    registry: DatasetRegistry,
+) -> None:
+    """IDLE_POLL_S 1 and IDLE_FLUSH_S 1.5: the batch lands 1.5 s after its last record was
+    read (the empty poll at 1 s finds it not yet due), not at the poll at 2 s; a record read
+    after it goes to the next batch, and nothing is lost or landed twice."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    clock = FakeClock()
+    stop = asyncio.Event()
+    landed_at: list[float] = []
+
+    class TimedWriter(MemoryRawWriter):
+        async def put(self, obj: RawObject) -> WriteOutcome:
+            landed_at.append(clock.monotonic() - 1000.0)
+            return await super().put(obj)
+
+    async def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if clock.monotonic() - 1000.0 >= 1.7 and len(stream.shards[SHARD]) == 1:
+            stream.put(SHARD, post(2))  # once, after the first batch landed
+        if clock.monotonic() - 1000.0 >= 6:
+            stop.set()
+        await asyncio.sleep(0)
+
+    writer = TimedWriter()
+    store = MemoryLeaseStore()
+    lease = Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON, token="t")
+    store.leases[SHARD] = lease
+    consumer = ShardConsumer(
+        lease,
+        store,
+        stream,
+        Router(registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
+        Lander(writer, SHARD, MemoryMetrics()),
+        Limits(10, 1_000_000, 60, 1.5),
+        clock,
+        MemoryMetrics(),
+        idle_poll_s=1.0,
+        sleep=sleep,
+    )
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at[:2] == [1.5, 3.5]  # each 1.5 s after its record, not at the 2 s / 4 s poll
+    lines = [
+        line
+        for key in await writer.keys("raw/")
+        for line in gzip.decompress(await writer.get(key)).splitlines()
+    ]
+    assert sorted(orjson.loads(line)["id"] for line in lines) == ["1", "2"]

@@ -231,7 +231,18 @@ class ShardConsumer:
             # A full page means more is waiting, whatever MillisBehindLatest says (moto always
             # says 0); 0.2 s keeps us within 5 GetRecords/s per shard.
             behind = page.millis_behind > 0 or len(page.records) >= self._limit
-            await self._sleep(0.2 if behind and page.records else self._idle_poll)
+            pause = 0.2 if behind and page.records else self._idle_poll
+            flush_in = idle_since + self._limits.idle_flush_s - now
+            if not page.records and buffer.through is not None and 0 < flush_in < pause:
+                # Idle, and the idle flush falls before the next poll: land the batch when it
+                # is due (a record read since goes to the next batch), not a poll late.
+                await self._sleep(flush_in)
+                if stop.is_set() or self.lost.is_set():
+                    continue  # the loop's exit flushes, or gives the lease up
+                position = await self._flush(buffer) or position
+                buffer = _Buffer()
+                pause -= flush_in
+            await self._sleep(pause)
         if not self.lost.is_set():
             await self._flush(buffer)
         return Shutdown.REQUESTED
