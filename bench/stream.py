@@ -352,7 +352,8 @@ def main() -> None:
         c_table = Table(
             f"(c) each consumer killed with SIGKILL {stream_kill.KILLS} times while draining "
             f"{args.records:,} records (batches of {stream_kill.BATCH}), each kill after the "
-            "incarnation's first landed object + a random 0-1 s, restarted, let finish",
+            f"incarnation's first landed object + a random 0-{stream_kill.KILL_DELAY_S:g} s, "
+            "restarted, let finish",
             [
                 "(c) kill -9",
                 "input",

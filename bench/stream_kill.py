@@ -1,7 +1,9 @@
 """Part (c) of bench/stream.py: each consumer killed with SIGKILL 4 times mid-drain.
 
 Each incarnation is a subprocess. It is killed only after it has landed its first object (so
-it was reading and writing), plus a random 0-1 s (seeded): the kill falls anywhere in a batch.
+it was reading and writing), plus a random 0-0.5 s (seeded), so the kill falls at a random
+point of reading and landing; short enough that four incarnations leave records for the last
+one (at 0-1 s a fast run drained the rest before the fourth kill, which then proved nothing).
 After each kill the distinct records landed so far are counted; a kill counts as mid-drain
 when that count grew since the previous kill and is still short of the input. Then the last
 incarnation is let finish and every landed line is counted against the input. Both consumers
@@ -30,6 +32,7 @@ from tributary_stack.moto import MotoProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 4
+KILL_DELAY_S = 0.5  # the most a kill waits after the incarnation's first new object
 BATCH = 500
 
 
@@ -92,7 +95,7 @@ async def kill_mid_drain(
             proc.wait()
             return False
         await asyncio.sleep(0.1)
-    await asyncio.sleep(rng.uniform(0, 1.0))
+    await asyncio.sleep(rng.uniform(0, KILL_DELAY_S))
     alive = proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
