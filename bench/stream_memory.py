@@ -60,14 +60,18 @@ def unsigned(i: int) -> bytes:
     )
 
 
+IDLE_FLUSH_S = 0.3  # a shard's batch lands once the shard has been idle this long
+IDLE_POLL_S = 0.2  # an idle shard is polled this often (the least the consumer allows)
+
+
 def worker(store: Any, reader: Any, writer: Any, worker_id: str = "bench") -> Worker:
     return Worker(
         WorkerConfig(
             worker_id=worker_id,
-            limits=Limits(10_000, 8 * 1024 * 1024, 3600, 0.3),
+            limits=Limits(10_000, 8 * 1024 * 1024, 3600, IDLE_FLUSH_S),
             failover_time_s=10,  # the default: renewals must not miss on a loaded moto
             # shard sync at its default (30 s): the first runs at once; more only load moto
-            idle_poll_s=0.2,
+            idle_poll_s=IDLE_POLL_S,
             tick_s=0.05,
         ),
         store,

@@ -145,28 +145,28 @@ async def test_the_memory_stream_refuses_at_timestamp_without_a_timestamp() -> N
         await MemoryStream(1).iterator(SHARD, Checkpoint.AT_TIMESTAMP, None)
 
 
-async def test_an_idle_batch_lands_when_its_idle_flush_is_due_not_a_poll_later(
-    registry: DatasetRegistry,
-) -> None:
-    """IDLE_POLL_S 1 and IDLE_FLUSH_S 1.5: the batch lands 1.5 s after its last record was
-    read (the empty poll at 1 s finds it not yet due), not at the poll at 2 s; a record read
-    after it goes to the next batch, and nothing is lost or landed twice."""
-    stream = MemoryStream(1)
-    stream.put(SHARD, post(1))
+def idle_flush_consumer(
+    registry: DatasetRegistry, stream: MemoryStream, arrivals: dict[float, int]
+) -> tuple[ShardConsumer, asyncio.Event, MemoryRawWriter, MemoryLeaseStore, list[float]]:
+    """A consumer on a FakeClock with IDLE_POLL_S 1 and IDLE_FLUSH_S 1.5; each of `arrivals`
+    (seconds → record number) is put on the stream during the first sleep that passes it. It
+    stops at 8 s; the list it returns holds the time of each landing."""
     clock = FakeClock()
+    start = clock.monotonic()
     stop = asyncio.Event()
     landed_at: list[float] = []
+    pending = dict(arrivals)
 
     class TimedWriter(MemoryRawWriter):
         async def put(self, obj: RawObject) -> WriteOutcome:
-            landed_at.append(clock.monotonic() - 1000.0)
+            landed_at.append(clock.monotonic() - start)
             return await super().put(obj)
 
     async def sleep(seconds: float) -> None:
+        for at in [at for at in pending if at <= clock.monotonic() - start + seconds]:
+            stream.put(SHARD, post(pending.pop(at)))
         clock.advance(seconds)
-        if clock.monotonic() - 1000.0 >= 1.7 and len(stream.shards[SHARD]) == 1:
-            stream.put(SHARD, post(2))  # once, after the first batch landed
-        if clock.monotonic() - 1000.0 >= 6:
+        if clock.monotonic() - start >= 8:
             stop.set()
         await asyncio.sleep(0)
 
@@ -186,11 +186,42 @@ async def test_an_idle_batch_lands_when_its_idle_flush_is_due_not_a_poll_later(
         idle_poll_s=1.0,
         sleep=sleep,
     )
-    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
-    assert landed_at[:2] == [1.5, 3.5]  # each 1.5 s after its record, not at the 2 s / 4 s poll
-    lines = [
-        line
-        for key in await writer.keys("raw/")
-        for line in gzip.decompress(await writer.get(key)).splitlines()
+    return consumer, stop, writer, store, landed_at
+
+
+async def landed_batches(writer: MemoryRawWriter) -> list[list[str]]:
+    return [
+        [orjson.loads(line)["id"] for line in gzip.decompress(await writer.get(key)).splitlines()]
+        for key in sorted(await writer.keys("raw/"))
     ]
-    assert sorted(orjson.loads(line)["id"] for line in lines) == ["1", "2"]
+
+
+async def test_an_idle_batch_lands_when_its_idle_flush_is_due_not_a_poll_later(
+    registry: DatasetRegistry,
+) -> None:
+    """IDLE_POLL_S 1, IDLE_FLUSH_S 1.5: the empty poll at 1 s finds the batch not yet due, so
+    the next poll comes when it is (1.5 s), not at 2 s; that empty answer lands it. The checkpoint
+    ends at the last record."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    consumer, stop, writer, store, landed_at = idle_flush_consumer(registry, stream, {2.2: 2})
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    # record 2 arrives at 2.2 s, is read at the 2.5 s poll, its idle flush is due at 4.0 s
+    assert landed_at == pytest.approx([1.5, 4.0], abs=0.01)
+    assert await landed_batches(writer) == [["1"], ["2"]]
+    assert store.leases[SHARD].checkpoint == stream.shards[SHARD][-1].sequence
+
+
+async def test_a_record_arriving_before_the_idle_flush_is_due_keeps_the_batch_open(
+    registry: DatasetRegistry,
+) -> None:
+    """Record 2 arrives at 1.2 s, after the empty poll at 1 s and before record 1's idle flush
+    is due (1.5 s): the poll at 1.5 s reads it, so the shard was not idle and both land as one
+    batch once it is (1.5 s after 1.5 s)."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    consumer, stop, writer, store, landed_at = idle_flush_consumer(registry, stream, {1.2: 2})
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([3.0], abs=0.01)
+    assert await landed_batches(writer) == [["1", "2"]]
+    assert store.leases[SHARD].checkpoint == stream.shards[SHARD][-1].sequence

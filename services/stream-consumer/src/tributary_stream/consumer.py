@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_THROTTLES = 30  # GetRecords throttled this many times in a row: give the shard a rest
+MIN_POLL_GAP_S = 0.2  # the least time between GetRecords on a shard: at most 5 calls/s
+TIMER_SLACK_S = 0.001  # past a deadline: asyncio may fire a timer a clock tick early
 MAX_EXPIRIES = 3  # fresh iterators that expired at once: something is wrong, step back
 
 
@@ -229,19 +231,15 @@ class ShardConsumer:
                 position = await self._flush(buffer) or position
                 buffer = _Buffer()
             # A full page means more is waiting, whatever MillisBehindLatest says (moto always
-            # says 0); 0.2 s keeps us within 5 GetRecords/s per shard.
+            # says 0).
             behind = page.millis_behind > 0 or len(page.records) >= self._limit
-            pause = 0.2 if behind and page.records else self._idle_poll
+            pause = MIN_POLL_GAP_S if behind and page.records else self._idle_poll
             flush_in = idle_since + self._limits.idle_flush_s - now
             if not page.records and buffer.through is not None and 0 < flush_in < pause:
-                # Idle, and the idle flush falls before the next poll: land the batch when it
-                # is due (a record read since goes to the next batch), not a poll late.
-                await self._sleep(flush_in)
-                if stop.is_set() or self.lost.is_set():
-                    continue  # the loop's exit flushes, or gives the lease up
-                position = await self._flush(buffer) or position
-                buffer = _Buffer()
-                pause -= flush_in
+                # Idle, and the idle flush falls due before the next poll: poll when it is due
+                # rather than a whole idle poll later. An empty answer lands the batch then (the
+                # branch above); a record read keeps it open, as any record in the idle time does.
+                pause = max(flush_in + TIMER_SLACK_S, min(MIN_POLL_GAP_S, pause))
             await self._sleep(pause)
         if not self.lost.is_set():
             await self._flush(buffer)
