@@ -146,11 +146,16 @@ async def test_the_memory_stream_refuses_at_timestamp_without_a_timestamp() -> N
 
 
 def idle_flush_consumer(
-    registry: DatasetRegistry, stream: MemoryStream, arrivals: dict[float, int]
+    registry: DatasetRegistry,
+    stream: MemoryStream,
+    arrivals: dict[float, int],
+    idle_flush_s: float = 1.5,
+    early_s: float = 0.0,
 ) -> tuple[ShardConsumer, asyncio.Event, MemoryRawWriter, MemoryLeaseStore, list[float]]:
-    """A consumer on a FakeClock with IDLE_POLL_S 1 and IDLE_FLUSH_S 1.5; each of `arrivals`
-    (seconds → record number) is put on the stream during the first sleep that passes it. It
-    stops at 8 s; the list it returns holds the time of each landing."""
+    """A consumer on a FakeClock with IDLE_POLL_S 1 and `idle_flush_s`; each of `arrivals`
+    (seconds → record number) is put on the stream during the first sleep that passes it, and
+    each sleep wakes `early_s` early (as an asyncio timer may, by up to a clock tick). It stops
+    at 8 s; the list it returns holds the time of each landing."""
     clock = FakeClock()
     start = clock.monotonic()
     stop = asyncio.Event()
@@ -165,7 +170,7 @@ def idle_flush_consumer(
     async def sleep(seconds: float) -> None:
         for at in [at for at in pending if at <= clock.monotonic() - start + seconds]:
             stream.put(SHARD, post(pending.pop(at)))
-        clock.advance(seconds)
+        clock.advance(seconds - early_s)
         if clock.monotonic() - start >= 8:
             stop.set()
         await asyncio.sleep(0)
@@ -180,7 +185,7 @@ def idle_flush_consumer(
         stream,
         Router(registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
         Lander(writer, SHARD, MemoryMetrics()),
-        Limits(10, 1_000_000, 60, 1.5),
+        Limits(10, 1_000_000, 60, idle_flush_s),
         clock,
         MemoryMetrics(),
         idle_poll_s=1.0,
@@ -216,7 +221,7 @@ async def test_a_record_arriving_before_the_idle_flush_is_due_keeps_the_batch_op
     registry: DatasetRegistry,
 ) -> None:
     """Record 2 arrives at 1.2 s, after the empty poll at 1 s and before record 1's idle flush
-    is due (1.5 s): the poll at 1.5 s reads it, so the shard was not idle and both land as one
+    is due (1.5 s): the poll made then reads it, so the shard was not idle and both land as one
     batch once it is (1.5 s after 1.5 s)."""
     stream = MemoryStream(1)
     stream.put(SHARD, post(1))
@@ -225,3 +230,30 @@ async def test_a_record_arriving_before_the_idle_flush_is_due_keeps_the_batch_op
     assert landed_at == pytest.approx([3.0], abs=0.01)
     assert await landed_batches(writer) == [["1", "2"]]
     assert store.leases[SHARD].checkpoint == stream.shards[SHARD][-1].sequence
+
+
+async def test_an_idle_batch_due_soon_after_a_poll_waits_for_the_least_poll_gap(
+    registry: DatasetRegistry,
+) -> None:
+    """IDLE_FLUSH_S 1.1: at the empty poll at 1 s the flush is due in 0.1 s, but a shard is
+    polled at most 5 times a second, so the poll that lands the batch comes at 1.2 s."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    consumer, stop, writer, _, landed_at = idle_flush_consumer(registry, stream, {}, 1.1)
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([1.2], abs=0.001)
+    assert await landed_batches(writer) == [["1"]]
+
+
+async def test_an_idle_batch_lands_when_due_though_the_timer_wakes_a_little_early(
+    registry: DatasetRegistry,
+) -> None:
+    """Each sleep wakes 0.1 ms early: the poll aimed at the idle flush's deadline still comes
+    after it and lands the batch, rather than finding it 0.1 ms short and waiting a whole
+    IDLE_POLL_S more."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    consumer, stop, writer, _, landed_at = idle_flush_consumer(registry, stream, {}, early_s=0.0001)
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([1.5], abs=0.01)
+    assert await landed_batches(writer) == [["1"]]
