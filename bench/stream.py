@@ -442,9 +442,9 @@ def main() -> None:
             "table on the moto both drains share. A shorter idle flush alone would not reach it: "
             "after the last short page the consumer sleeps IDLE_POLL_S (0.2 s at least) "
             "before the empty poll that can land the batch, then puts it and checkpoints. The "
-            "one change that removes the wait: landing a batch as soon as a short page says MillisBehindLatest == 0, not "
-            "taken (moto always says 0, and on a live stream it makes one small object per "
-            "quiet poll)."
+            "one change that removes the wait: landing a batch as soon as a short page says "
+            "MillisBehindLatest == 0, not taken (moto always says 0, and on a live stream it "
+            "makes one small object per quiet poll)."
         ),
         f"(c) distinct records landed after each kill: ours "
         f"{', '.join(f'{n:,}' for n in ours_k['distinct_landed_after_kill'])}; async-kinesis "
