@@ -28,6 +28,7 @@ from tributary.raw_writer import RawObject
 from tributary.testing import MemoryMetrics, MemoryRawWriter
 from tributary_stream.consumer import Limits
 from tributary_stream.route import Router
+from tributary_stream.stream import MIN_POLL_GAP_S
 from tributary_stream.testing import MemoryLeaseStore, MemoryStream
 from tributary_stream.worker import Worker, WorkerConfig
 
@@ -61,7 +62,7 @@ def unsigned(i: int) -> bytes:
 
 
 IDLE_FLUSH_S = 0.3  # a shard's batch lands once the shard has been idle this long
-IDLE_POLL_S = 0.2  # an idle shard is polled this often (the least the consumer allows)
+IDLE_POLL_S = MIN_POLL_GAP_S  # an idle shard is polled this often (the least allowed)
 
 
 def worker(store: Any, reader: Any, writer: Any, worker_id: str = "bench") -> Worker:

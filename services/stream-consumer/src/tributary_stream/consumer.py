@@ -26,13 +26,18 @@ from tributary_stream.processing import ItemSink, Processor
 from tributary_stream.quarantine import failure_line
 from tributary_stream.route import Router, Target
 from tributary_stream.settings import StreamSettings
-from tributary_stream.stream import IteratorExpiredError, Record, StreamReader, ThrottledError
+from tributary_stream.stream import (
+    MIN_POLL_GAP_S,
+    IteratorExpiredError,
+    Record,
+    StreamReader,
+    ThrottledError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_THROTTLES = 30  # GetRecords throttled this many times in a row: give the shard a rest
-MIN_POLL_GAP_S = 0.2  # the least time between GetRecords on a shard: at most 5 calls/s
 TIMER_SLACK_S = 0.001  # past a deadline: asyncio may fire a timer a clock tick early
 MAX_EXPIRIES = 3  # fresh iterators that expired at once: something is wrong, step back
 

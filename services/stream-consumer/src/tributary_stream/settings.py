@@ -15,6 +15,7 @@ from tributary.errors import ConfigError
 from tributary.settings import CommonSettings
 from tributary_stream.lease import Checkpoint
 from tributary_stream.route import UnsignedEnvelopes
+from tributary_stream.stream import MIN_POLL_GAP_S
 
 
 def _default_worker_id() -> str:
@@ -63,7 +64,7 @@ class StreamSettings(CommonSettings):
     get_records_limit: int = Field(
         default=10_000, gt=0, le=10_000, validation_alias="GET_RECORDS_LIMIT"
     )
-    idle_poll_s: float = Field(default=1.0, ge=0.2, validation_alias="IDLE_POLL_S")
+    idle_poll_s: float = Field(default=1.0, ge=MIN_POLL_GAP_S, validation_alias="IDLE_POLL_S")
     compress_level: int = Field(default=6, ge=1, le=9, validation_alias="GZIP_LEVEL")
     shutdown_timeout_s: float = Field(default=25.0, gt=0, validation_alias="SHUTDOWN_TIMEOUT_S")
     processor: str | None = Field(default=None, validation_alias="STREAM_PROCESSOR")

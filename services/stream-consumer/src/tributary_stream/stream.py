@@ -17,6 +17,9 @@ from tributary_stream.lease import Checkpoint
 if TYPE_CHECKING:
     from types_aiobotocore_kinesis import KinesisClient
 
+# The least time between GetRecords calls on a shard: Kinesis allows 5 a second per shard.
+MIN_POLL_GAP_S = 0.2
+
 
 @dataclass(frozen=True, slots=True)
 class Shard:
