@@ -65,11 +65,17 @@ IDLE_FLUSH_S = 0.3  # a shard's batch lands once the shard has been idle this lo
 IDLE_POLL_S = MIN_POLL_GAP_S  # an idle shard is polled this often (the least allowed)
 
 
-def worker(store: Any, reader: Any, writer: Any, worker_id: str = "bench") -> Worker:
+def worker(
+    store: Any,
+    reader: Any,
+    writer: Any,
+    worker_id: str = "bench",
+    flush_when_caught_up: bool = False,
+) -> Worker:
     return Worker(
         WorkerConfig(
             worker_id=worker_id,
-            limits=Limits(10_000, 8 * 1024 * 1024, 3600, IDLE_FLUSH_S),
+            limits=Limits(10_000, 8 * 1024 * 1024, 3600, IDLE_FLUSH_S, flush_when_caught_up),
             failover_time_s=10,  # the default: renewals must not miss on a loaded moto
             # shard sync at its default (30 s): the first runs at once; more only load moto
             idle_poll_s=IDLE_POLL_S,

@@ -151,6 +151,8 @@ def idle_flush_consumer(
     arrivals: dict[float, int],
     idle_flush_s: float = 1.5,
     early_s: float = 0.0,
+    flush_when_caught_up: bool = False,
+    get_records_limit: int = 10_000,
 ) -> tuple[ShardConsumer, asyncio.Event, MemoryRawWriter, MemoryLeaseStore, list[float]]:
     """A consumer on a FakeClock with IDLE_POLL_S 1 and `idle_flush_s`; each of `arrivals`
     (seconds → record number) is put on the stream during the first sleep that passes it, and
@@ -185,9 +187,10 @@ def idle_flush_consumer(
         stream,
         Router(registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
         Lander(writer, SHARD, MemoryMetrics()),
-        Limits(10, 1_000_000, 60, idle_flush_s),
+        Limits(10, 1_000_000, 60, idle_flush_s, flush_when_caught_up),
         clock,
         MemoryMetrics(),
+        get_records_limit=get_records_limit,
         idle_poll_s=1.0,
         sleep=sleep,
     )
@@ -257,3 +260,45 @@ async def test_an_idle_batch_lands_when_due_though_the_timer_wakes_a_little_earl
     assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
     assert landed_at == pytest.approx([1.5], abs=0.01)
     assert await landed_batches(writer) == [["1"]]
+
+
+async def test_flush_when_caught_up_lands_a_batch_on_the_page_that_finds_the_shard_caught_up(
+    registry: DatasetRegistry,
+) -> None:
+    """FLUSH_WHEN_CAUGHT_UP: the first poll reads records 1-3 in pages of 2; the first page
+    leaves one behind (MillisBehindLatest > 0) so nothing lands, the second is short and 0 ms
+    behind, so the batch lands then (0.2 s), not after IDLE_FLUSH_S of quiet. Record 4, read
+    at the 1.2 s poll, lands at once too. Off (the default), the same reads keep one batch open
+    until a poll finds the shard idle for IDLE_FLUSH_S (1 s after record 4 was read)."""
+    landings = {}
+    for on in (True, False):
+        stream = MemoryStream(1)
+        for number in (1, 2, 3):
+            stream.put(SHARD, post(number))
+        consumer, stop, writer, store, landed_at = idle_flush_consumer(
+            registry, stream, {1.1: 4}, 1.0, flush_when_caught_up=on, get_records_limit=2
+        )
+        assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+        landings[on] = landed_at, await landed_batches(writer)
+        assert store.leases[SHARD].checkpoint == stream.shards[SHARD][-1].sequence
+    assert landings[True][0] == pytest.approx([0.2, 1.2], abs=0.01)
+    assert landings[True][1] == [["1", "2", "3"], ["4"]]
+    assert landings[False][0] == pytest.approx([2.2], abs=0.01)
+    assert landings[False][1] == [["1", "2", "3", "4"]]
+
+
+async def test_flush_when_caught_up_keeps_a_full_page_open_though_it_says_0_ms_behind(
+    registry: DatasetRegistry,
+) -> None:
+    """A full page means more is waiting whatever MillisBehindLatest says (moto always says 0):
+    two records read with GetRecords limit 2 that reach the end of the shard are not landed at
+    once; the next page (empty) leaves them to the idle flush, due 1 s after they were read."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    stream.put(SHARD, post(2))
+    consumer, stop, writer, _, landed_at = idle_flush_consumer(
+        registry, stream, {}, 1.0, flush_when_caught_up=True, get_records_limit=2
+    )
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([1.0], abs=0.01)
+    assert await landed_batches(writer) == [["1", "2"]]

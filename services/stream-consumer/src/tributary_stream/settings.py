@@ -61,6 +61,7 @@ class StreamSettings(CommonSettings):
     batch_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0, validation_alias="BATCH_MAX_BYTES")
     batch_max_age_s: float = Field(default=60.0, gt=0, validation_alias="BATCH_MAX_AGE_S")
     idle_flush_s: float = Field(default=2.0, gt=0, validation_alias="IDLE_FLUSH_S")
+    flush_when_caught_up: bool = Field(default=False, validation_alias="FLUSH_WHEN_CAUGHT_UP")
     get_records_limit: int = Field(
         default=10_000, gt=0, le=10_000, validation_alias="GET_RECORDS_LIMIT"
     )
