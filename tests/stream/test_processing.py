@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 from collections import Counter
 from datetime import UTC, datetime
@@ -18,12 +19,13 @@ from tributary.envelope import verify_envelope
 from tributary.errors import ConfigError, PermanentError, TransientError
 from tributary.raw_writer import RawObject, WriteOutcome
 from tributary.testing import FakeClock, MemoryMetrics, MemoryRawWriter
+from tributary_stream.aggregation import aggregate
 from tributary_stream.consumer import Limits, ShardConsumer, Shutdown
 from tributary_stream.lander import Lander
 from tributary_stream.lease import Checkpoint, Lease
 from tributary_stream.processing import body_length, load_processor
 from tributary_stream.route import Router
-from tributary_stream.stream import KinesisStreamReader, MalformedResponseError
+from tributary_stream.stream import KinesisStreamReader, MalformedResponseError, Page
 from tributary_stream.testing import MemoryItemSink, MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
@@ -119,6 +121,37 @@ async def test_a_malformed_kinesis_response_is_a_clear_permanent_error() -> None
         await reader.list_shards()
 
 
+class AggregatingKinesis:
+    """Answers GetRecords with one plain record and one KPL aggregate of three."""
+
+    async def get_records(self, **_: Any) -> dict[str, Any]:
+        at = datetime(2026, 1, 2, tzinfo=UTC)
+        aggregated = aggregate([("pk", post(i)) for i in (2, 3, 4)])
+        records = [("1", post(1)), ("2", aggregated)]
+        return {
+            "Records": [
+                {
+                    "SequenceNumber": sequence,
+                    "PartitionKey": "pk",
+                    "Data": data,
+                    "ApproximateArrivalTimestamp": at,
+                }
+                for sequence, data in records
+            ],
+            "NextShardIterator": "it",
+            "MillisBehindLatest": 0,
+        }
+
+
+async def test_the_kinesis_reader_counts_kinesis_records_beside_user_records() -> None:
+    """GetRecords' Limit counts Kinesis records: the page says how many it held (2), not only
+    the user records deaggregated from them (4), so a short page is told from a full one."""
+    page = await KinesisStreamReader(AggregatingKinesis(), "stream").get_records("it", 2)  # type: ignore[arg-type]
+    assert (len(page.records), page.read()) == (4, 2)
+    short = await MemoryStream(1).get_records("shardId-000000000000@0", 2)
+    assert short.read() == 0
+
+
 async def test_a_rewound_lease_resumes_at_its_timestamp_after_an_expired_iterator(
     registry: DatasetRegistry,
 ) -> None:
@@ -153,6 +186,7 @@ def idle_flush_consumer(
     early_s: float = 0.0,
     flush_when_caught_up: bool = False,
     get_records_limit: int = 10_000,
+    reader: Any = None,
 ) -> tuple[ShardConsumer, asyncio.Event, MemoryRawWriter, MemoryLeaseStore, list[float]]:
     """A consumer on a FakeClock with IDLE_POLL_S 1 and `idle_flush_s`; each of `arrivals`
     (seconds → record number) is put on the stream during the first sleep that passes it, and
@@ -184,7 +218,7 @@ def idle_flush_consumer(
     consumer = ShardConsumer(
         lease,
         store,
-        stream,
+        stream if reader is None else reader,
         Router(registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
         Lander(writer, SHARD, MemoryMetrics()),
         Limits(10, 1_000_000, 60, idle_flush_s, flush_when_caught_up),
@@ -302,3 +336,52 @@ async def test_flush_when_caught_up_keeps_a_full_page_open_though_it_says_0_ms_b
     assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
     assert landed_at == pytest.approx([1.0], abs=0.01)
     assert await landed_batches(writer) == [["1", "2"]]
+
+
+class BehindOnce:
+    """The stream, but its first answer says the shard is 5 s behind though the page is short
+    (as Kinesis may: a page is cut by size and time, not only by the limit)."""
+
+    def __init__(self, stream: MemoryStream) -> None:
+        self.stream, self.answers = stream, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        page = await self.stream.get_records(iterator, limit)
+        self.answers += 1
+        return dataclasses.replace(page, millis_behind=5_000) if self.answers == 1 else page
+
+
+async def test_flush_when_caught_up_keeps_a_short_page_open_while_the_shard_is_behind(
+    registry: DatasetRegistry,
+) -> None:
+    """The first page is short (one record, limit 10) but says 5 s behind: not caught up, so
+    nothing lands; the next poll, 0.2 s later (behind: the least gap), reads record 2 and is
+    caught up, and both land then as one batch."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    consumer, stop, writer, store, landed_at = idle_flush_consumer(
+        registry, stream, {0.1: 2}, 1.0, flush_when_caught_up=True, reader=BehindOnce(stream)
+    )
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([0.2], abs=0.01)
+    assert await landed_batches(writer) == [["1", "2"]]
+    assert store.leases[SHARD].checkpoint == stream.shards[SHARD][-1].sequence
+
+
+async def test_flush_when_caught_up_counts_kinesis_records_not_the_records_of_an_aggregate(
+    registry: DatasetRegistry,
+) -> None:
+    """GetRecords' limit counts Kinesis records: one KPL aggregate of three records read with
+    limit 2 is a short page (1 of 2), 0 ms behind, so it lands at once rather than being taken
+    for a full page (3 user records) and left to the idle flush."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, b"", aggregated=[post(1), post(2), post(3)])
+    consumer, stop, writer, _, landed_at = idle_flush_consumer(
+        registry, stream, {}, 1.0, flush_when_caught_up=True, get_records_limit=2
+    )
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([0.0], abs=0.01)
+    assert await landed_batches(writer) == [["1", "2", "3"]]

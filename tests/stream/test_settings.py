@@ -39,6 +39,28 @@ def test_bad_start_positions_fail_at_start_up(
         StreamSettings()
 
 
+@pytest.mark.parametrize(("value", "on"), [(None, False), ("true", True), ("0", False)])
+def test_flush_when_caught_up_reaches_the_consumer_limits_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, on: bool
+) -> None:
+    """The process builds its Limits with `Limits.from_settings` (__main__): the setting must
+    arrive there, or it would silently do nothing."""
+    if value is not None:
+        monkeypatch.setenv("FLUSH_WHEN_CAUGHT_UP", value)
+    monkeypatch.setenv("IDLE_FLUSH_S", "0.7")
+    limits = Limits.from_settings(StreamSettings())
+    assert limits.flush_when_caught_up is on
+    assert limits.idle_flush_s == 0.7
+
+
+def test_a_flush_when_caught_up_that_is_not_a_boolean_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLUSH_WHEN_CAUGHT_UP", "sometimes")
+    with pytest.raises(ValidationError, match="FLUSH_WHEN_CAUGHT_UP"):
+        StreamSettings()
+
+
 async def test_at_timestamp_starts_from_that_arrival_time(registry: DatasetRegistry) -> None:
     stream = MemoryStream(1)
     start = datetime(2026, 1, 1, tzinfo=UTC)
