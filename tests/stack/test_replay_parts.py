@@ -419,7 +419,7 @@ class EmptyPages(MemoryStream):
     """Every page empty and still behind: a sparse shard, or TRIM_HORIZON over expired data."""
 
     async def get_records(self, iterator: str, limit: int) -> Page:
-        return Page([], iterator, 5_000, None)
+        return Page([], iterator, 5_000, None, 0)
 
 
 async def test_no_record_found_in_the_pages_read_is_not_nothing_after_the_point() -> None:

@@ -145,11 +145,14 @@ class AggregatingKinesis:
 
 async def test_the_kinesis_reader_counts_kinesis_records_beside_user_records() -> None:
     """GetRecords' Limit counts Kinesis records: the page says how many it held (2), not only
-    the user records deaggregated from them (4), so a short page is told from a full one."""
+    the user records deaggregated from them (4); MemoryStream, the fake, says the same."""
     page = await KinesisStreamReader(AggregatingKinesis(), "stream").get_records("it", 2)  # type: ignore[arg-type]
-    assert (len(page.records), page.read()) == (4, 2)
-    short = await MemoryStream(1).get_records("shardId-000000000000@0", 2)
-    assert short.read() == 0
+    assert (len(page.records), page.kinesis_records) == (4, 2)
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    stream.put(SHARD, b"", aggregated=[post(2), post(3), post(4)])
+    fake = await stream.get_records(f"{SHARD}@0", 2)
+    assert (len(fake.records), fake.kinesis_records) == (4, 2)
 
 
 async def test_a_rewound_lease_resumes_at_its_timestamp_after_an_expired_iterator(
@@ -299,11 +302,11 @@ async def test_an_idle_batch_lands_when_due_though_the_timer_wakes_a_little_earl
 async def test_flush_when_caught_up_lands_a_batch_on_the_page_that_finds_the_shard_caught_up(
     registry: DatasetRegistry,
 ) -> None:
-    """FLUSH_WHEN_CAUGHT_UP: the first poll reads records 1-3 in pages of 2; the first page
-    leaves one behind (MillisBehindLatest > 0) so nothing lands, the second is short and 0 ms
-    behind, so the batch lands then (0.2 s), not after IDLE_FLUSH_S of quiet. Record 4, read
-    at the 1.2 s poll, lands at once too. Off (the default), the same reads keep one batch open
-    until a poll finds the shard idle for IDLE_FLUSH_S (1 s after record 4 was read)."""
+    """FLUSH_WHEN_CAUGHT_UP: the first poll reads records 1-3 in pages of 2; the first page is
+    full and leaves one behind, so nothing lands; the second is short and 0 ms behind, so the
+    batch lands then (0.2 s), not after IDLE_FLUSH_S of quiet. Record 4, read at the 1.2 s
+    poll, lands at once too. Off (the default), the same reads keep one batch open until a
+    poll finds the shard idle for IDLE_FLUSH_S (1 s after record 4 was read)."""
     landings = {}
     for on in (True, False):
         stream = MemoryStream(1)
@@ -321,12 +324,13 @@ async def test_flush_when_caught_up_lands_a_batch_on_the_page_that_finds_the_sha
     assert landings[False][1] == [["1", "2", "3", "4"]]
 
 
-async def test_flush_when_caught_up_keeps_a_full_page_open_though_it_says_0_ms_behind(
+async def test_flush_when_caught_up_keeps_a_full_page_open_and_lands_it_on_the_empty_next(
     registry: DatasetRegistry,
 ) -> None:
     """A full page means more is waiting whatever MillisBehindLatest says (moto always says 0):
     two records read with GetRecords limit 2 that reach the end of the shard are not landed at
-    once; the next page (empty) leaves them to the idle flush, due 1 s after they were read."""
+    once; the next page, 0.2 s later (the least gap, as behind), is empty and caught up, and
+    lands them then, not after IDLE_FLUSH_S (1 s) of quiet."""
     stream = MemoryStream(1)
     stream.put(SHARD, post(1))
     stream.put(SHARD, post(2))
@@ -334,7 +338,7 @@ async def test_flush_when_caught_up_keeps_a_full_page_open_though_it_says_0_ms_b
         registry, stream, {}, 1.0, flush_when_caught_up=True, get_records_limit=2
     )
     assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
-    assert landed_at == pytest.approx([1.0], abs=0.01)
+    assert landed_at == pytest.approx([0.2], abs=0.01)
     assert await landed_batches(writer) == [["1", "2"]]
 
 
@@ -357,9 +361,9 @@ class BehindOnce:
 async def test_flush_when_caught_up_keeps_a_short_page_open_while_the_shard_is_behind(
     registry: DatasetRegistry,
 ) -> None:
-    """The first page is short (one record, limit 10) but says 5 s behind: not caught up, so
-    nothing lands; the next poll, 0.2 s later (behind: the least gap), reads record 2 and is
-    caught up, and both land then as one batch."""
+    """The first page is short (one record of GetRecords limit 10,000) but says 5 s behind:
+    not caught up, so nothing lands; the next poll, 0.2 s later (behind: the least gap), reads
+    record 2 and is caught up, and both land then as one batch."""
     stream = MemoryStream(1)
     stream.put(SHARD, post(1))
     consumer, stop, writer, store, landed_at = idle_flush_consumer(
@@ -385,3 +389,22 @@ async def test_flush_when_caught_up_counts_kinesis_records_not_the_records_of_an
     assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
     assert landed_at == pytest.approx([0.0], abs=0.01)
     assert await landed_batches(writer) == [["1", "2", "3"]]
+
+
+async def test_a_full_page_of_empty_aggregates_is_read_past_at_the_least_poll_gap(
+    registry: DatasetRegistry,
+) -> None:
+    """Two empty KPL aggregates fill a page of GetRecords limit 2 (no user record in it, one
+    Kinesis record still behind): more is waiting, so the next poll comes 0.2 s later, not a
+    whole IDLE_POLL_S (1 s); it reads record 1, which lands once the shard has been idle
+    IDLE_FLUSH_S (1 s) after it."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, b"", aggregated=[])
+    stream.put(SHARD, b"", aggregated=[])
+    stream.put(SHARD, post(1))
+    consumer, stop, writer, _, landed_at = idle_flush_consumer(
+        registry, stream, {}, 1.0, get_records_limit=2
+    )
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([1.2], abs=0.01)
+    assert await landed_batches(writer) == [["1"]]

@@ -237,7 +237,7 @@ class EmptyPagesFirst:
     async def get_records(self, iterator: str, limit: int) -> Page:
         if self._shard_of.get(iterator) == self.shard and self.injected < 3:
             self.injected += 1
-            return Page([], iterator, 0, None)
+            return Page([], iterator, 0, None, 0)
         page = await self.inner.get_records(iterator, limit)
         if page.next_iterator:
             self._shard_of[page.next_iterator] = self._shard_of.get(iterator, "")

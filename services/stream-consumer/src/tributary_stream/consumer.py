@@ -63,10 +63,11 @@ class Limits:
     max_bytes: int
     max_age_s: float
     idle_flush_s: float
-    # Land a batch as soon as a page finds the shard caught up (short, 0 ms behind) rather than
-    # after IDLE_FLUSH_S of quiet: least latency, at a cost whenever the consumer keeps up (the
-    # usual state): every poll that reads a record lands an object per target and writes a
-    # checkpoint (one a shard per IDLE_POLL_S), and the BATCH_MAX_* limits rarely shape a batch.
+    # Land a batch as soon as a page finds the shard caught up (fewer Kinesis records than the
+    # GetRecords limit, 0 ms behind; an empty page too) rather than after IDLE_FLUSH_S of quiet:
+    # least latency, at a cost whenever the consumer keeps up (the usual state): every poll that
+    # reads a record lands an object per target and writes a checkpoint (one a shard per
+    # IDLE_POLL_S), and the BATCH_MAX_* limits rarely shape a batch.
     flush_when_caught_up: bool = False
 
     @classmethod
@@ -244,16 +245,17 @@ class ShardConsumer:
             # A full page (the limit counts Kinesis records, not the user records of KPL
             # aggregates) means more is waiting, whatever MillisBehindLatest says (moto always
             # says 0).
-            behind = page.millis_behind > 0 or page.read() >= self._limit
+            behind = page.millis_behind > 0 or page.kinesis_records >= self._limit
             if page.records:
                 idle_since = now
-                if self._limits.flush_when_caught_up and not behind:
-                    position = await self._flush(buffer) or position
-                    buffer = _Buffer()
-            elif buffer.through is not None and now - idle_since >= self._limits.idle_flush_s:
+            if buffer.through is not None and (
+                # caught up: this page, with records or without (the last one read was full)
+                (self._limits.flush_when_caught_up and not behind)
+                or (not page.records and now - idle_since >= self._limits.idle_flush_s)
+            ):
                 position = await self._flush(buffer) or position
                 buffer = _Buffer()
-            pause = MIN_POLL_GAP_S if behind and page.read() else self._idle_poll
+            pause = MIN_POLL_GAP_S if behind and page.kinesis_records else self._idle_poll
             flush_in = idle_since + self._limits.idle_flush_s - now
             if not page.records and buffer.through is not None and 0 < flush_in < pause:
                 # Idle, and the idle flush falls due before the next poll: poll when it is due

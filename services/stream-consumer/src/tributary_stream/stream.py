@@ -50,15 +50,11 @@ class Page:
     next_iterator: str | None
     millis_behind: int
     children: frozenset[str] | None
+    # Kinesis records in the answer, what GetRecords' Limit counts (a KPL aggregate is one
+    # however many user records it holds, an empty one none in `records`).
+    kinesis_records: int
     # Sequence numbers of KPL aggregates that held no user record (nothing to land).
     empty_aggregates: tuple[str, ...] = ()
-    # Kinesis records in the answer, what GetRecords' Limit counts (a KPL aggregate is one
-    # however many user records it holds); None: one per user record in `records`.
-    kinesis_records: int | None = None
-
-    def read(self) -> int:
-        """How many Kinesis records the answer held."""
-        return len(self.records) if self.kinesis_records is None else self.kinesis_records
 
 
 def user_records(sequence: str, partition_key: str, data: bytes, arrival: datetime) -> list[Record]:
@@ -178,8 +174,8 @@ class KinesisStreamReader:
                 response.get("NextShardIterator"),
                 int(response.get("MillisBehindLatest", 0)),
                 frozenset(c["ShardId"] for c in children) if children else None,
-                tuple(empty),
                 len(response["Records"]),
+                tuple(empty),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedResponseError(

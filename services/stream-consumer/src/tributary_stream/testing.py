@@ -474,9 +474,9 @@ class MemoryStream:
         end = index + len(chunk)
         closed = shard_id in self.children
         if closed and end >= len(records):
-            return Page(out, None, 0, self.children[shard_id], tuple(empty), len(chunk))
+            return Page(out, None, 0, self.children[shard_id], len(chunk), tuple(empty))
         behind = max(0, len(records) - end) * 1000
-        return Page(out, f"{shard_id}@{end}", behind, None, tuple(empty), len(chunk))
+        return Page(out, f"{shard_id}@{end}", behind, None, len(chunk), tuple(empty))
 
 
 class MemoryItemSink:
