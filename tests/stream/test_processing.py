@@ -25,7 +25,12 @@ from tributary_stream.lander import Lander
 from tributary_stream.lease import Checkpoint, Lease
 from tributary_stream.processing import body_length, load_processor
 from tributary_stream.route import Router
-from tributary_stream.stream import KinesisStreamReader, MalformedResponseError, Page
+from tributary_stream.stream import (
+    MIN_POLL_GAP_S,
+    KinesisStreamReader,
+    MalformedResponseError,
+    Page,
+)
 from tributary_stream.testing import MemoryItemSink, MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000000"
@@ -72,6 +77,45 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
     await h.stop(worker)
     assert h.raw_lines() == Counter(verify_envelope(d, SIGNING_KEY) for d in expected)
     assert h.metrics.total("GetRecordsThrottled", shard=SHARD) == 3
+
+
+async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_poll_gap(
+    registry: DatasetRegistry,
+) -> None:
+    """Kinesis allows 5 GetRecords a second a shard, refused calls included: after a throttle
+    (full-jitter backoff, which can draw almost 0) and after an expired iterator (a fresh one
+    is asked for at once) the next GetRecords waits at least MIN_POLL_GAP_S (0.2 s)."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    stream.throttle_next(5)
+    stream.expire_iterators = True  # after the throttles, the first call finds it expired
+    stop = asyncio.Event()
+    pauses: list[float] = []
+    calls_at_pause: list[int] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        calls_at_pause.append(stream.calls)
+        if len(pauses) == 7:
+            stop.set()
+        await asyncio.sleep(0)
+
+    consumer = ShardConsumer(
+        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
+        MemoryLeaseStore(),
+        stream,
+        Router(registry, "kinesis:test", "events"),
+        Lander(MemoryRawWriter(), SHARD, MemoryMetrics()),
+        Limits(10, 1_000_000, 60, 1),
+        SystemClock(),
+        MemoryMetrics(),
+        idle_poll_s=1.0,
+        sleep=sleep,
+    )
+    await asyncio.wait_for(consumer.run(stop), 10)
+    # a pause after each of the 5 throttled calls and after the expired one, then the read
+    assert calls_at_pause[:6] == [1, 2, 3, 4, 5, 6]
+    assert min(pauses[:6]) >= MIN_POLL_GAP_S
 
 
 async def test_endless_throttling_is_bounded_and_handed_to_supervision(

@@ -205,7 +205,9 @@ class ShardConsumer:
                         f"GetRecords on {self.shard_id} throttled {throttled} times in a row; "
                         "another consumer may be reading this shard"
                     ) from exc
-                await self._sleep(RetryPolicy(base_delay=0.2, max_delay=5).delay(throttled))
+                # Full jitter, but never sooner than a shard may be read again (5 calls a second).
+                backoff = RetryPolicy(base_delay=0.2, max_delay=5).delay(throttled)
+                await self._sleep(max(MIN_POLL_GAP_S, backoff))
                 continue
             except IteratorExpiredError as exc:
                 expired += 1
@@ -217,6 +219,7 @@ class ShardConsumer:
                 iterator = await self._call(
                     partial(self._reader.iterator, self.shard_id, resume, self._start_timestamp)
                 )
+                await self._sleep(MIN_POLL_GAP_S)  # the refused call was a GetRecords call too
                 continue
             # Counted once checkpointed past, so a replay does not count them again.
             self._empty.update(int(sequence) for sequence in page.empty_aggregates)
