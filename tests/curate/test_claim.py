@@ -190,3 +190,76 @@ async def _return(claim: Claim) -> Claim:
 def test_a_lost_claim_is_transient_a_rerun_repairs_it(capsys: pytest.CaptureFixture[str]) -> None:
     assert failed("posts", ClaimLostError("taken over")) == EXIT_RETRY
     assert "retry later" in capsys.readouterr().err
+
+
+class AnswerHeldBack:
+    """A `ClaimStore` whose writes reach the store and whose answers are held back until
+    `answer` is set: the moment a SIGTERM can fall in, the claim written but the run not yet
+    told (its request cancelled then)."""
+
+    def __init__(self, store: ClaimStore, *held: str) -> None:
+        self._store = store
+        self._held = held
+        self.written = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def _slow(self, name: str, claim: Claim) -> Claim | None:
+        stored = await getattr(self._store, name)(claim)
+        if name in self._held:
+            self.written.set()
+            await self.answer.wait()
+        return stored
+
+    async def read(self, dataset: str) -> Claim | None:
+        return await self._store.read(dataset)
+
+    async def create(self, claim: Claim) -> Claim | None:
+        return await self._slow("create", claim)
+
+    async def replace(self, claim: Claim) -> Claim | None:
+        return await self._slow("replace", claim)
+
+    async def delete(self, claim: Claim) -> None:
+        await self._store.delete(claim)
+
+
+async def _cancel_once_written(slow: AnswerHeldBack, task: asyncio.Task[None]) -> None:
+    await slow.written.wait()
+    task.cancel()
+    await asyncio.sleep(0.05)  # the cancellation arrives while the answer is still held back
+    slow.answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_stop_while_the_claim_is_being_written_still_releases_it(
+    store: ClaimStore,
+) -> None:
+    """SIGTERM lands after the claim reached the store but before the run heard so (seen in a
+    CI run: `curate: stopped`, the claim left to expire). The run still releases it."""
+    slow = AnswerHeldBack(store, "create")
+
+    async def run() -> None:
+        async with holding(slow, "posts", "run-a", clock(), ttl_s=60):
+            await asyncio.sleep(3600)
+
+    await _cancel_once_written(slow, asyncio.create_task(run()))
+    assert await store.read("posts") is None
+
+
+async def test_a_stop_while_the_claim_is_being_renewed_still_releases_it(
+    store: ClaimStore,
+) -> None:
+    """The same for a renewal: the store holds the renewed claim (a new ETag) when the stop
+    comes; releasing with the ETag from before would be refused and leave it."""
+    slow = AnswerHeldBack(store, "replace")
+    time = clock()
+
+    async def run() -> None:
+        async with holding(slow, "posts", "run-a", time, ttl_s=60) as held:
+            time.advance(1)  # a later expiry: a body, so an ETag, of its own
+            await held.renew()
+            await asyncio.sleep(3600)
+
+    await _cancel_once_written(slow, asyncio.create_task(run()))
+    assert await store.read("posts") is None

@@ -4,7 +4,8 @@
 expires. It is created with `If-None-Match: *`; a claim whose expiry has passed (its run
 crashed or was SIGKILLed) is taken over with `If-Match` on the ETag read, so of two runs racing
 for it exactly one wins. The holder renews it every `ttl / 3`; it deletes the claim (`If-Match`
-on its own ETag) when it ends, also on SIGTERM (the task is cancelled).
+on its own ETag) when it ends, also on SIGTERM (the task is cancelled): a claim write in flight
+then is awaited to its answer first, so the ETag released is the one stored.
 
 Why a holder that outlives its claim (paused, suspended, partitioned) publishes nothing after
 another run took over:
@@ -281,7 +282,16 @@ class HeldClaim:
                 raise ClaimLostError(self._lost)
             started = self._clock.monotonic()
             expires = self._clock.now() + timedelta(seconds=self._ttl_s)
-            stored = await self._store.replace(replace(self.claim, expires_at=expires))
+            write = asyncio.ensure_future(
+                self._store.replace(replace(self.claim, expires_at=expires))
+            )
+            try:
+                stored = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                renewed = await _outcome(write)
+                if renewed is not None:
+                    self.claim = renewed  # its new ETag is the one the release must name
+                raise
             if stored is None:
                 self._lost = (
                     f"the curate claim of {self.claim.dataset} was taken over by another run"
@@ -305,7 +315,45 @@ class HeldClaim:
 async def acquire(
     store: ClaimStore, dataset: str, run_id: str, clock: Clock, ttl_s: float
 ) -> HeldClaim:
-    """Claim `dataset` for `run_id`, or raise `DatasetBusyError` naming who holds it."""
+    """Claim `dataset` for `run_id`, or raise `DatasetBusyError` naming who holds it. Cancelled
+    (a stop) while a claim write is in flight, it waits for that write's answer and releases
+    what it stored: the store may hold the claim before this run hears so."""
+    claiming = asyncio.ensure_future(_acquire(store, dataset, run_id, clock, ttl_s))
+    try:
+        return await asyncio.shield(claiming)
+    except asyncio.CancelledError:
+        held = await _outcome(claiming)
+        if held is not None:
+            await _release(store, held.claim)
+        raise
+
+
+async def _outcome(write: asyncio.Future[T]) -> T | None:
+    """What a claim write whose caller was cancelled did: awaited to its end, at most
+    `RELEASE_TIMEOUT_S`; None if it failed or did not end by then (the claim then expires)."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(write), RELEASE_TIMEOUT_S)
+    except TributaryError:
+        return None
+    except TimeoutError:
+        write.cancel()
+        return None
+
+
+async def _release(store: ClaimStore, claim: Claim) -> None:
+    """Delete our claim, best effort and bounded (a stop must not wait on a store going down):
+    an unreleased claim only makes the next run wait for its expiry."""
+    try:
+        await asyncio.wait_for(asyncio.shield(store.delete(claim)), RELEASE_TIMEOUT_S)
+    except (TributaryError, TimeoutError) as exc:
+        log.warning(
+            "curate claim not released", extra={"dataset": claim.dataset, "error": str(exc)}
+        )
+
+
+async def _acquire(
+    store: ClaimStore, dataset: str, run_id: str, clock: Clock, ttl_s: float
+) -> HeldClaim:
     margin = min(MAX_MARGIN_S, ttl_s / 4)
     expires = clock.now() + timedelta(seconds=ttl_s)
     wanted = Claim(dataset, run_id, this_process(), expires, request_limit_s=margin / 2)
@@ -346,13 +394,8 @@ async def holding(
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await renewing
-        # Best effort, bounded (a stop must not wait on a store going down): an unreleased
-        # claim only makes the next run wait for its expiry.
-        try:
-            await asyncio.wait_for(asyncio.shield(store.delete(held.claim)), RELEASE_TIMEOUT_S)
-        except (TributaryError, TimeoutError) as exc:
-            log.warning("curate claim not released", extra={"dataset": dataset, "error": str(exc)})
+            await renewing  # a renewal in flight has ended: `held.claim` names the stored ETag
+        await _release(store, held.claim)
 
 
 def _translate(exc: Exception, key: str) -> Exception:
