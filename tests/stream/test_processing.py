@@ -84,7 +84,9 @@ async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_p
 ) -> None:
     """Kinesis allows 5 GetRecords a second a shard, refused calls included: after a throttle
     (full-jitter backoff, which can draw almost 0) and after an expired iterator (a fresh one
-    is asked for at once) the next GetRecords waits at least MIN_POLL_GAP_S (0.2 s)."""
+    is asked for at once) the next GetRecords waits at least MIN_POLL_GAP_S (0.2 s). The
+    throttle's jitter is kept on top of it (readers throttled together spread out), and the
+    record read after them all lands."""
     stream = MemoryStream(1)
     stream.put(SHARD, post(1))
     stream.throttle_next(5)
@@ -100,12 +102,13 @@ async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_p
             stop.set()
         await asyncio.sleep(0)
 
+    writer = MemoryRawWriter()
     consumer = ShardConsumer(
         Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
         MemoryLeaseStore(),
         stream,
         Router(registry, "kinesis:test", "events"),
-        Lander(MemoryRawWriter(), SHARD, MemoryMetrics()),
+        Lander(writer, SHARD, MemoryMetrics()),
         Limits(10, 1_000_000, 60, 1),
         SystemClock(),
         MemoryMetrics(),
@@ -116,6 +119,8 @@ async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_p
     # a pause after each of the 5 throttled calls and after the expired one, then the read
     assert calls_at_pause[:6] == [1, 2, 3, 4, 5, 6]
     assert min(pauses[:6]) >= MIN_POLL_GAP_S
+    assert all(p > MIN_POLL_GAP_S for p in pauses[:5])  # the jitter on top of the least gap
+    assert [len(batch) for batch in await landed_batches(writer)] == [1]  # the record landed
 
 
 async def test_endless_throttling_is_bounded_and_handed_to_supervision(
@@ -452,3 +457,39 @@ async def test_a_full_page_of_empty_aggregates_is_read_past_at_the_least_poll_ga
     assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
     assert landed_at == pytest.approx([1.2], abs=0.01)
     assert await landed_batches(writer) == [["1"]]
+
+
+class EmptyWhileBehind:
+    """The stream, but its first answer is an empty page 5 s behind that does not move the
+    iterator on, as Kinesis answers where the shard holds no records at the iterator: "it might
+    take multiple calls to get to a portion of the shard that contains records" (GetRecords)."""
+
+    def __init__(self, stream: MemoryStream) -> None:
+        self.stream, self.answers = stream, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    async def get_records(self, iterator: str, limit: int) -> Page:
+        self.answers += 1
+        if self.answers == 1:
+            return Page([], iterator, 5_000, None, kinesis_records=0)
+        return await self.stream.get_records(iterator, limit)
+
+
+async def test_an_empty_page_still_behind_is_read_past_at_the_least_poll_gap(
+    registry: DatasetRegistry,
+) -> None:
+    """An empty page that says the shard is behind means records wait further on: the next poll
+    comes 0.2 s later (the least gap), not a whole IDLE_POLL_S (1 s), and reads record 1, which
+    lands once the shard has been idle IDLE_FLUSH_S (1 s) after it (at 1.2 s, not 2.0 s)."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    reader = EmptyWhileBehind(stream)
+    consumer, stop, writer, store, landed_at = idle_flush_consumer(
+        registry, stream, {}, 1.0, reader=reader
+    )
+    assert await asyncio.wait_for(consumer.run(stop), 10) is Shutdown.REQUESTED
+    assert landed_at == pytest.approx([1.2], abs=0.01)
+    assert await landed_batches(writer) == [["1"]]
+    assert store.leases[SHARD].checkpoint == stream.shards[SHARD][-1].sequence

@@ -205,9 +205,10 @@ class ShardConsumer:
                         f"GetRecords on {self.shard_id} throttled {throttled} times in a row; "
                         "another consumer may be reading this shard"
                     ) from exc
-                # Full jitter, but never sooner than a shard may be read again (5 calls a second).
-                backoff = RetryPolicy(base_delay=0.2, max_delay=5).delay(throttled)
-                await self._sleep(max(MIN_POLL_GAP_S, backoff))
+                # Full jitter on top of the least gap a shard may be read again at (5 calls a
+                # second): never sooner, and two throttled readers still spread out. 5 s at most.
+                backoff = RetryPolicy(base_delay=0.2, max_delay=5 - MIN_POLL_GAP_S).delay(throttled)
+                await self._sleep(MIN_POLL_GAP_S + backoff)
                 continue
             except IteratorExpiredError as exc:
                 expired += 1
@@ -258,7 +259,10 @@ class ShardConsumer:
             ):
                 position = await self._flush(buffer) or position
                 buffer = _Buffer()
-            pause = MIN_POLL_GAP_S if behind and page.kinesis_records else self._idle_poll
+            # Behind, even on an empty page: Kinesis answers empty where the shard holds no
+            # records at the iterator, and "it might take multiple calls to get to a portion of
+            # the shard that contains records" (GetRecords).
+            pause = MIN_POLL_GAP_S if behind else self._idle_poll
             flush_in = idle_since + self._limits.idle_flush_s - now
             if not page.records and buffer.through is not None and 0 < flush_in < pause:
                 # Idle, and the idle flush falls due before the next poll: poll when it is due
