@@ -79,6 +79,24 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
     assert h.metrics.total("GetRecordsThrottled", shard=SHARD) == 3
 
 
+def recorded_sleep_consumer(
+    registry: DatasetRegistry, stream: MemoryStream, sleep: Any, writer: MemoryRawWriter
+) -> ShardConsumer:
+    """A consumer of `stream` from TRIM_HORIZON, IDLE_POLL_S 1, whose every pause is `sleep`."""
+    return ShardConsumer(
+        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
+        MemoryLeaseStore(),
+        stream,
+        Router(registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
+        Lander(writer, SHARD, MemoryMetrics()),
+        Limits(10, 1_000_000, 60, 1),
+        SystemClock(),
+        MemoryMetrics(),
+        idle_poll_s=1.0,
+        sleep=sleep,
+    )
+
+
 async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_poll_gap(
     registry: DatasetRegistry,
 ) -> None:
@@ -103,24 +121,13 @@ async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_p
         await asyncio.sleep(0)
 
     writer = MemoryRawWriter()
-    consumer = ShardConsumer(
-        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
-        MemoryLeaseStore(),
-        stream,
-        Router(registry, "kinesis:test", "events"),
-        Lander(writer, SHARD, MemoryMetrics()),
-        Limits(10, 1_000_000, 60, 1),
-        SystemClock(),
-        MemoryMetrics(),
-        idle_poll_s=1.0,
-        sleep=sleep,
-    )
+    consumer = recorded_sleep_consumer(registry, stream, sleep, writer)
     await asyncio.wait_for(consumer.run(stop), 10)
     # a pause after each of the 5 throttled calls and after the expired one, then the read
     assert calls_at_pause[:6] == [1, 2, 3, 4, 5, 6]
     assert min(pauses[:6]) >= MIN_POLL_GAP_S
     assert all(p > MIN_POLL_GAP_S for p in pauses[:5])  # the jitter on top of the least gap
-    assert [len(batch) for batch in await landed_batches(writer)] == [1]  # the record landed
+    assert await landed_batches(writer) == [["1"]]  # the record read after them all landed
 
 
 async def test_endless_throttling_is_bounded_and_handed_to_supervision(
@@ -135,17 +142,7 @@ async def test_endless_throttling_is_bounded_and_handed_to_supervision(
         pauses.append(seconds)
         await asyncio.sleep(0)
 
-    consumer = ShardConsumer(
-        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
-        MemoryLeaseStore(),
-        stream,
-        Router(registry, "kinesis:test", "events"),
-        Lander(MemoryRawWriter(), SHARD, MemoryMetrics()),
-        Limits(10, 1_000_000, 60, 1),
-        SystemClock(),
-        MemoryMetrics(),
-        sleep=sleep,
-    )
+    consumer = recorded_sleep_consumer(registry, stream, sleep, MemoryRawWriter())
     with pytest.raises(TransientError, match="throttled 30 times in a row"):
         await asyncio.wait_for(consumer.run(asyncio.Event()), 10)
     assert len(pauses) == 29
