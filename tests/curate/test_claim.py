@@ -40,6 +40,14 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
 
 
+class Ticking(FakeClock):
+    """Every reading later than the last: each renewal's body, so its ETag, differs."""
+
+    def now(self) -> datetime:
+        self.advance(0.01)
+        return super().now()
+
+
 async def test_second_run_is_refused_while_the_first_holds_the_claim(store: ClaimStore) -> None:
     time = clock()
     first = await acquire(store, "posts", "run-a", time, ttl_s=60)
@@ -113,11 +121,6 @@ async def test_release_on_cancel(store: ClaimStore) -> None:
 async def test_concurrent_renewals_of_one_holder_do_not_lose_the_claim(store: ClaimStore) -> None:
     """The background renewal and the one before publishing may meet: same ETag, one at a time
     (unserialized, S3 refused the second with 412 and the run gave up its own claim)."""
-
-    class Ticking(FakeClock):  # every reading later than the last: each renewal's body differs
-        def now(self) -> datetime:
-            self.advance(0.01)
-            return super().now()
 
     time = Ticking(datetime(2026, 3, 1, 12, tzinfo=UTC))
     held = await acquire(store, "posts", "run-a", time, ttl_s=30)
@@ -197,9 +200,10 @@ class AnswerHeldBack:
     `answer` is set: the moment a SIGTERM can fall in, the claim written but the run not yet
     told (its request cancelled then)."""
 
-    def __init__(self, store: ClaimStore, *held: str) -> None:
+    def __init__(self, store: ClaimStore, *held: str, then: Exception | None = None) -> None:
         self._store = store
         self._held = held
+        self._then = then  # raised instead of the answer (the connection broke after the write)
         self.written = asyncio.Event()
         self.answer = asyncio.Event()
 
@@ -208,6 +212,8 @@ class AnswerHeldBack:
         if name in self._held:
             self.written.set()
             await self.answer.wait()
+            if self._then is not None:
+                raise self._then
         return stored
 
     async def read(self, dataset: str) -> Claim | None:
@@ -223,10 +229,14 @@ class AnswerHeldBack:
         await self._store.delete(claim)
 
 
-async def _cancel_once_written(slow: AnswerHeldBack, task: asyncio.Task[None]) -> None:
+async def _cancel_once_written(
+    slow: AnswerHeldBack, task: asyncio.Task[None], cancels: int = 1, after: float = 0.0
+) -> None:
     await slow.written.wait()
-    task.cancel()
-    await asyncio.sleep(0.05)  # the cancellation arrives while the answer is still held back
+    await asyncio.sleep(after)  # the task runs on meanwhile (to its clean-up)
+    for _ in range(cancels):  # a second one: an outer timeout, the loop shutting down
+        task.cancel()
+        await asyncio.sleep(0.05)  # each arrives while the answer is still held back
     slow.answer.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 10)
@@ -262,4 +272,50 @@ async def test_a_stop_while_the_claim_is_being_renewed_still_releases_it(
             await asyncio.sleep(3600)
 
     await _cancel_once_written(slow, asyncio.create_task(run()))
+    assert await store.read("posts") is None
+
+
+async def test_a_second_stop_while_the_claim_is_being_written_still_releases_it(
+    store: ClaimStore,
+) -> None:
+    slow = AnswerHeldBack(store, "create")
+
+    async def run() -> None:
+        async with holding(slow, "posts", "run-a", clock(), ttl_s=60):
+            await asyncio.sleep(3600)
+
+    await _cancel_once_written(slow, asyncio.create_task(run()), cancels=2)
+    assert await store.read("posts") is None
+
+
+async def test_a_stop_is_still_a_stop_when_the_claim_write_then_fails(
+    store: ClaimStore,
+) -> None:
+    """The write in flight at the stop fails in a way the store does not translate: the run
+    still ends as stopped (CancelledError, what the command reports as a stop), not with that
+    error; the claim it may have stored expires."""
+    slow = AnswerHeldBack(store, "create", then=RuntimeError("connection reset"))
+
+    async def run() -> None:
+        async with holding(slow, "posts", "run-a", clock(), ttl_s=60):
+            await asyncio.sleep(3600)
+
+    await _cancel_once_written(slow, asyncio.create_task(run()))
+
+
+async def test_a_stop_during_a_background_renewal_after_the_block_still_releases_it(
+    store: ClaimStore,
+) -> None:
+    """The block has ended and the background renewal's write is in flight (stored, not yet
+    answered) when the run is cancelled: the renewal is heard out, the claim released with
+    the renewed ETag, and the cancellation is not swallowed."""
+    slow = AnswerHeldBack(store, "replace")
+    time = Ticking(datetime(2026, 3, 1, 12, tzinfo=UTC))
+
+    async def run() -> None:
+        async with holding(slow, "posts", "run-a", time, ttl_s=0.3):  # renewed every 0.1 s
+            await slow.written.wait()
+
+    task = asyncio.create_task(run())
+    await _cancel_once_written(slow, task, after=0.05)  # it waits on the renewal by then
     assert await store.read("posts") is None

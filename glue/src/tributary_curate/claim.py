@@ -5,7 +5,8 @@ expires. It is created with `If-None-Match: *`; a claim whose expiry has passed 
 crashed or was SIGKILLed) is taken over with `If-Match` on the ETag read, so of two runs racing
 for it exactly one wins. The holder renews it every `ttl / 3`; it deletes the claim (`If-Match`
 on its own ETag) when it ends, also on SIGTERM (the task is cancelled): a claim write in flight
-then is awaited to its answer first, so the ETag released is the one stored.
+then is heard out first (through further cancellations; `RELEASE_TIMEOUT_S` at most for the
+write's answer, as much again for the release), so the ETag released is the one stored.
 
 Why a holder that outlives its claim (paused, suspended, partitioned) publishes nothing after
 another run took over:
@@ -288,7 +289,7 @@ class HeldClaim:
             try:
                 stored = await asyncio.shield(write)
             except asyncio.CancelledError:
-                renewed = await _outcome(write)
+                renewed, _ = await _to_the_end(write, _deadline())
                 if renewed is not None:
                     self.claim = renewed  # its new ETag is the one the release must name
                 raise
@@ -322,33 +323,50 @@ async def acquire(
     try:
         return await asyncio.shield(claiming)
     except asyncio.CancelledError:
-        held = await _outcome(claiming)
+        deadline = _deadline()  # the write's answer and the release share it
+        held, _ = await _to_the_end(claiming, deadline)
         if held is not None:
-            await _release(store, held.claim)
+            await _release(store, held.claim, deadline)
         raise
 
 
-async def _outcome(write: asyncio.Future[T]) -> T | None:
-    """What a claim write whose caller was cancelled did: awaited to its end, at most
-    `RELEASE_TIMEOUT_S`; None if it failed or did not end by then (the claim then expires)."""
-    try:
-        return await asyncio.wait_for(asyncio.shield(write), RELEASE_TIMEOUT_S)
-    except TributaryError:
-        return None
-    except TimeoutError:
-        write.cancel()
-        return None
+def _deadline() -> float:
+    """When a stop stops waiting on the claim store (event loop time)."""
+    return asyncio.get_running_loop().time() + RELEASE_TIMEOUT_S
 
 
-async def _release(store: ClaimStore, claim: Claim) -> None:
+async def _to_the_end(step: Awaitable[T], deadline: float) -> tuple[T | None, bool]:
+    """Await `step` to its end (at most until `deadline`) through any cancellation of the
+    caller, which is being stopped already: a claim write in flight must be heard out, or the
+    claim it stored could not be released. Its result (None if it failed or ran out of time:
+    the claim then expires) and whether a cancellation came meanwhile (the caller re-raises it)."""
+    task = asyncio.ensure_future(step)
+    loop, stopped = asyncio.get_running_loop(), False
+    while not task.done():
+        left = deadline - loop.time()
+        if left <= 0:
+            task.cancel()
+            log.warning("curate claim store did not answer in time; the claim will expire")
+            return None, stopped
+        try:
+            await asyncio.wait({task}, timeout=left)  # a cancellation here leaves `task` be
+        except asyncio.CancelledError:
+            stopped = True
+    if task.cancelled():
+        return None, stopped
+    if (error := task.exception()) is not None:
+        log.warning("curate claim write failed", extra={"error": repr(error)})
+        return None, stopped
+    return task.result(), stopped
+
+
+async def _release(store: ClaimStore, claim: Claim, deadline: float | None = None) -> None:
     """Delete our claim, best effort and bounded (a stop must not wait on a store going down):
-    an unreleased claim only makes the next run wait for its expiry."""
-    try:
-        await asyncio.wait_for(asyncio.shield(store.delete(claim)), RELEASE_TIMEOUT_S)
-    except (TributaryError, TimeoutError) as exc:
-        log.warning(
-            "curate claim not released", extra={"dataset": claim.dataset, "error": str(exc)}
-        )
+    an unreleased claim only makes the next run wait for its expiry. A cancellation that comes
+    meanwhile is raised once the delete has ended."""
+    _, stopped = await _to_the_end(store.delete(claim), deadline or _deadline())
+    if stopped:
+        raise asyncio.CancelledError
 
 
 async def _acquire(
@@ -393,9 +411,12 @@ async def holding(
         yield held
     finally:
         renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewing  # a renewal in flight has ended: `held.claim` names the stored ETag
+        # A renewal in flight is heard out (`held.claim` then names the stored ETag), also if
+        # this task is cancelled meanwhile: that cancellation is raised after the release.
+        _, stopped = await _to_the_end(renewing, _deadline())
         await _release(store, held.claim)
+        if stopped:
+            raise asyncio.CancelledError
 
 
 def _translate(exc: Exception, key: str) -> Exception:

@@ -247,8 +247,8 @@ class ShardConsumer:
             iterator = page.next_iterator or iterator
             now = self._clock.monotonic()
             # A full page (the limit counts Kinesis records, not the user records of KPL
-            # aggregates) means more is waiting, whatever MillisBehindLatest says (moto always
-            # says 0).
+            # aggregates) means more is waiting, whatever MillisBehindLatest says (moto may say 0:
+            # it measures from the records' creation times, equal for a quick fill).
             behind = page.millis_behind > 0 or page.kinesis_records >= self._limit
             if page.records:
                 idle_since = now
