@@ -426,6 +426,8 @@ def main() -> None:
     parser.add_argument("--memory-rounds", type=int, default=5, help="interleaved rounds of (a)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "stream.json")
     args = parser.parse_args()
+    if args.rounds % 4:
+        parser.error("--rounds must be a multiple of 4 (the drains' order is a 4×4 Latin square)")
     os.environ.update(LOCAL_CREDENTIALS)
     machine = f"{platform.machine()} x{os.cpu_count()}, Python {platform.python_version()}"
     load_start = os.getloadavg()
