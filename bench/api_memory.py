@@ -156,7 +156,7 @@ NOTES = [
     "parsing, after it was read whole (that read is what it costs). The accepted 500-post body "
     "is the larger figure: an accepted request holds its body, the structs decoded from it, the "
     "records' texts (views of the body, or of its compacted copy when it was not compact) and "
-    "the envelope lines at once, about twice its body.",
+    "the envelope lines at once (the table's working / caps column says how much that is).",
 ]
 
 

@@ -334,7 +334,7 @@ async def part_b(
 
     def vs_bare(key: str) -> str:
         low, high = min(round_ratios[key]), max(round_ratios[key])
-        return f"{bare / statistics.median(times[key]):.2f} (rounds {low:.2f}–{high:.2f})"
+        return f"{bare / statistics.median(times[key]):.2f} (rounds {low:.3f}–{high:.3f})"
 
     def lines(key: str) -> str:
         totals = sorted({total for total, _, _ in landed[key]})
@@ -498,8 +498,15 @@ def main() -> None:
     )
     ours_k, ak_k = c_fig["tributary"], c_fig["async-kinesis"]
     shown = ours_k["kills_mid_drain"] == stream_kill.KILLS
-    memory_met = met(memory_ratio >= 0.7) + (
-        f" (borderline: rounds {low:.3f}–{high:.3f})" if memory_ratio >= 0.7 > low else ""
+    # The target is against the issue's bare loop (read, gzip, write: no decode); the decode
+    # loop (what a consumer that routes by dataset cannot skip) is the like-for-like one beside.
+    issue_ratio = a_fig["ratio_vs_gzip"]
+    issue_low, issue_high = (f(a_fig["ratio_vs_gzip_rounds"]) for f in (min, max))
+    gzip_mb = a_fig["mb"] / median_cpu["bare_gzip"]
+    memory_met = met(issue_ratio >= 0.7) + (
+        f" (borderline: rounds {issue_low:.3f}–{issue_high:.3f})"
+        if issue_ratio >= 0.7 > issue_low
+        else ""
     )
     caught_up_rounds = b_fig["round_ratios"]["caught_up"]
     below = sum(r < 0.9 for r in caught_up_rounds)
@@ -525,9 +532,10 @@ def main() -> None:
         "(a) profile of one untimed run of the worker (own time, share of its busy time): "
         + "; ".join(a_fig["profile"])
         + "."
-        + f" Target ≥ 0.7× {'met' if memory_ratio >= 0.7 else 'not reached'}"
-        + (" (borderline: a round below)" if memory_ratio >= 0.7 > low else "")
-        + f" in this run (median {memory_ratio:.3f}, rounds {low:.2f}–{high:.2f}). "
+        + f" Target ≥ 0.7× the issue's bare loop {'met' if issue_ratio >= 0.7 else 'not met'}"
+        + (" (borderline: a round below)" if issue_ratio >= 0.7 > issue_low else "")
+        + f" in this run (median {issue_ratio:.3f}, rounds {issue_low:.3f}–{issue_high:.3f}); "
+        f"against the decode loop {memory_ratio:.3f} (rounds {low:.3f}–{high:.3f}). "
         "What ours does per record: a signed API envelope is routed on a fast path that "
         "decodes only the fields routing needs (a msgspec Struct of v, dataset, id, source, "
         "received_at; `data` skipped, not built), checks the signature on the record's own "
@@ -631,8 +639,11 @@ def main() -> None:
                     "stream consumer",
                     "MB/s per core, in memory (1 KB records)",
                     f"{ours_mb:,.1f}",
-                    f"{bare_mb:,.1f} (bare read, decode, gzip, write)",
-                    f"{memory_ratio:.3f} (rounds {low:.3f}–{high:.3f})",
+                    f"{gzip_mb:,.1f} (the issue's bare read, gzip, write: no decode); "
+                    f"like-for-like {bare_mb:,.1f} (bare read, decode, gzip, write)",
+                    f"{issue_ratio:.3f} vs the issue's bare loop (rounds {issue_low:.3f}–"
+                    f"{issue_high:.3f}); {memory_ratio:.3f} like-for-like (rounds {low:.3f}–"
+                    f"{high:.3f})",
                     "≥ 0.7× the bare loop",
                     memory_met,
                 ],

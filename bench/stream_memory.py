@@ -198,6 +198,9 @@ async def part_a(records: int, rounds: int) -> tuple[list[list[object]], dict[st
         "ratio": bare / median["ours"],
         "ratio_rounds": rounds_ratio,
         "ratio_vs_gzip": bare_gzip / median["ours"],
+        "ratio_vs_gzip_rounds": [
+            g / o for g, o in zip(times["bare_gzip"], times["ours"], strict=True)
+        ],
         "profile": profile,
     }
     return [

@@ -118,9 +118,8 @@ def save_report(
                 "task waits; every worker's loops are tasks and every request a switch point, so "
                 "actions interleave in time order and the clock never goes back (the simulator "
                 "of earlier runs, up to e79097d, ran each action to its end on a clock it then "
-                "set back for the next event: its figures, e.g. cold start 15.8 s and -10 kill "
-                "3.0 s longest unowned, and the 11.1 s measured before request latency was "
-                "modelled, are not comparable with these).",
+                "set back for the next event, and before that without request latency: its "
+                "figures are not comparable with these).",
                 f"Requests take {LATENCY_S[0] * 1000:.0f}-{LATENCY_S[1] * 1000:.0f} ms each, "
                 "the leader's writes and the shard sync's creates "
                 f"{LEASE_CONCURRENCY} at once (LEASE_CONCURRENCY); the leaseOwner GSI lags each "

@@ -289,7 +289,9 @@ class HeldClaim:
             try:
                 stored = await asyncio.shield(write)
             except asyncio.CancelledError:
-                renewed, _ = await _to_the_end(write, _deadline())
+                renewed, _ = await _to_the_end(
+                    write, _deadline(), f"renewing {self.claim.dataset}'s claim"
+                )
                 if renewed is not None:
                     self.claim = renewed  # its new ETag is the one the release must name
                 raise
@@ -324,7 +326,7 @@ async def acquire(
         return await asyncio.shield(claiming)
     except asyncio.CancelledError:
         deadline = _deadline()  # the write's answer and the release share it
-        held, _ = await _to_the_end(claiming, deadline)
+        held, _ = await _to_the_end(claiming, deadline, f"claiming {dataset}")
         if held is not None:
             await _release(store, held.claim, deadline)
         raise
@@ -335,18 +337,21 @@ def _deadline() -> float:
     return asyncio.get_running_loop().time() + RELEASE_TIMEOUT_S
 
 
-async def _to_the_end(step: Awaitable[T], deadline: float) -> tuple[T | None, bool]:
-    """Await `step` to its end (at most until `deadline`) through any cancellation of the
-    caller, which is being stopped already: a claim write in flight must be heard out, or the
-    claim it stored could not be released. Its result (None if it failed or ran out of time:
-    the claim then expires) and whether a cancellation came meanwhile (the caller re-raises it)."""
+async def _to_the_end(step: Awaitable[T], deadline: float, what: str) -> tuple[T | None, bool]:
+    """Await `step` (`what` names it in the log) to its end, at most until `deadline`, through
+    any cancellation of the caller: a claim write in flight must be heard out, or the claim it
+    stored could not be released. Its result (None if it failed or ran out of time: the claim
+    then expires) and whether a cancellation came meanwhile (the caller raises it after)."""
     task = asyncio.ensure_future(step)
     loop, stopped = asyncio.get_running_loop(), False
     while not task.done():
         left = deadline - loop.time()
         if left <= 0:
             task.cancel()
-            log.warning("curate claim store did not answer in time; the claim will expire")
+            log.warning(
+                "curate claim store did not answer in time; the claim will expire",
+                extra={"step": what},
+            )
             return None, stopped
         try:
             await asyncio.wait({task}, timeout=left)  # a cancellation here leaves `task` be
@@ -355,7 +360,7 @@ async def _to_the_end(step: Awaitable[T], deadline: float) -> tuple[T | None, bo
     if task.cancelled():
         return None, stopped
     if (error := task.exception()) is not None:
-        log.warning("curate claim write failed", extra={"error": repr(error)})
+        log.warning("curate claim step failed", extra={"step": what, "error": repr(error)})
         return None, stopped
     return task.result(), stopped
 
@@ -364,7 +369,8 @@ async def _release(store: ClaimStore, claim: Claim, deadline: float | None = Non
     """Delete our claim, best effort and bounded (a stop must not wait on a store going down):
     an unreleased claim only makes the next run wait for its expiry. A cancellation that comes
     meanwhile is raised once the delete has ended."""
-    _, stopped = await _to_the_end(store.delete(claim), deadline or _deadline())
+    step = f"releasing {claim.dataset}'s claim"
+    _, stopped = await _to_the_end(store.delete(claim), deadline or _deadline(), step)
     if stopped:
         raise asyncio.CancelledError
 
@@ -413,7 +419,7 @@ async def holding(
         renewing.cancel()
         # A renewal in flight is heard out (`held.claim` then names the stored ETag), also if
         # this task is cancelled meanwhile: that cancellation is raised after the release.
-        _, stopped = await _to_the_end(renewing, _deadline())
+        _, stopped = await _to_the_end(renewing, _deadline(), f"renewing {dataset}'s claim")
         await _release(store, held.claim)
         if stopped:
             raise asyncio.CancelledError
