@@ -6,15 +6,17 @@
     hand-written consumer must: read each page, decode each record to find its dataset, gzip
     each dataset's lines into an object, write it (the same in-memory writer). Other bare rows:
     the same loop checking each record's signature (HMAC-SHA256, as ours must), and the issue's
-    read+gzip loop (no decode). Target ≥ 0.7× the decode loop.
+    read+gzip loop (no decode). Target ≥ 0.7× the issue's read+gzip loop; the decode loop
+    is the like-for-like figure beside it.
 (b) draining a pre-filled moto stream into S3 (moto), beside a bare GetRecords drain of the same
     stream (no S3, no leases) that reads every shard until it has read the known record count:
     target ratio ≥ 0.9. Ours runs twice: landing a shard's batch after IDLE_FLUSH_S of quiet,
     and with FLUSH_WHEN_CAUGHT_UP (landing on the page that finds the shard caught up).
     async-kinesis (PyPI) drains it too, landing 500-record batches in S3 the way its README
     suggests (deterministic keys, see bench/ak_consumer.py). All of them run in this process,
-    each timed until the last record is durable (ours: checkpointed; async-kinesis:
-    landed; bare: read).
+    each timed from making its clients until the last record is durable (ours: checkpointed;
+    async-kinesis: landed; bare: read) and its clients are closed (ours: after its worker
+    stopped; async-kinesis: after its consumer closed).
 (c) kill -9 (bench/stream_kill.py): each consumer is killed 4 times mid-drain (each kill after
     that incarnation landed an object), restarted, let finish; every landed line is counted.
 
@@ -175,9 +177,12 @@ async def run_ours(
     aws: AwsSettings, last: dict[str, str], expected: int, flush_when_caught_up: bool = False
 ) -> dict[str, float]:
     """Seconds from making the worker's clients until every shard is checkpointed at `last`,
-    and its phases: clients made, first lease taken, every record read (the last GetRecords),
-    every shard checkpointed. Observed through the worker's own store calls (ObservedLeaseStore);
-    the lease table is read once afterwards, untimed, to confirm every checkpoint is there."""
+    the worker stopped and its clients closed (the bare drain's time ends when its clients are
+    closed, async-kinesis's when its consumer and clients are), and its phases: clients made,
+    first lease taken, every record read (the last GetRecords), every shard checkpointed, the
+    worker stopped, the clients closed. Observed through the worker's own store calls
+    (ObservedLeaseStore); the lease table is read afterwards with clients of its own, untimed,
+    to confirm every checkpoint is there."""
     started = time.perf_counter()
     async with AwsClients(aws) as clients:
         reader = CountingReader(
@@ -197,19 +202,25 @@ async def run_ours(
             await asyncio.wait_for(store.all_checkpointed.wait(), 600)
         except TimeoutError:
             raise TimeoutError("the worker did not checkpoint every record in 600 s") from None
-        done = time.perf_counter()
+        checkpointed = time.perf_counter()
         stop.set()
         await task
-        if not _checkpointed(await store.list_leases(), last):
-            raise RuntimeError("the lease table does not hold the checkpoints the worker wrote")
-    first_lease_at = store.first_take_at or done
-    all_read = reader.all_read_at or done
+        stopped = time.perf_counter()
+    closed = time.perf_counter()
+    async with AwsClients(aws) as clients:
+        leases = await DynamoDbLeaseStore(await clients.dynamodb(), aws.lease_table).list_leases()
+    if not _checkpointed(leases, last):
+        raise RuntimeError("the lease table does not hold the checkpoints the worker wrote")
+    first_lease_at = store.first_take_at or checkpointed
+    all_read = reader.all_read_at or checkpointed
     return {
-        "seconds": done - started,
+        "seconds": closed - started,
         "clients_s": clients_at - started,
         "first_lease_s": first_lease_at - started,
         "reading_s": all_read - first_lease_at,
-        "read_to_checkpoint_s": done - all_read,
+        "read_to_checkpoint_s": checkpointed - all_read,
+        "stop_s": stopped - checkpointed,
+        "close_s": closed - stopped,
         "pages_with_records": reader.pages,
     }
 
@@ -553,7 +564,9 @@ def main() -> None:
         f"lease taken at {phase['first_lease_s']:.2f} s, every record read at {read_all:.2f} s "
         f"(the bare drain took {bare_s:.2f} s in all: {bare_s / read_all:.2f}× to that point), "
         f"then {phase['read_to_checkpoint_s']:.2f} s from the last record read to every shard "
-        f"checkpointed, ours {ours_s:.2f} s in all (each phase a median over the rounds)."
+        f"checkpointed, {phase['stop_s']:.2f} s to stop the worker (its leases released) and "
+        f"{phase['close_s']:.2f} s to close its clients, ours {ours_s:.2f} s in all (each phase "
+        "a median over the rounds; every drain's time ends with its clients closed)."
         + (
             " That tail is where ours loses"
             if bare_s / read_all >= 0.9
@@ -579,7 +592,9 @@ def main() -> None:
         "for and MillisBehindLatest 0, an empty page too), with no idle wait: every record "
         "read at "
         f"{caught_up_read_all:.2f} s, then {caught_up_phase['read_to_checkpoint_s']:.2f} s to "
-        f"every shard checkpointed, {caught_up_s:.2f} s in all, {caught_up_ratio:.2f}× the bare "
+        f"every shard checkpointed, {caught_up_phase['stop_s']:.2f} s to stop and "
+        f"{caught_up_phase['close_s']:.2f} s to close, {caught_up_s:.2f} s in all, "
+        f"{caught_up_ratio:.2f}× the bare "
         f"drain (target ≥ 0.9 {'met' if caught_up_ratio >= 0.9 else 'not met'}; rounds "
         f"{', '.join(f'{r:.3f}' for r in caught_up_rounds)}). "
         + (

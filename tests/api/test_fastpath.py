@@ -24,7 +24,7 @@ from tributary.errors import ConfigError
 from tributary.memory_writer import MemoryRawWriter
 from tributary.testing import FakeClock, MemoryMetrics
 from tributary_api.body import BodyError, BodyFormat, parse_records
-from tributary_api.fastpath import FastPath, FastSchema, compact, identity_fields
+from tributary_api.fastpath import FastPath, FastSchema, compact, identity_fields, int_texts
 from tributary_api.idempotency import META_DIGEST, content_digest
 from tributary_api.ingest import Ingestor, IngestRequest, _envelope_parts, envelope_id
 from tributary_api.sink import Delivery, EnvelopeLines, MemorySink, S3Sink
@@ -637,3 +637,9 @@ def test_a_sink_that_seals_gets_every_line_sealed_and_its_bytes_counted() -> Non
     expected = [sink.seal(r.line) for r in plain.deliveries[0].records]
     assert [r.line for r in delivery.records] == expected
     assert metrics.totals[("BytesAccepted", (("dataset", "posts"),))] == sum(map(len, expected))
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1)))
+def test_int_texts_are_each_integer_s_str(values: list[int]) -> None:
+    """The ids and keys of an integer field, made in one C call, are `str` of each integer."""
+    assert int_texts(values) == [str(v) for v in values]
