@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 from typing import Annotated, Any, NamedTuple, cast
 
@@ -221,7 +222,8 @@ class FastSchema:
         key_attr, exact = self._key_attr, self._key_attr in self._exact_ints
         if exact:  # an int64's text is short ASCII: made when a sink asks for the keys
             values = list(map(attrgetter(cast("str", key_attr)), records))
-            return FastBatch(texts, ids, lambda: int_texts(values), _INT64_CHARS)
+            key_texts = cast("Callable[[], list[str | None]]", partial(int_texts, values))
+            return FastBatch(texts, ids, key_texts, _INT64_CHARS)
         # The records (their strings too) are not kept past this call: the keys are made now.
         keys = [
             k if k is not None and len(k) <= 256 and k.isascii() else None
