@@ -1,9 +1,10 @@
 """async-kinesis consuming a stream the way its README suggests, landing batches in S3.
 
 Used by bench/stream.py: in-process for the timed drain (`consume(..., expected=N)` returns once
-N records are landed, as ours is timed to its last checkpoint), as a subprocess for the kill -9
-table. Checkpoints persist in a JSON file (fsync + rename) through the library's own checkpointer
-interface, so a restart resumes where the library says it was.
+N records are landed and its consumer and clients are closed, as ours is timed until its worker
+is stopped and its clients are closed), as a subprocess for the kill -9 table. Checkpoints
+persist in a JSON file (fsync + rename) through the library's own checkpointer interface, so a
+restart resumes where the library says it was.
 
 What it is given, as a careful user following its README would write it: object keys are
 deterministic — the SHA-256 of the batch's content — so a replayed batch cut the same way

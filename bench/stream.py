@@ -180,9 +180,11 @@ async def run_ours(
     the worker stopped and its clients closed (the bare drain's time ends when its clients are
     closed, async-kinesis's when its consumer and clients are), and its phases: clients made,
     first lease taken, every record read (the last GetRecords), every shard checkpointed, the
-    worker stopped, the clients closed. Observed through the worker's own store calls
-    (ObservedLeaseStore); the lease table is read afterwards with clients of its own, untimed,
-    to confirm every checkpoint is there."""
+    worker stopped, the clients closed. The first lease and the checkpoints are observed through
+    the worker's own store calls (ObservedLeaseStore), the last record read through its reader
+    (CountingReader), the stop and the close around `await task` and the clients' context; the
+    lease table is read afterwards with clients of its own, untimed, to confirm every checkpoint
+    is there."""
     started = time.perf_counter()
     async with AwsClients(aws) as clients:
         reader = CountingReader(
@@ -562,17 +564,20 @@ def main() -> None:
         "Record objects the reader makes (user_records, in the bare loops too).",
         f"(b) ours' drain in phases (medians): clients made {phase['clients_s']:.2f} s, first "
         f"lease taken at {phase['first_lease_s']:.2f} s, every record read at {read_all:.2f} s "
-        f"(the bare drain took {bare_s:.2f} s in all: {bare_s / read_all:.2f}× to that point), "
+        f"(the bare drain took {bare_s:.2f} s in all, its clients closed: {bare_s / read_all:.2f}× "
+        "to that point), "
         f"then {phase['read_to_checkpoint_s']:.2f} s from the last record read to every shard "
         f"checkpointed, {phase['stop_s']:.2f} s to stop the worker (its leases released) and "
         f"{phase['close_s']:.2f} s to close its clients, ours {ours_s:.2f} s in all (each phase "
         "a median over the rounds; every drain's time ends with its clients closed)."
         + (
-            " That tail is where ours loses"
+            " That tail (landing, checkpoints, the stop's lease releases, the close) is where "
+            "ours loses"
             if bare_s / read_all >= 0.9
-            else " Ours loses both in the reading and in that tail"
+            else " Ours loses both in the reading and in that tail (landing, checkpoints, the "
+            "stop's lease releases, the close)"
         )
-        + ": a consumer of "
+        + ". Most of it is the idle wait: a consumer of "
         "a live stream cannot know its last record, so it lands a shard's batch once the shard "
         f"has been idle IDLE_FLUSH_S ({IDLE_FLUSH_S:g} s here, seen at polls IDLE_POLL_S "
         f"{IDLE_POLL_S:g} s apart), then writes the checkpoint; the bare drain stops at the "
@@ -645,7 +650,9 @@ def main() -> None:
                 "no leases) that reads until it has the known record count, and "
                 "async-kinesis (PyPI) landing 500-record batches in S3 as its README suggests, "
                 "with deterministic keys (the SHA-256 of each batch); all in this process, "
-                "each timed until its last record is durable, median of interleaved rounds. "
+                "each timed from making its clients until its last record is durable and its "
+                "clients are closed (ours after its worker stopped), median of interleaved "
+                "rounds. "
                 "(c) " + (stream_kill.__doc__ or "").split("\n\n")[1].replace("\n", " ")
             ),
             tables=[a_table, b_table, c_table],

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from operator import attrgetter
 from typing import Annotated, Any, NamedTuple, cast
 
@@ -222,8 +221,9 @@ class FastSchema:
         key_attr, exact = self._key_attr, self._key_attr in self._exact_ints
         if exact:  # an int64's text is short ASCII: made when a sink asks for the keys
             values = list(map(attrgetter(cast("str", key_attr)), records))
-            key_texts = cast("Callable[[], list[str | None]]", partial(int_texts, values))
-            return FastBatch(texts, ids, key_texts, _INT64_CHARS)
+            return FastBatch(
+                texts, ids, lambda: cast("list[str | None]", int_texts(values)), _INT64_CHARS
+            )
         # The records (their strings too) are not kept past this call: the keys are made now.
         keys = [
             k if k is not None and len(k) <= 256 and k.isascii() else None
@@ -286,7 +286,9 @@ _encode = msgspec.json.Encoder().encode
 
 def int_texts(values: list[int]) -> list[str]:
     """`str` of each integer, made in C: one JSON array of them, split at its commas (an
-    integer's JSON text is its decimal `str`, and holds no comma)."""
+    integer's JSON text is its decimal `str`, and holds no comma). For exact `int`s only, as
+    the fast path's integer fields decode them (msgspec refuses `true`, `1.0` and values past
+    int64 there, `_int_meta`): a bool would give JSON's `true`, not `str`'s `True`."""
     if not values:
         return []
     return _encode(values)[1:-1].decode().split(",")
