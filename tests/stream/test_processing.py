@@ -82,10 +82,14 @@ async def test_throttling_and_expired_iterators_lose_nothing(registry: DatasetRe
 def recorded_sleep_consumer(
     registry: DatasetRegistry, stream: MemoryStream, sleep: Any, writer: MemoryRawWriter
 ) -> ShardConsumer:
-    """A consumer of `stream` from TRIM_HORIZON, IDLE_POLL_S 1, whose every pause is `sleep`."""
+    """A consumer of `stream` from TRIM_HORIZON, IDLE_POLL_S 1, whose every pause is `sleep`;
+    its lease is in its store, so its checkpoints are stored."""
+    lease = Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON, token="t")
+    store = MemoryLeaseStore()
+    store.leases[SHARD] = lease
     return ShardConsumer(
-        Lease(SHARD, "w", 1, Checkpoint.TRIM_HORIZON),
-        MemoryLeaseStore(),
+        lease,
+        store,
         stream,
         Router(registry, "kinesis:test", "events", signing_key=SIGNING_KEY),
         Lander(writer, SHARD, MemoryMetrics()),
@@ -128,6 +132,41 @@ async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_p
     assert min(pauses[:6]) >= MIN_POLL_GAP_S
     assert all(p > MIN_POLL_GAP_S for p in pauses[:5])  # the jitter on top of the least gap
     assert await landed_batches(writer) == [["1"]]  # the record read after them all landed
+
+
+@pytest.mark.parametrize("throttled", [False, True], ids=["idle poll", "throttle backoff"])
+async def test_a_stop_ends_the_wait_for_the_next_poll_at_once(
+    registry: DatasetRegistry, throttled: bool
+) -> None:
+    """A stop (SIGTERM on a deploy) set while the consumer waits for its next GetRecords call
+    ends the wait: the consumer lands what it read and returns, rather than first sleeping out
+    IDLE_POLL_S or a throttle's backoff (up to 5 s). The sleep here never ends by itself; so a
+    consumer that waits it out never returns. The lease lost ends the wait the same way."""
+    stream = MemoryStream(1)
+    stream.put(SHARD, post(1))
+    if throttled:
+        stream.throttle_next(1)
+    stop, paused = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        paused.set()
+        await asyncio.Event().wait()
+
+    writer = MemoryRawWriter()
+    consumer = recorded_sleep_consumer(registry, stream, sleep, writer)
+    task = asyncio.create_task(consumer.run(stop))
+    await asyncio.wait_for(paused.wait(), 10)
+    stop.set()
+    assert await asyncio.wait_for(task, 10) is Shutdown.REQUESTED
+    # the idle poll's pause came after the record was read; a throttled call read nothing
+    assert await landed_batches(writer) == ([] if throttled else [["1"]])
+
+    lost = recorded_sleep_consumer(registry, stream, sleep, MemoryRawWriter())
+    paused.clear()
+    task = asyncio.create_task(lost.run(asyncio.Event()))
+    await asyncio.wait_for(paused.wait(), 10)
+    lost.lost.set()
+    assert await asyncio.wait_for(task, 10) is Shutdown.LEASE_LOST
 
 
 async def test_endless_throttling_is_bounded_and_handed_to_supervision(

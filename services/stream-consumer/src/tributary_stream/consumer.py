@@ -208,7 +208,7 @@ class ShardConsumer:
                 # Full jitter on top of the least gap a shard may be read again at (5 calls a
                 # second): never sooner, and two throttled readers still spread out. 5 s at most.
                 backoff = RetryPolicy(base_delay=0.2, max_delay=5 - MIN_POLL_GAP_S).delay(throttled)
-                await self._sleep(MIN_POLL_GAP_S + backoff)
+                await self._pause(MIN_POLL_GAP_S + backoff, stop)
                 continue
             except IteratorExpiredError as exc:
                 expired += 1
@@ -220,7 +220,9 @@ class ShardConsumer:
                 iterator = await self._call(
                     partial(self._reader.iterator, self.shard_id, resume, self._start_timestamp)
                 )
-                await self._sleep(MIN_POLL_GAP_S)  # the refused call was a GetRecords call too
+                await self._pause(
+                    MIN_POLL_GAP_S, stop
+                )  # the refused call was a GetRecords call too
                 continue
             # Counted once checkpointed past, so a replay does not count them again.
             self._empty.update(int(sequence) for sequence in page.empty_aggregates)
@@ -269,10 +271,30 @@ class ShardConsumer:
                 # rather than a whole idle poll later. An empty answer lands the batch then (the
                 # branch above); a record read keeps it open, as any record in the idle time does.
                 pause = max(flush_in + TIMER_SLACK_S, min(MIN_POLL_GAP_S, pause))
-            await self._sleep(pause)
+            await self._pause(pause, stop)
         if not self.lost.is_set():
             await self._flush(buffer)
         return Shutdown.REQUESTED
+
+    async def _pause(self, seconds: float, stop: asyncio.Event) -> None:
+        """`sleep(seconds)` between two GetRecords calls, over at once when `stop` is set or
+        the lease is lost: a stop (SIGTERM on a deploy) flushes, checkpoints and releases the
+        lease without first waiting out IDLE_POLL_S or a throttle's backoff (up to 5 s)."""
+        if stop.is_set() or self.lost.is_set():
+            return
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        waits = [
+            sleeping,
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self.lost.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if sleeping in done:
+            sleeping.result()  # what the sleep raised, raised here
 
     async def _take_page(
         self, buffer: _Buffer, records: Sequence[Record], position: str
