@@ -217,3 +217,23 @@ async def test_crashes_and_faults_anywhere_land_each_record_once(
     await h.wait_for(lambda: sum(h.raw_lines().values()) >= len(expected), within=30)
     await h.stop(final)
     assert h.raw_lines() == Counter(expected)
+
+
+async def test_a_graceful_stop_releases_without_sleeping_out_the_idle_poll(
+    registry: DatasetRegistry,
+) -> None:
+    """SIGTERM on a deploy: the worker's drain stops each consumer where it waits for its next
+    GetRecords call, so what it read lands, is checkpointed and its lease released at once.
+    IDLE_POLL_S is an hour here (after a page of records the next poll is an hour away, so the
+    batch is still unlanded) and the drain timeout an hour: a consumer that sleeps out its poll
+    never lets the stop finish within the harness's 10 s."""
+    h = Harness(registry, MemoryStream(2), config={"idle_poll_s": 3600, "shutdown_timeout_s": 3600})
+    expected = fill(h.stream, 3)
+    worker = h.start()
+    await h.wait_for(lambda: h.stream.calls >= len(h.stream.shards))  # each shard's page read
+    assert not h.raw_lines()  # nothing landed yet: the batches wait for the next poll
+    await h.stop(worker)
+    assert h.raw_lines() == Counter(expected)
+    for lease in h.store.leases.values():
+        assert lease.checkpoint == h.stream.shards[lease.key][-1].sequence
+        assert lease.owner is None

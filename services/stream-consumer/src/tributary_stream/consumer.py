@@ -220,9 +220,8 @@ class ShardConsumer:
                 iterator = await self._call(
                     partial(self._reader.iterator, self.shard_id, resume, self._start_timestamp)
                 )
-                await self._pause(
-                    MIN_POLL_GAP_S, stop
-                )  # the refused call was a GetRecords call too
+                # The refused call was a GetRecords call too.
+                await self._pause(MIN_POLL_GAP_S, stop)
                 continue
             # Counted once checkpointed past, so a replay does not count them again.
             self._empty.update(int(sequence) for sequence in page.empty_aggregates)
@@ -278,8 +277,10 @@ class ShardConsumer:
 
     async def _pause(self, seconds: float, stop: asyncio.Event) -> None:
         """`sleep(seconds)` between two GetRecords calls, over at once when `stop` is set or
-        the lease is lost: a stop (SIGTERM on a deploy) flushes, checkpoints and releases the
-        lease without first waiting out IDLE_POLL_S or a throttle's backoff (up to 5 s)."""
+        the lease is lost: on a stop (SIGTERM on a deploy) the consumer lands its batch and
+        checkpoints without first waiting out IDLE_POLL_S or a throttle's backoff (up to 5 s),
+        and the worker's `reap` releases its lease. A retry of a call (`_call`) is not cut
+        short: the final flush and checkpoint are made through it."""
         if stop.is_set() or self.lost.is_set():
             return
         sleeping = asyncio.ensure_future(self._sleep(seconds))
@@ -293,7 +294,7 @@ class ShardConsumer:
         finally:
             for wait in waits:
                 wait.cancel()
-        if sleeping in done:
+        if sleeping in done and not sleeping.cancelled():
             sleeping.result()  # what the sleep raised, raised here
 
     async def _take_page(
