@@ -134,21 +134,27 @@ async def test_a_throttled_or_expired_read_is_retried_no_sooner_than_the_least_p
     assert await landed_batches(writer) == [["1"]]  # the record read after them all landed
 
 
-@pytest.mark.parametrize("throttled", [False, True], ids=["idle poll", "throttle backoff"])
-async def test_a_stop_ends_the_wait_for_the_next_poll_at_once(
-    registry: DatasetRegistry, throttled: bool
+@pytest.mark.parametrize("ending", ["stop", "lease lost"])
+@pytest.mark.parametrize("wait", ["idle poll", "throttle backoff", "expired iterator"])
+async def test_a_stop_or_a_lost_lease_ends_the_wait_for_the_next_poll_at_once(
+    registry: DatasetRegistry, wait: str, ending: str
 ) -> None:
-    """A stop (SIGTERM on a deploy) set while the consumer waits for its next GetRecords call
-    ends the wait: the consumer lands what it read and returns, rather than first sleeping out
-    IDLE_POLL_S or a throttle's backoff (up to 5 s). The sleep here never ends by itself; so a
-    consumer that waits it out never returns. The lease lost ends the wait the same way."""
+    """A stop (SIGTERM on a deploy) or the lease lost, set while the consumer waits for its
+    next GetRecords call, ends the wait: on a stop the consumer lands what it read and returns,
+    rather than first sleeping out IDLE_POLL_S, a throttle's backoff (up to 5 s) or the least
+    gap after an expired iterator. The sleep here never ends by itself; so a consumer that
+    waits it out never returns."""
     stream = MemoryStream(1)
     stream.put(SHARD, post(1))
-    if throttled:
+    if wait == "throttle backoff":
         stream.throttle_next(1)
+    elif wait == "expired iterator":
+        stream.expire_iterators = True
     stop, paused = asyncio.Event(), asyncio.Event()
+    paused_after: list[int] = []
 
     async def sleep(seconds: float) -> None:
+        paused_after.append(stream.calls)
         paused.set()
         await asyncio.Event().wait()
 
@@ -156,17 +162,16 @@ async def test_a_stop_ends_the_wait_for_the_next_poll_at_once(
     consumer = recorded_sleep_consumer(registry, stream, sleep, writer)
     task = asyncio.create_task(consumer.run(stop))
     await asyncio.wait_for(paused.wait(), 10)
-    stop.set()
-    assert await asyncio.wait_for(task, 10) is Shutdown.REQUESTED
-    # the idle poll's pause came after the record was read; a throttled call read nothing
-    assert await landed_batches(writer) == ([] if throttled else [["1"]])
-
-    lost = recorded_sleep_consumer(registry, stream, sleep, MemoryRawWriter())
-    paused.clear()
-    task = asyncio.create_task(lost.run(asyncio.Event()))
-    await asyncio.wait_for(paused.wait(), 10)
-    lost.lost.set()
-    assert await asyncio.wait_for(task, 10) is Shutdown.LEASE_LOST
+    assert paused_after == [1]  # the wait after the first GetRecords call, whatever it answered
+    if ending == "stop":
+        stop.set()
+        assert await asyncio.wait_for(task, 10) is Shutdown.REQUESTED
+        # the idle poll's pause came after the record was read; a refused call read nothing
+        assert await landed_batches(writer) == ([["1"]] if wait == "idle poll" else [])
+    else:
+        consumer.lost.set()
+        assert await asyncio.wait_for(task, 10) is Shutdown.LEASE_LOST
+        assert await landed_batches(writer) == []  # a lost lease lands nothing more
 
 
 async def test_endless_throttling_is_bounded_and_handed_to_supervision(

@@ -1,4 +1,5 @@
-"""Many lease-table requests, a bounded number in flight at once."""
+"""Awaiting several things at once: calls with a bounded number in flight, and a sleep that
+an event cuts short."""
 
 from __future__ import annotations
 
@@ -24,3 +25,21 @@ async def bounded(limit: int, items: Iterable[T], call: Callable[[T], Awaitable[
                 group.create_task(one(item))
     except BaseExceptionGroup as errors:  # callers handle the TributaryError tree, not groups
         raise errors.exceptions[0]  # noqa: B904 (its own cause kept; the group is its context)
+
+
+async def sleep_unless(
+    seconds: float, sleep: Callable[[float], Awaitable[None]], *events: asyncio.Event
+) -> None:
+    """`sleep(seconds)`, over at once when any of `events` is set, before or while it sleeps
+    (the sleep is then cancelled). What the sleep raises is raised here."""
+    if any(event.is_set() for event in events):
+        return
+    sleeping = asyncio.ensure_future(sleep(seconds))
+    waits = [sleeping, *(asyncio.ensure_future(event.wait()) for event in events)]
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    if sleeping in done and not sleeping.cancelled():
+        sleeping.result()  # what the sleep raised, raised here

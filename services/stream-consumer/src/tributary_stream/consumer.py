@@ -18,6 +18,7 @@ from tributary.errors import PermanentError, TransientError
 from tributary.layout import Zone
 from tributary.metrics import Metrics, Unit
 from tributary.retry import RetryPolicy, Sleep, retry
+from tributary_stream.concurrency import sleep_unless
 from tributary_stream.derive import derive
 from tributary_stream.lander import Lander, Line, PutRefusedError, landed_through
 from tributary_stream.lease import Checkpoint, Lease, LeaseStore
@@ -281,21 +282,7 @@ class ShardConsumer:
         checkpoints without first waiting out IDLE_POLL_S or a throttle's backoff (up to 5 s),
         and the worker's `reap` releases its lease. A retry of a call (`_call`) is not cut
         short: the final flush and checkpoint are made through it."""
-        if stop.is_set() or self.lost.is_set():
-            return
-        sleeping = asyncio.ensure_future(self._sleep(seconds))
-        waits = [
-            sleeping,
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(self.lost.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-        if sleeping in done and not sleeping.cancelled():
-            sleeping.result()  # what the sleep raised, raised here
+        await sleep_unless(seconds, self._sleep, stop, self.lost)
 
     async def _take_page(
         self, buffer: _Buffer, records: Sequence[Record], position: str

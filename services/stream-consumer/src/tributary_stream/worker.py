@@ -13,7 +13,7 @@ from tributary.clock import Clock
 from tributary.errors import ConfigError, TributaryError
 from tributary.metrics import Metrics, Unit
 from tributary.raw_writer import RawWriter
-from tributary_stream.concurrency import bounded
+from tributary_stream.concurrency import bounded, sleep_unless
 from tributary_stream.consumer import ShardConsumer, Shutdown
 from tributary_stream.coordinator import LeaseObserver, eligible, plan_takes
 from tributary_stream.fleet import FleetStore
@@ -557,7 +557,7 @@ class Worker:
                 )
                 if consumer.strikes >= self.config.release_after_failures:
                     return self._give_up(consumer)
-            await _wait_any(pause, stop, consumer.lost)
+            await sleep_unless(pause, asyncio.sleep, stop, consumer.lost)
             if consumer.lost.is_set():
                 return Shutdown.LEASE_LOST
             if stop.is_set():
@@ -609,13 +609,3 @@ class Worker:
             for task in pending:
                 task.cancel()
         await self.reap()
-
-
-async def _wait_any(seconds: float, *events: asyncio.Event) -> None:
-    """Returns when any of `events` is set, or after `seconds`."""
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
