@@ -64,7 +64,7 @@ from tributary.table import render  # noqa: E402
 from tributary_stack.inspect import read_lines  # noqa: E402
 from tributary_stack.moto import MotoProcess  # noqa: E402
 from tributary_stack.stack import LOCAL_CREDENTIALS  # noqa: E402
-from tributary_stream.lease import DynamoDbLeaseStore  # noqa: E402
+from tributary_stream.lease_table import DynamoDbLeaseStore  # noqa: E402
 from tributary_stream.stream import MIN_POLL_GAP_S, KinesisStreamReader  # noqa: E402
 
 SHARDS = 4  # the drained stream's

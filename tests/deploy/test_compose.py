@@ -29,7 +29,7 @@ from tests.deploy.docker import DOCKER_ENV, build_base_images, compose_binary, d
 from tributary.aws import AwsClients
 from tributary.settings import AwsSettings
 from tributary_stack.inspect import read_lines, wait_consumed
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 KEY = "local-dev-key"  # docker-compose.yml's API_KEYS holds its sha256
 OVERRIDE = """\

@@ -26,7 +26,7 @@ from tributary.settings import AwsSettings
 from tributary_stack.inspect import wait_checkpointed
 from tributary_stack.moto import KinesisLocal, MotoServer
 from tributary_stack.replay.history import HistoryLog
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 
 def cli_env(lake: AwsSettings) -> dict[str, str]:

@@ -17,7 +17,8 @@ from tributary.clock import SystemClock
 from tributary.settings import AwsSettings
 from tributary_stack.process import ManagedProcess
 from tributary_stack.replay.rewind import HOLD_S
-from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore, Lease
+from tributary_stream.lease import Checkpoint, Lease
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 
 class FixedClock:

@@ -32,13 +32,13 @@ from tributary_stack.replay.rewind import (
 )
 from tributary_stream.lease import (
     Checkpoint,
-    DynamoDbLeaseStore,
     Lease,
     LeaseStore,
     RewindHold,
     RewindTo,
     Rewound,
 )
+from tributary_stream.lease_table import DynamoDbLeaseStore
 from tributary_stream.testing import MemoryLeaseStore, MemoryStream
 
 SHARD = "shardId-000000000001"

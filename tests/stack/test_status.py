@@ -17,7 +17,8 @@ from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stack.moto import MotoServer
 from tributary_stack.status import status
-from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore, Lease
+from tributary_stream.lease import Checkpoint, Lease
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 
 def line_of(text: str, start: str) -> list[str]:

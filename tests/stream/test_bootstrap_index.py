@@ -7,7 +7,8 @@ from tests.conftest import lake_settings
 from tributary.aws import AwsClients
 from tributary.bootstrap import bootstrap
 from tributary_stack.moto import MotoServer
-from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore, Lease
+from tributary_stream.lease import Checkpoint, Lease
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 
 async def test_bootstrap_adds_the_owner_index_to_an_older_lease_table(moto: MotoServer) -> None:

@@ -14,12 +14,12 @@ from tributary.settings import AwsSettings
 from tributary_stream.fleet import DynamoDbFleetStore, FleetView, WorkerBeat
 from tributary_stream.lease import (
     Checkpoint,
-    DynamoDbLeaseStore,
     Lease,
     LeaseStore,
     RewindTo,
     Rewound,
 )
+from tributary_stream.lease_table import DynamoDbLeaseStore
 from tributary_stream.testing import MemoryLeaseStore
 
 

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from tests.stream.conftest import Harness
 from tributary.dataset import DatasetRegistry
 from tributary.errors import ConfigError, TransientError
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 from tributary_stream.testing import MemoryLeaseStore, MemoryStream
 
 BACKFILLING = "Cannot read from backfilling global secondary index: leaseOwner-index"

@@ -26,7 +26,8 @@ from tributary.testing import MemoryMetrics
 from tributary_stack.moto import KinesisLocal, MotoServer
 from tributary_stream.consumer import Limits
 from tributary_stream.fleet import DynamoDbFleetStore
-from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore
+from tributary_stream.lease import Checkpoint
+from tributary_stream.lease_table import DynamoDbLeaseStore
 from tributary_stream.route import Router
 from tributary_stream.stream import KinesisStreamReader, Page, Shard
 from tributary_stream.worker import Worker, WorkerConfig

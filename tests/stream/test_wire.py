@@ -26,7 +26,7 @@ from tributary_stack.faultproxy import FaultProxy
 from tributary_stack.inspect import read_lines, wait_checkpointed
 from tributary_stack.moto import MotoProcess, MotoServer
 from tributary_stack.process import ManagedProcess
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 
 class Fleet:

@@ -16,7 +16,7 @@ from tributary.aws import AwsClients
 from tributary.batch import decode_ndjson_gz
 from tributary.envelope import Envelope
 from tributary.settings import AwsSettings
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 
 @dataclass(frozen=True, slots=True)

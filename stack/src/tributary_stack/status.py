@@ -31,7 +31,8 @@ from tributary_curate.snapshots import snapshot_of
 from tributary_importer.state_blob import S3StateBlobs
 from tributary_importer.state_dynamodb import DynamoDbStateStore
 from tributary_stack.replay.history import history_table
-from tributary_stream.lease import Checkpoint, DynamoDbLeaseStore
+from tributary_stream.lease import Checkpoint
+from tributary_stream.lease_table import DynamoDbLeaseStore
 
 HEAD_CONCURRENCY = 32
 

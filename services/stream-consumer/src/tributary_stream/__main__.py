@@ -17,7 +17,7 @@ from tributary.s3_writer import S3RawWriter
 from tributary_stream.assignment import BalanceConfig
 from tributary_stream.consumer import Limits
 from tributary_stream.fleet import DynamoDbFleetStore
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 from tributary_stream.processing import DynamoDbItemSink, ItemSink, Processor, load_processor
 from tributary_stream.route import Router
 from tributary_stream.settings import StreamSettings

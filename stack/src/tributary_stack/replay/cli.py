@@ -43,7 +43,7 @@ from tributary_stack.replay.rewind import (
     nothing_new,
     rewind_id,
 )
-from tributary_stream.lease import DynamoDbLeaseStore
+from tributary_stream.lease_table import DynamoDbLeaseStore
 from tributary_stream.route import UNROUTED, Router
 from tributary_stream.settings import StreamSettings
 from tributary_stream.stream import KinesisStreamReader
