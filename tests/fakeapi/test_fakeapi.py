@@ -97,3 +97,15 @@ def test_fault_knobs(api: httpx.Client) -> None:
         json.loads(truncated.content)
     stats = api.get("/__admin/stats").json()
     assert {"429", "503", "truncated"} <= set(stats["injected"])
+
+
+def test_limit_next_counts_only_the_requests_under_limit_path(api: httpx.Client) -> None:
+    """`limit_next` with `limit_path`: the next N requests under that path get 429, whatever
+    reaches the other paths first (a page request still on its way from an earlier run)."""
+    api.put("/__admin/faults", json={"limit_next": 1, "limit_path": "/posts", "retry_after": "2"})
+    assert [api.get("/users").status_code for _ in range(3)] == [200, 200, 200]
+    limited = api.get("/posts")
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "2")
+    assert api.get("/posts").status_code == 200  # one, then served
+    api.put("/__admin/faults", json={"limit_next": 1})  # the default path: any request
+    assert api.get("/users").status_code == 429

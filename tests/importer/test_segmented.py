@@ -487,7 +487,14 @@ async def test_retry_after_is_honoured_on_child_windowed_and_token_routes(
     try:
         for name in ("post_comments", "ev", "oauth"):
             if name == "oauth":  # its first request, the token, meets a 429
-                faults = {"rate_limit_rps": 10, "retry_after": header, "limit_next": 1}
+                # (on the token path only: a page request of the run before, cancelled by the
+                # importer once it found the last page, may still reach the fake after this)
+                faults = {
+                    "rate_limit_rps": 10,
+                    "retry_after": header,
+                    "limit_next": 1,
+                    "limit_path": "/oauth/token",
+                }
                 await http.put(f"{fake_url}/__admin/faults", json=faults)
             await importer(MemoryRawWriter(), MemoryStateStore()).run_once(
                 client_for(name, declared, http)

@@ -45,6 +45,9 @@ class Faults(BaseModel):
     rate_limit_rps: float = Field(default=0.0, ge=0)  # token bucket; 429 + Retry-After beyond
     retry_after: str = "1"  # seconds, or an HTTP-date
     limit_next: int = Field(default=0, ge=0)  # the next N requests: 429, bucket or not
+    # Only requests whose path starts with it count for `limit_next`: a test that means the
+    # token endpoint is not beaten to it by a page request still on its way from an earlier run.
+    limit_path: str = "/"
     error_rate: float = Field(default=0.0, ge=0, le=1)  # share of 503 answers
     slow_ms: int = Field(default=0, ge=0)
     truncate_rate: float = Field(default=0.0, ge=0, le=1)  # share of bodies cut in half
@@ -99,7 +102,7 @@ def create_app(scale: int = 1, api_key: str | None = None, latency_ms: float = 0
         if check_key and api_key is not None and request.headers.get("x-api-key") != api_key:
             return _json({"error": "missing or wrong X-API-Key"}, 401)
         loop = asyncio.get_running_loop()
-        if state["limited"] < faults.limit_next:
+        if state["limited"] < faults.limit_next and request.url.path.startswith(faults.limit_path):
             state["limited"] += 1
             state["injected"]["429"] = state["injected"].get("429", 0) + 1
             return _json({"error": "rate limited"}, 429, {"Retry-After": faults.retry_after})
