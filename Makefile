@@ -78,8 +78,8 @@ docker-tools:
 base-images: docker-tools ## Build python:3.11-slim, the uv and moto base images locally (root, Docker)
 	$(SUDO) $(PYTHON) tools/base_images.py
 
-test: $(STAMP) docker-tools lint ## Lint, type-check and run the whole test suite
-	$(VENV_PY) -m pytest
+test: $(STAMP) docker-tools lint ## Lint, type-check and run the whole test suite (two workers)
+	$(VENV_PY) -m pytest -n 2
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict
 	.venv/bin/ruff check .

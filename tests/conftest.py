@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,42 @@ for _name, _value in LOCAL_CREDENTIALS.items():
     os.environ[_name] = _value
 os.environ.pop("AWS_ENDPOINT_URL", None)
 os.environ.pop("AWS_PROFILE", None)
+
+
+# `make test` runs the suite on two pytest-xdist workers (`-n 2`). Tests that share one heavy
+# resource stay on one worker, one after another, as in a serial run: Spark (each worker would
+# start a JVM of its own, and two Spark jobs at once on two cores slow both past the timeouts
+# of the kill and snapshot tests) and the Docker engine (one image build at a time, one
+# compose project's containers at a time). The rest are spread test by test.
+XDIST_GROUPS = {
+    "tests/curate/": "spark",
+    "tests/deploy/test_iam_enforced.py": "spark",
+    "tests/deploy/test_iam_snapshots.py": "spark",
+    "tests/deploy/test_base_images.py": "docker",
+    "tests/deploy/test_compose.py": "docker",
+    "tests/deploy/test_docker_engine.py": "docker",
+    "tests/deploy/test_images.py": "docker",
+    "tests/deploy/test_scanner.py": "docker",
+}
+
+
+def xdist_group(nodeid: str) -> str | None:
+    """The `XDIST_GROUPS` group of a test, by its file (None: it runs wherever a worker is free)."""
+    path = nodeid.split("::", 1)[0]
+    return next((g for prefix, g in XDIST_GROUPS.items() if path.startswith(prefix)), None)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With `-n`: each group one work unit (one worker runs it whole, in order), every other
+    test a unit of its own. (pytest-xdist's `--dist loadgroup` reads `xdist_group` marks from
+    a suffix it writes into the test's id attribute, which pytest 9.2 no longer reads back.)"""
+    from xdist.scheduler import LoadScopeScheduling  # imported only when -n is given
+
+    class SharedResourceScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid) or nodeid
+
+    return SharedResourceScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
