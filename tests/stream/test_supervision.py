@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from tests.stream.conftest import Harness, envelope, landed
 from tributary.dataset import DatasetRegistry
 from tributary.raw_writer import RawObject, WriteOutcome
@@ -57,6 +59,35 @@ async def test_a_shard_failing_without_progress_is_given_up_then_retaken(
     await h.stop(worker)
     assert h.metrics.total("LeasesTaken") == 2
     assert h.raw_lines() == landed(sent)
+
+
+@pytest.mark.parametrize("ending", ["stop", "lease lost"])
+async def test_a_stop_or_a_lost_lease_ends_a_failed_shards_restart_backoff_at_once(
+    registry: DatasetRegistry, ending: str
+) -> None:
+    """A shard consumer that failed is rerun after `restart_backoff_s` (doubling, jittered in
+    its upper half); a stop (SIGTERM) or the lease lost during that wait ends it: the worker
+    stops and releases the lease, or drops the shard, without sleeping it out. The wait here is
+    at least half an hour and the drain's timeout an hour, so a worker that sleeps it out never
+    gets there."""
+    hour = 3600.0
+    h = Harness(
+        registry,
+        MemoryStream(1),
+        writer=Buggy(),
+        config={"restart_backoff_s": hour, "max_backoff_s": hour, "shutdown_timeout_s": hour},
+    )
+    h.stream.put(SHARD, envelope("events", "e1", {"i": 1}))
+    worker = h.start()
+    await h.wait_for(lambda: h.metrics.total("ShardFailures", shard=SHARD) == 1)
+    if ending == "stop":
+        await h.stop(worker)  # within 10 s
+        assert h.store.leases[SHARD].owner is None  # released
+    else:
+        worker.running[SHARD].consumer.lost.set()
+        await h.wait_for(lambda: SHARD not in worker.running, within=10)
+        await h.kill(worker)
+    assert h.metrics.total("ShardFailures", shard=SHARD) == 1  # not rerun
 
 
 async def test_a_shard_failing_for_longer_than_stall_s_makes_the_worker_unhealthy(
