@@ -33,7 +33,8 @@ os.environ.pop("AWS_PROFILE", None)
 # resource stay together on one worker, one after another: Spark (the curate tests' session,
 # one JVM started once rather than one a worker, and the IAM-enforced runs of the curate command
 # line: never two of these Spark jobs at once) and the Docker engine (one image build, one
-# compose project at a time). Every other test goes to
+# compose project at a time); also the two tests that run `tributary_stack demo`, which writes
+# the repo's `.local/demo.*` files (its log, its env file). Every other test goes to
 # whichever worker is free, so each runs beside at most one other: the stack tests that start
 # the curate job as a process of their own among them (they passed so, within their deadlines,
 # in the runs the README's test section names).
@@ -44,13 +45,15 @@ XDIST_GROUPS = {
     "tests/deploy/test_base_images.py": "docker",
     "tests/deploy/test_compose.py": "docker",
     "tests/deploy/test_docker_engine.py": "docker",
+    "tests/stack/test_demo.py::": "demo",
+    "tests/stack/test_stop.py::test_sigkill_of_the_demo_leaves_nothing": "demo",
 }
 
 
 def xdist_group(nodeid: str) -> str | None:
-    """The `XDIST_GROUPS` group of a test, by its file (None: it runs wherever a worker is free)."""
-    path = nodeid.split("::", 1)[0]
-    return next((g for prefix, g in XDIST_GROUPS.items() if path.startswith(prefix)), None)
+    """The `XDIST_GROUPS` group of a test, by the start of its id: a folder, a file or one test
+    (None: it runs wherever a worker is free)."""
+    return next((g for prefix, g in XDIST_GROUPS.items() if nodeid.startswith(prefix)), None)
 
 
 @pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist never calls it
